@@ -1,0 +1,152 @@
+"""config.toml -> frozen dataclasses; paths made absolute, secrets read from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+
+from .errors import ConfigError
+from .tomlfile import Problem, TomlError, TomlFile
+
+SECURITY = ("ssl", "starttls", "none")
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    host: str
+    port: int = 993
+    security: str = "ssl"
+    user: str = ""
+    password_env: str = "GATEWAY_IMAP_PASSWORD"
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    quarantine_folder: str = "Quarantine"
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Smtp:
+    host: str
+    port: int = 587
+    security: str = "starttls"
+    from_address: str = ""
+    user: str = ""
+    password_env: str = ""
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Gnupg:
+    home: Path
+    passphrase_env: str = ""
+
+
+@dataclass(frozen=True)
+class Paths:
+    rules: Path
+    keys: Path
+    outbox: Path
+    database: Path
+
+
+@dataclass(frozen=True)
+class Admin:
+    email: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    mailbox: Mailbox
+    smtp: Smtp
+    gnupg: Gnupg
+    paths: Paths
+    admin: Admin
+
+
+_SECTIONS = {"mailbox": Mailbox, "smtp": Smtp, "gnupg": Gnupg, "paths": Paths, "admin": Admin}
+_PATH_KEYS = {("gnupg", "home"), ("paths", "rules"), ("paths", "keys"), ("paths", "outbox"), ("paths", "database")}
+_DEFAULT_PATHS = {"rules": "rules", "keys": "keys", "outbox": "outbox", "database": "var/gateway.db"}
+
+
+def load(path: Path) -> Config:
+    """Read and check config.toml; raise ConfigError listing every problem, each with its line."""
+    config, problems = _build(Path(path))
+    if problems:
+        raise ConfigError("\n".join(str(problem) for problem in problems))
+    assert config is not None
+    return config
+
+
+def check(path: Path) -> tuple[Config | None, list[Problem]]:
+    """Like load, but return the problems instead of raising (for `gateway check`)."""
+    return _build(Path(path))
+
+
+def secret(variable: str) -> str | None:
+    """The value of the environment variable an administrator named for a secret, if set."""
+    if not variable:
+        return None
+    return os.environ.get(variable)
+
+
+def _build(path: Path) -> tuple[Config | None, list[Problem]]:
+    path = path.absolute()
+    try:
+        toml = TomlFile.load(path)
+    except TomlError as error:
+        return None, [error.problem]
+    base = path.parent
+    problems = toml.unknown_keys(None, toml.data, set(_SECTIONS))
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        table = toml.data.get(name, {} if name in ("gnupg", "paths") else None)
+        if table is None:
+            problems.append(toml.problem(f"the [{name}] section is missing"))
+            continue
+        if not isinstance(table, dict):
+            problems.append(toml.problem(f"'{name}' must be a [{name}] section", None, name))
+            continue
+        known = {field.name for field in fields(cls)}
+        problems += toml.unknown_keys(name, table, known)
+        values = {key: value for key, value in table.items() if key in known}
+        if name == "paths":
+            values = {**_DEFAULT_PATHS, **values}
+        if name == "gnupg":
+            values.setdefault("home", "var/gnupg")
+        for field in fields(cls):
+            if field.name not in values:
+                continue
+            value = values[field.name]
+            if (name, field.name) in _PATH_KEYS:
+                if not isinstance(value, str):
+                    problems.append(toml.problem(f"{field.name} must be a path in quotes", name, field.name))
+                    continue
+                values[field.name] = (base / value).resolve()
+            elif field.type == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+                problems.append(toml.problem(f"{field.name} must be a whole number", name, field.name))
+            elif field.type == "float" and not isinstance(value, (int, float)):
+                problems.append(toml.problem(f"{field.name} must be a number of seconds", name, field.name))
+            elif field.type == "str" and not isinstance(value, str):
+                problems.append(toml.problem(f"{field.name} must be text in quotes", name, field.name))
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in values]
+        for key in missing:
+            problems.append(toml.problem(f"[{name}] needs '{key}'", name))
+        if "security" in values and values["security"] not in SECURITY:
+            problems.append(
+                toml.problem(f"security must be one of {', '.join(SECURITY)}", name, "security")
+            )
+        if not missing:
+            try:
+                sections[name] = cls(**values)
+            except TypeError:
+                problems.append(toml.problem(f"[{name}] cannot be read", name))
+    if problems or len(sections) != len(_SECTIONS):
+        return None, problems
+    config = Config(path=path, **sections)
+    if not config.smtp.from_address:
+        problems.append(toml.problem("[smtp] needs 'from_address', the address receipts come from", "smtp"))
+    if "@" not in config.admin.email:
+        problems.append(toml.problem("[admin] email must be an email address", "admin", "email"))
+    return (None if problems else config), problems

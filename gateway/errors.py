@@ -1,0 +1,64 @@
+"""The gateway's errors: one base class, one subclass per step of the journey.
+
+Every message here is safe to log: it carries ids, UIDs, row numbers and column names, never a value
+taken from a return, a subject or a file name.
+"""
+
+
+class GatewayError(Exception):
+    """Base class for every failure the gateway reports."""
+
+    retryable = False
+
+
+class ConfigError(GatewayError):
+    """config.toml is missing, unreadable or wrong."""
+
+
+class RulesError(GatewayError):
+    """A rule file cannot be read."""
+
+
+class KeyringError(GatewayError):
+    """The gateway's keyring or a key in keys/ cannot be used."""
+
+
+class MailboxError(GatewayError):
+    """The IMAP mailbox cannot be reached or refused an operation."""
+
+    retryable = True
+
+
+class UnpackError(GatewayError):
+    """A message holds no return the gateway can open (file-level, severity F).
+
+    `advice` is the sentence the provider reads in the rejection receipt.
+    """
+
+    def __init__(self, message: str, advice: str) -> None:
+        super().__init__(message)
+        self.advice = advice
+
+
+class UnknownSender(UnpackError):
+    """The sender is not registered for any provider."""
+
+
+class ReadError(UnpackError):
+    """The decrypted file is not a return the gateway can read (file-level, severity F)."""
+
+
+class PackError(GatewayError):
+    """A borough package could not be built or encrypted."""
+
+
+class NoUsableKey(PackError):
+    """A recipient has no single valid public key; the package must be held, never sent in clear."""
+
+
+class SendError(GatewayError):
+    """The SMTP relay refused or failed a message."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable

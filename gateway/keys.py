@@ -1,0 +1,163 @@
+"""The keyring: import keys/, find the one valid key for a recipient, encrypt, and decrypt safely.
+
+python-gnupg logs the data it reads at DEBUG (decrypted text included): logs.py keeps its logger at
+WARNING, whatever level the gateway runs at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gnupg
+
+from .errors import KeyringError, NoUsableKey
+from .tomlfile import Problem
+
+_STATUS = re.compile(r"^\[GNUPG:\] (\S+) ?(.*)$", re.MULTILINE)
+_EMAIL_IN_UID = re.compile(r"<([^<>\s]+@[^<>\s]+)>|^([^<>\s]+@[^<>\s]+)$")
+_UNUSABLE_TRUST = {"e", "r", "i", "d", "n"}
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    fingerprint: str
+    addresses: tuple[str, ...]
+    expires: int | None  # seconds since the epoch, None for never
+    usable: bool
+    why_not: str = ""
+
+    def expires_within(self, seconds: int, now: float | None = None) -> bool:
+        return self.expires is not None and self.expires - (now or time.time()) < seconds
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    data: bytes
+    signer: str | None  # fingerprint of a good signature's key, if the file was signed
+    signed: bool  # a signature was present at all (good or not)
+
+
+class Keyring:
+    """The gateway's GnuPG home: its own secret key plus the public keys administrators put in keys/."""
+
+    def __init__(self, home: Path, passphrase: str | None = None) -> None:
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.home, 0o700)
+        self._gpg = gnupg.GPG(gnupghome=str(self.home))
+        self._gpg.encoding = "utf-8"
+        self._passphrase = passphrase
+        self._from_folder: set[str] = set()
+
+    # -- keys ---------------------------------------------------------------------------------
+    def import_folder(self, folder: Path) -> list[Problem]:
+        """Import every keys/*.asc; only keys found there count for recipients and providers."""
+        problems = []
+        self._from_folder = set()
+        for path in sorted(Path(folder).glob("*.asc")):
+            try:
+                text = path.read_bytes()
+            except OSError as error:
+                problems.append(Problem(path, None, f"cannot read the key file ({type(error).__name__})"))
+                continue
+            result = self._gpg.import_keys(text)
+            if not result.fingerprints:
+                problems.append(Problem(path, None, "holds no OpenPGP public key gpg can import; export the key again in armoured form (.asc)"))
+                continue
+            self._from_folder.update(result.fingerprints)
+        return problems
+
+    def public_keys(self) -> list[PublicKey]:
+        """Keys imported from keys/, with whether each can be used to encrypt now."""
+        keys = []
+        now = time.time()
+        for key in self._gpg.list_keys():
+            if key["fingerprint"] not in self._from_folder:
+                continue
+            addresses = tuple(sorted({a for uid in key.get("uids", []) for a in _addresses(uid)}))
+            expires = int(key["expires"]) if key.get("expires") else None
+            why = ""
+            if key.get("trust") == "r":
+                why = "revoked"
+            elif key.get("trust") == "e" or (expires is not None and expires <= now):
+                why = "expired"
+            elif key.get("trust") in _UNUSABLE_TRUST:
+                why = "invalid"
+            elif "E" not in key.get("cap", ""):
+                why = "has no usable encryption subkey"
+            keys.append(PublicKey(key["fingerprint"], addresses, expires, not why, why))
+        return keys
+
+    def key_for(self, address: str, keys: list[PublicKey] | None = None) -> str:
+        """The fingerprint of the single usable key for `address`; NoUsableKey says why not."""
+        address = address.lower()
+        keys = self.public_keys() if keys is None else keys
+        mine = [k for k in keys if address in k.addresses]
+        usable = [k for k in mine if k.usable]
+        if len(usable) == 1:
+            return usable[0].fingerprint
+        if not mine:
+            raise NoUsableKey(f"no public key in keys/ has a user ID with {address}")
+        if not usable:
+            reasons = ", ".join(sorted({k.why_not for k in mine}))
+            raise NoUsableKey(f"the key for {address} cannot be used ({reasons})")
+        raise NoUsableKey(f"{len(usable)} valid keys in keys/ are for {address}; keep exactly one")
+
+    def own_fingerprint(self) -> str:
+        secret = self._gpg.list_keys(secret=True)
+        if len(secret) != 1:
+            raise KeyringError(f"the gateway's keyring {self.home} must hold exactly one secret key, it holds {len(secret)}")
+        return secret[0]["fingerprint"]
+
+    def export_public(self, fingerprint: str) -> str:
+        return str(self._gpg.export_keys(fingerprint))
+
+    # -- crypto -------------------------------------------------------------------------------
+    def encrypt(self, data: bytes, fingerprint: str) -> bytes:
+        """Binary OpenPGP ciphertext for exactly this key (the key was chosen by fingerprint, so trust it)."""
+        result = self._gpg.encrypt(data, [fingerprint], always_trust=True, armor=False)
+        if not result.ok:
+            raise KeyringError(f"gpg could not encrypt to key {fingerprint}: {result.status}")
+        return result.data
+
+    def decrypt(self, data: bytes) -> Decrypted:
+        """Decrypt in memory; accept only a clean, integrity-protected decryption to the gateway's key."""
+        result = self._gpg.decrypt(data, passphrase=self._passphrase, always_trust=True)
+        statuses = dict(_STATUS.findall(result.stderr or ""))
+        clean = (
+            result.returncode == 0
+            and "DECRYPTION_OKAY" in statuses
+            and "DECRYPTION_KEY" in statuses  # public-key decryption, not a shared passphrase
+            and not {"DECRYPTION_FAILED", "BADMDC"} & statuses.keys()
+        )
+        mdc_method = statuses.get("DECRYPTION_INFO", "").split()[:1]
+        if not clean:
+            if "NO_SECKEY" in statuses and "DECRYPTION_KEY" not in statuses:
+                raise KeyringError("the file is encrypted to a key that is not the gateway's")
+            if "BEGIN_DECRYPTION" not in statuses and "ENC_TO" not in statuses:
+                raise KeyringError("the file is not OpenPGP encrypted data")
+            if mdc_method == ["0"] and not _aead(statuses):
+                raise KeyringError("the file is not integrity protected (no MDC), so it is refused")
+            raise KeyringError("gpg could not decrypt the file: it is damaged or incomplete")
+        if "GOODMDC" not in statuses and not _aead(statuses):
+            raise KeyringError("the file is not integrity protected (no MDC), so it is refused")
+        signed = bool({"GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"} & statuses.keys())
+        signer = statuses["VALIDSIG"].split()[0] if "GOODSIG" in statuses and "VALIDSIG" in statuses else None
+        return Decrypted(result.data, signer, signed)
+
+
+def _aead(statuses: dict[str, str]) -> bool:
+    # DECRYPTION_INFO <mdc_method> <sym_algo> [<aead_algo>]: a non-zero AEAD algorithm protects integrity.
+    parts = statuses.get("DECRYPTION_INFO", "").split()
+    return len(parts) >= 3 and parts[2] != "0"
+
+
+def _addresses(uid: str) -> set[str]:
+    found = set()
+    for match in _EMAIL_IN_UID.finditer(uid.strip()):
+        found.add((match.group(1) or match.group(2)).lower())
+    return found

@@ -1,0 +1,169 @@
+"""The SQLite ledger (sqlite-utils): messages, outgoing mail and events, with counts, hashes and ids only.
+
+Never a cell value, a name, a subject or an attachment name: the ledger outlives the data it describes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    sha256: str
+    reference: str
+    first_seen: str
+    state: str  # received | queued | done | quarantined
+
+
+class Ledger:
+    """One SQLite file; every write commits before the caller goes on."""
+
+    def __init__(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite_utils.Database(str(path))
+        self.db.conn.execute("PRAGMA journal_mode=WAL")
+        self.db.conn.execute("PRAGMA synchronous=FULL")
+        self._create()
+
+    def _create(self) -> None:
+        db = self.db
+        if "messages" not in db.table_names():
+            db["messages"].create(
+                {
+                    "sha256": str, "reference": str, "mailbox": str, "uidvalidity": int, "uid": int,
+                    "first_seen": str, "updated": str, "state": str, "outcome": str, "provider": str,
+                    "rows_read": int, "rows_forwarded": int, "rows_rejected": int, "warnings": int,
+                },
+                pk="sha256",
+            )
+            db["messages"].create_index(["mailbox", "uidvalidity", "uid"])
+            db["messages"].create_index(["reference"], unique=True)
+        if "outgoing" not in db.table_names():
+            db["outgoing"].create(
+                {
+                    "id": str, "reference": str, "kind": str, "recipient": str, "borough": str,
+                    "rows": int, "sha256": str, "state": str, "attempts": int, "last_error": str,
+                    "queued_at": str, "sent_at": str,
+                },
+                pk="id",
+            )
+            db["outgoing"].create_index(["reference"])
+        if "events" not in db.table_names():
+            db["events"].create(
+                {"id": int, "at": str, "reference": str, "event": str, "detail": str}, pk="id"
+            )
+
+    # -- messages -----------------------------------------------------------------------------
+    def find_message(self, mailbox: str, uidvalidity: int, uid: int, sha256: str) -> MessageRecord | None:
+        """The message as the ledger knows it: by its hash, or by mailbox, UIDVALIDITY and UID."""
+        rows = list(self.db.query(
+            "select * from messages where sha256 = ? or (mailbox = ? and uidvalidity = ? and uid = ?) limit 1",
+            [sha256, mailbox, uidvalidity, uid],
+        ))
+        return _record(rows[0]) if rows else None
+
+    def receive(self, mailbox: str, uidvalidity: int, uid: int, sha256: str) -> MessageRecord:
+        """Record a message as received (once); its reference is derived from its hash, so stable."""
+        known = self.find_message(mailbox, uidvalidity, uid, sha256)
+        if known:
+            return known
+        now = utcnow()
+        reference = f"LDOR-{now[:10].replace('-', '')}-{sha256[:10].upper()}"
+        with self.db.conn:
+            self.db["messages"].insert({
+                "sha256": sha256, "reference": reference, "mailbox": mailbox, "uidvalidity": uidvalidity,
+                "uid": uid, "first_seen": now, "updated": now, "state": "received",
+            })
+            self._event(reference, "received", uid=uid)
+        return MessageRecord(sha256, reference, now, "received")
+
+    def record_outcome(self, record: MessageRecord, outcome: dict, outgoing: list[dict]) -> None:
+        """In one transaction: the message's counts and state, and the outgoing mail now in the outbox."""
+        now = utcnow()
+        with self.db.conn:
+            for item in outgoing:
+                if self.outgoing_state(item["id"]) == "sent":
+                    continue
+                self.db["outgoing"].upsert(
+                    {**item, "reference": record.reference, "state": item.get("state", "queued"),
+                     "attempts": 0, "queued_at": now},
+                    pk="id",
+                )
+            self.db["messages"].update(record.sha256, {**outcome, "updated": now})
+            self._event(record.reference, outcome.get("state", "queued"), **_counts(outcome))
+
+    def set_state(self, record: MessageRecord, state: str) -> None:
+        with self.db.conn:
+            self.db["messages"].update(record.sha256, {"state": state, "updated": utcnow()})
+            self._event(record.reference, state)
+
+    def message(self, reference: str) -> dict | None:
+        rows = list(self.db["messages"].rows_where("reference = ?", [reference]))
+        return rows[0] if rows else None
+
+    # -- outgoing -----------------------------------------------------------------------------
+    def outgoing_state(self, item_id: str) -> str | None:
+        rows = list(self.db.query("select state from outgoing where id = ?", [item_id]))
+        return rows[0]["state"] if rows else None
+
+    def outgoing(self, item_id: str) -> dict | None:
+        rows = list(self.db["outgoing"].rows_where("id = ?", [item_id]))
+        return rows[0] if rows else None
+
+    def mark_sent(self, item_id: str) -> None:
+        with self.db.conn:
+            self.db.conn.execute(
+                "update outgoing set state = 'sent', sent_at = ?, attempts = attempts + 1, last_error = null where id = ?",
+                [utcnow(), item_id],
+            )
+            self._event(self._reference_of(item_id), "sent", id=item_id)
+
+    def mark_failed(self, item_id: str, error: str, permanent: bool) -> None:
+        state = "failed" if permanent else "queued"
+        with self.db.conn:
+            self.db.conn.execute(
+                "update outgoing set state = ?, attempts = attempts + 1, last_error = ? where id = ?",
+                [state, error, item_id],
+            )
+            self._event(self._reference_of(item_id), "send-failed" if permanent else "send-deferred", id=item_id)
+
+    def mark_held(self, item_id: str, why: str) -> None:
+        with self.db.conn:
+            self.db.conn.execute("update outgoing set state = 'held', last_error = ? where id = ?", [why, item_id])
+            self._event(self._reference_of(item_id), "held", id=item_id)
+
+    # -- events -------------------------------------------------------------------------------
+    def event(self, reference: str, event: str, **detail: object) -> None:
+        with self.db.conn:
+            self._event(reference, event, **detail)
+
+    def events(self, reference: str) -> list[dict]:
+        return list(self.db["events"].rows_where("reference = ?", [reference], order_by="id"))
+
+    def _event(self, reference: str, event: str, **detail: object) -> None:
+        self.db["events"].insert({
+            "at": utcnow(), "reference": reference, "event": event,
+            "detail": json.dumps(detail, sort_keys=True) if detail else "",
+        })
+
+    def _reference_of(self, item_id: str) -> str:
+        rows = list(self.db.query("select reference from outgoing where id = ?", [item_id]))
+        return rows[0]["reference"] if rows else ""
+
+
+def _record(row: dict) -> MessageRecord:
+    return MessageRecord(row["sha256"], row["reference"], row["first_seen"], row["state"])
+
+
+def _counts(outcome: dict) -> dict:
+    return {k: v for k, v in outcome.items() if k.startswith("rows_") or k == "warnings"}

@@ -1,0 +1,57 @@
+"""Composing the gateway's own messages: deterministic Message-IDs, plain-text bodies, attachments."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime, formatdate
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A complete message ready for the outbox, with what the ledger records of it (no personal data)."""
+
+    id: str  # also the outbox file name and the Message-ID's left part
+    kind: str  # package | receipt | alert
+    recipient: str
+    raw: bytes
+    borough: str = ""
+    rows: int = 0
+
+    def ledger_row(self) -> dict:
+        return {
+            "id": self.id, "kind": self.kind, "recipient": self.recipient, "borough": self.borough,
+            "rows": self.rows, "sha256": hashlib.sha256(self.raw).hexdigest(),
+        }
+
+
+def outgoing_id(*parts: str) -> str:
+    """The same inputs always give the same id, so a resend after a crash is recognisably the same message."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def compose(
+    *,
+    item_id: str,
+    sender: str,
+    to: str,
+    subject: str,
+    body: str,
+    attachments: tuple[tuple[str, str, bytes], ...] = (),
+    when: datetime | None = None,
+) -> bytes:
+    """A plain-text message; attachments are (file name, MIME type, bytes)."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(when) if when else formatdate(usegmt=True)
+    message["Message-ID"] = f"<{item_id}@{sender.rpartition('@')[2] or 'ldor-gateway'}>"
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders must not answer it
+    message.set_content(body)
+    for filename, mime_type, data in attachments:
+        maintype, _, subtype = mime_type.partition("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return message.as_bytes()

@@ -1,0 +1,97 @@
+"""`gateway validate FILE`: the findings a provider would get, worked out offline, nothing sent."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+
+from . import config as config_module
+from . import rules as rules_module
+from .errors import ConfigError, KeyringError, ReadError, RulesError
+from .keys import Keyring
+from .postcodes import Directory
+from .read import read_return
+from .receipt import FileFacts, report_lines
+from .route import Routed, route
+from .rules import LONDON, Borough, Provider, Rules
+from .unpack import ENCRYPTED_SUFFIXES
+from .validate import Finding, sort_findings, validate
+
+
+@dataclass(frozen=True)
+class Report:
+    rows_read: int
+    findings: tuple[Finding, ...]
+    routed: Routed | None
+    lines: tuple[str, ...]
+
+    @property
+    def blocking(self) -> bool:
+        return any(f.severity in ("E", "F") for f in self.findings)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def as_dict(self) -> dict:
+        return {
+            "rows_read": self.rows_read,
+            "rows_forwarded": self.routed.forwarded if self.routed else 0,
+            "boroughs": {b.borough.name: len(b.rows) for b in self.routed.batches} if self.routed else {},
+            "findings": [
+                {"severity": f.severity, "row": f.row, "column": f.column, "rule": f.rule, "message": f.message}
+                for f in self.findings
+            ],
+        }
+
+
+def validate_file(path: Path, config_path: Path, ukprn: str | None = None) -> Report:
+    data = Path(path).read_bytes()
+    settings = _settings(config_path)
+    directory = Directory()
+    if _encrypted(path, data):
+        if settings is None:
+            raise ConfigError(f"{path} is encrypted: decrypting it needs the gateway's keyring, named in {config_path}")
+        keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env))
+        try:
+            data = keyring.decrypt(data).data
+        except KeyringError as error:
+            raise ReadError(str(error), str(error)) from None
+    rules = _rules(settings)
+    facts = FileFacts("(offline check)", datetime.now(timezone.utc), 1, 1, len(data), hashlib.sha256(data).hexdigest()[:12])
+    try:
+        table = read_return(data)
+    except ReadError as error:
+        finding = Finding("F", None, "", "File_01", error.advice)
+        return Report(0, (finding,), None, (f"F  {error.advice}",))
+    number = ukprn or table.header.get("provider_number", "")
+    provider = rules.providers.get(number) or Provider(number or "unknown", table.header.get("provider_name", "") or "(not registered)", ())
+    checked = validate(table, rules.providers.get(number))
+    routed = route(table, checked.accepted, rules, directory) if not checked.fatal else Routed((), ())
+    findings = tuple(sort_findings(list(checked.findings + routed.findings)))
+    lines = report_lines(facts, provider, len(table.rows), list(findings), routed, directory.edition)
+    return Report(len(table.rows), findings, routed, tuple(lines))
+
+
+def _settings(path: Path) -> config_module.Config | None:
+    try:
+        return config_module.load(path)
+    except ConfigError:
+        return None
+
+
+def _rules(settings: config_module.Config | None) -> Rules:
+    if settings is not None:
+        try:
+            return rules_module.load(settings.paths.rules)
+        except RulesError:
+            pass
+    # Without usable rules, take the 33 London boroughs as the ones served.
+    boroughs = {code: Borough(code, name, ()) for code, name in LONDON.items()}
+    return Rules(MappingProxyType(boroughs), MappingProxyType({}))
+
+
+def _encrypted(path: Path, data: bytes) -> bool:
+    return path.suffix.lower() in ENCRYPTED_SUFFIXES or data.lstrip().startswith(b"-----BEGIN PGP MESSAGE-----")

@@ -1,0 +1,220 @@
+"""One message through the steps, each step recorded in the ledger. Only this module knows their order.
+
+    mailbox -> unpack/decrypt -> read -> validate -> route -> pack+encrypt -> outbox -> send
+                                                            \\-> receipt to the provider (same outbox)
+
+A message leaves the mailbox folder only after everything it gave rise to is durably queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .config import Config
+from .errors import GatewayError, NoUsableKey, ReadError, UnknownSender
+from .inbox import Inbox, InboxMessage
+from .keys import Keyring, PublicKey
+from .ledger import Ledger, MessageRecord
+from .mail import Outgoing
+from .outbox import Outbox
+from .pack import Source, package_message
+from .postcodes import Directory
+from .read import read_return
+from .receipt import FileFacts, Letterhead, acknowledgement, alert, rejection
+from .route import Routed, route
+from .rules import Rules
+from .send import Delivery, flush
+from .unpack import Attachment, unpack
+from .validate import validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Everything one run needs, built once by the command line and passed in."""
+
+    config: Config
+    rules: Rules
+    keyring: Keyring
+    ledger: Ledger
+    outbox: Outbox
+    directory: Directory
+
+
+@dataclass
+class Result:
+    """What handling one message produced (counts only)."""
+
+    state: str  # queued | quarantined
+    outgoing: list[Outgoing] = field(default_factory=list)
+    held: list[dict] = field(default_factory=list)
+    counts: dict = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
+    outcome: str = "accepted"
+    provider: str = ""
+
+
+@dataclass(frozen=True)
+class MailboxRun:
+    seen: int = 0
+    processed: int = 0
+    quarantined: int = 0
+    delivery: Delivery = Delivery()
+
+
+def run_once(gateway: Gateway) -> MailboxRun:
+    """Handle everything waiting in the mailbox, then try the outbox once."""
+    settings = gateway.config.mailbox
+    processed = quarantined = seen = 0
+    with Inbox(settings) as inbox:
+        uidvalidity = inbox.uidvalidity()
+        for message in inbox.messages():
+            seen += 1
+            state = handle(gateway, settings.folder, uidvalidity, message)
+            folder = settings.quarantine_folder if state == "quarantined" else settings.processed_folder
+            inbox.move(message.uid, folder)
+            record = gateway.ledger.find_message(settings.folder, uidvalidity, message.uid, _sha256(message.raw))
+            if record is not None:
+                gateway.ledger.set_state(record, "done" if state != "quarantined" else "quarantined")
+            if state == "quarantined":
+                quarantined += 1
+            else:
+                processed += 1
+    delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp)
+    log.info("mailbox run: %d messages, %d processed, %d quarantined; outbox: %d sent, %d deferred, %d failed",
+             seen, processed, quarantined, delivery.sent, delivery.deferred, delivery.failed)
+    return MailboxRun(seen, processed, quarantined, delivery)
+
+
+def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessage) -> str:
+    """Queue everything one message gives rise to; return 'queued' or 'quarantined'. Never raises for bad input."""
+    ledger = gateway.ledger
+    record = ledger.receive(mailbox, uidvalidity, message.uid, _sha256(message.raw))
+    if record.state in ("queued", "done"):
+        log.info("message %s already handled; not processed again", record.reference)
+        return "queued"
+    if record.state == "quarantined":
+        return "quarantined"
+    try:
+        result = _work(gateway, record, message.raw)
+    except UnknownSender as error:
+        log.warning("message %s (UID %d) quarantined: %s", record.reference, message.uid, error)
+        result = _quarantine(gateway, record, message.uid, "a message from a sender not registered for any provider",
+                             "The sender's address is not in rules/providers.toml. If it is a provider's new address, add it to that provider's senders and move the message back to the mailbox folder.")
+    except Exception as error:  # one bad message must never stop the gateway
+        log.exception("message %s (UID %d) could not be handled and is quarantined", record.reference, message.uid)
+        result = _quarantine(gateway, record, message.uid, "a message the gateway could not handle",
+                             f"Handling failed with {type(error).__name__}. The message is in the quarantine folder; the log has the place in the code. Report it to the gateway's maintainers.")
+    _queue(gateway, record, result)
+    return result.state
+
+
+def _work(gateway: Gateway, record: MessageRecord, raw: bytes) -> Result:
+    config, ledger = gateway.config, gateway.ledger
+    unpacked = unpack(raw, gateway.rules, gateway.keyring)
+    provider = unpacked.provider
+    result = Result("queued", provider=provider.ukprn)
+    received = datetime.fromisoformat(record.first_seen)
+    head = _letterhead(gateway)
+    if unpacked.error is not None:
+        facts = FileFacts(record.reference, received, 1, 1, len(raw), _sha256(raw)[:12])
+        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, unpacked.sender, head))
+        result.outcome = "rejected"
+        ledger.event(record.reference, "rejected", reason=type(unpacked.error).__name__)
+        return result
+    keys = gateway.keyring.public_keys()
+    count = len(unpacked.attachments)
+    rejected_files = 0
+    for attachment in unpacked.attachments:
+        reference = record.reference if count == 1 else f"{record.reference}-{attachment.index}"
+        facts = FileFacts(reference, received, attachment.index, count, attachment.size, attachment.short_hash)
+        advice = _file_problem(attachment)
+        if advice is None:
+            try:
+                table = read_return(attachment.data or b"")
+            except ReadError as error:
+                advice = error.advice
+        if advice is None:
+            checked = validate(table, provider)
+            if checked.fatal:
+                advice = " ".join(f"{f.message} ({f.rule})." for f in checked.fatal) + (
+                    " Please correct the header block of your return and send it again.")
+        if advice is not None:
+            rejected_files += 1
+            result.outgoing.append(rejection(facts, provider, advice, unpacked.sender, head))
+            ledger.event(reference, "file-rejected", attachment=attachment.index)
+            continue
+        routed = route(table, checked.accepted, gateway.rules, gateway.directory)
+        source = Source(provider, reference, received)
+        for batch in routed.batches:
+            for recipient in batch.borough.recipients:
+                try:
+                    fingerprint = gateway.keyring.key_for(recipient, keys)
+                except NoUsableKey as why:
+                    result.held.append({"recipient": recipient, "borough": batch.borough.code, "rows": len(batch.rows), "why": str(why)})
+                    continue
+                result.outgoing.append(package_message(table, batch, source, recipient, gateway.keyring, fingerprint, config.smtp.from_address))
+        findings = checked.findings + routed.findings
+        result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition, unpacked.sender, head))
+        _add_counts(result, len(table.rows), routed, findings)
+        ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded, boroughs=len(routed.batches))
+    if rejected_files == count:
+        result.outcome = "rejected"
+    for held in result.held:
+        result.outgoing.append(alert(
+            record.reference, config.admin.email, config.smtp.from_address, "package held: no usable key",
+            f"A package of {held['rows']} notifications for borough {held['borough']} (recipient {held['recipient']}) "
+            f"from gateway reference {record.reference} is held and has NOT been sent.\n\nWhy: {held['why']}.\n\n"
+            "What to do: put the recipient's current public key (one .asc file) in keys/, run `gateway check`, "
+            "and tell the borough. Nothing is ever sent unencrypted.",
+        ))
+    return result
+
+
+def _file_problem(attachment: Attachment) -> str | None:
+    return attachment.error.advice if attachment.error is not None else None
+
+
+def _add_counts(result: Result, rows_read: int, routed: Routed, findings: tuple) -> None:
+    counts = result.counts
+    counts["rows_read"] += rows_read
+    counts["rows_forwarded"] += routed.forwarded
+    counts["rows_rejected"] += len({f.row for f in findings if f.severity == "E" and f.row})
+    counts["warnings"] += sum(1 for f in findings if f.severity == "W")
+
+
+def _quarantine(gateway: Gateway, record: MessageRecord, uid: int, what: str, todo: str) -> Result:
+    config = gateway.config
+    notice = alert(
+        record.reference, config.admin.email, config.smtp.from_address, "message quarantined",
+        f"The gateway received {what}.\n\nGateway reference: {record.reference}\nMailbox UID: {uid}\n"
+        f"Moved to the folder: {config.mailbox.quarantine_folder}\n\nWhat to do: {todo}\n\n"
+        "No reply was sent to the sender.",
+    )
+    return Result("quarantined", [notice], outcome="quarantined")
+
+
+def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
+    """Durably queue every outgoing message, then record the outcome in one ledger transaction."""
+    for item in result.outgoing:
+        if gateway.ledger.outgoing_state(item.id) != "sent":
+            gateway.outbox.put(item.id, item.raw)
+    rows = [item.ledger_row() for item in result.outgoing]
+    for held in result.held:
+        rows.append({"id": f"held-{record.reference}-{held['borough']}-{held['recipient']}", "kind": "package",
+                     "recipient": held["recipient"], "borough": held["borough"], "rows": held["rows"],
+                     "sha256": "", "state": "held", "last_error": held["why"]})
+    outcome = {"state": result.state, "outcome": result.outcome, "provider": result.provider, **result.counts}
+    gateway.ledger.record_outcome(record, outcome, rows)
+
+
+def _letterhead(gateway: Gateway) -> Letterhead:
+    fingerprint = gateway.keyring.own_fingerprint()
+    return Letterhead(gateway.config.smtp.from_address, fingerprint, gateway.keyring.export_public(fingerprint))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,172 @@
+"""The provider's receipt, built from findings and batch counts; and the administrator's alerts.
+
+A receipt travels in clear, so it identifies the file by the gateway's reference, time, size and a
+short hash, and each problem by row number and column, never by a value, a name or a file name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime
+
+from .mail import Outgoing, compose, outgoing_id
+from .route import Routed
+from .rules import Provider
+from .validate import Finding, sort_findings
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """How a receipt names the file it answers."""
+
+    reference: str
+    received: datetime
+    index: int
+    count: int
+    size: int
+    short_hash: str
+
+    def describe(self) -> str:
+        which = f"attachment {self.index} of {self.count}, " if self.count > 1 else ""
+        return f"{which}{self.size:,} bytes, SHA-256 {self.short_hash}"
+
+
+@dataclass(frozen=True)
+class Letterhead:
+    """What every receipt carries: who sends it, and the gateway's public key for providers to use."""
+
+    sender: str
+    fingerprint: str
+    public_key: str
+
+
+def acknowledgement(
+    facts: FileFacts, provider: Provider, rows_read: int, findings: tuple[Finding, ...], routed: Routed,
+    edition: str, to: str, head: Letterhead,
+) -> Outgoing:
+    ordered = sort_findings(list(findings))
+    lines = report_lines(facts, provider, rows_read, ordered, routed, edition) + _footer(head)
+    verdict = f"{routed.forwarded} of {rows_read} rows forwarded"
+    return _receipt(facts, "receipt", f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head)
+
+
+def report_lines(
+    facts: FileFacts, provider: Provider, rows_read: int, findings: list[Finding], routed: Routed, edition: str,
+) -> list[str]:
+    """The body of an acknowledgement: summary, then one line per finding, errors first."""
+    ordered = sort_findings(findings)
+    rejected_rows = {f.row for f in ordered if f.severity == "E" and f.row}
+    warnings = sum(1 for f in ordered if f.severity == "W")
+    lines = [
+        "Leavers and joiners return: receipt",
+        "",
+        *_heading(facts, provider),
+        f"Postcode directory used: {edition}",
+        "",
+        "Summary",
+        f"  Rows read:       {rows_read}",
+        f"  Rows forwarded:  {routed.forwarded}",
+    ]
+    for batch in sorted(routed.batches, key=lambda b: b.borough.name):
+        lines.append(f"      {batch.borough.name}: {len(batch.rows)}")
+    lines += [
+        f"  Rows rejected (not forwarded): {len(rejected_rows)}",
+        f"  Warnings:        {warnings}",
+        "",
+    ]
+    if ordered:
+        lines += ["Findings (E = row not forwarded, W = forwarded with a note)", *_table(ordered), ""]
+        lines += [
+            "What to do: correct each row marked E in your records and send those young people again",
+            "in your next return (or a new return now). Rows marked W have been forwarded; please check",
+            "them. Each rule name (such as ULN_04) is explained in the instructions sheet of the template.",
+        ]
+    else:
+        lines.append("No problems found: every row was forwarded. Thank you.")
+    return lines
+
+
+def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: Letterhead) -> Outgoing:
+    lines = [
+        "Leavers and joiners return: NOT ACCEPTED",
+        "",
+        *_heading(facts, provider),
+        "",
+        "Nothing from this file has been forwarded to any local authority.",
+        "",
+        "What happened and what to do:",
+        *_wrap(advice),
+    ]
+    lines += _footer(head)
+    return _receipt(facts, "rejection", f"LDOR return not accepted {facts.reference}", lines, (), to, head)
+
+
+def alert(reference: str, to: str, sender: str, subject: str, text: str) -> Outgoing:
+    """A notice to the administrator: ids and counts only, so it may travel in clear."""
+    item_id = outgoing_id(reference, "alert", subject)
+    raw = compose(item_id=item_id, sender=sender, to=to, subject=f"LDOR gateway: {subject} [{reference}]", body=text)
+    return Outgoing(item_id, "alert", to, raw)
+
+
+def findings_csv(findings: list[Finding] | tuple[Finding, ...]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["Severity", "Row", "Column", "Rule", "Message"])
+    for f in findings:
+        writer.writerow([f.severity, f.row or "", f.column, f.rule, f.message])
+    return buffer.getvalue().encode("utf-8-sig")
+
+
+def _heading(facts: FileFacts, provider: Provider) -> list[str]:
+    return [
+        f"Gateway reference: {facts.reference}",
+        f"Provider: {provider.name} (UKPRN {provider.ukprn})",
+        f"Received: {facts.received:%d/%m/%Y %H:%M} UTC",
+        f"File: {facts.describe()}",
+    ]
+
+
+def _table(findings: list[Finding]) -> list[str]:
+    width = max([len("Column")] + [len(f.column) for f in findings])
+    rows = [f"  {'Sev':<4}{'Row':>6}  {'Column':<{width}}  {'Rule':<15} Message"]
+    for f in findings:
+        row = str(f.row) if f.row else "-"
+        rows.append(f"  {f.severity:<4}{row:>6}  {f.column:<{width}}  {f.rule:<15} {f.message}")
+    return rows
+
+
+def _footer(head: Letterhead) -> list[str]:
+    return [
+        "",
+        "This receipt holds no personal data: rows are named by their row number in your sheet.",
+        f"The gateway's encryption key (fingerprint {head.fingerprint}) is attached as ldor-gateway-key.asc;",
+        "encrypt every return to it.",
+    ]
+
+
+def _wrap(text: str, width: int = 96) -> list[str]:
+    lines, current = [], ""
+    for word in text.split():
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}".strip()
+    return lines + ([current] if current else [])
+
+
+def _receipt(
+    facts: FileFacts, kind: str, subject: str, lines: list[str], findings: tuple[Finding, ...] | list[Finding],
+    to: str, head: Letterhead,
+) -> Outgoing:
+    item_id = outgoing_id(facts.reference, kind, to)
+    attachments = [("ldor-gateway-key.asc", "application/pgp-keys", head.public_key.encode())]
+    if findings:
+        attachments.insert(0, (f"{facts.reference}-findings.csv", "text/csv", findings_csv(findings)))
+    raw = compose(
+        item_id=item_id, sender=head.sender, to=to, subject=subject, body="\n".join(lines) + "\n",
+        attachments=tuple(attachments), when=facts.received,
+    )
+    return Outgoing(item_id, "receipt", to, raw)

@@ -1,0 +1,91 @@
+"""Read a TOML file and say on which line a table or key stands, so every problem can name its line."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a file the administrator edits, written for that administrator."""
+
+    file: Path
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        return f"{where}: {self.message}"
+
+
+_TABLE = re.compile(r"^\s*\[\s*\"?([^\]\"]+?)\"?\s*\]\s*(#.*)?$")
+_KEY = re.compile(r"^\s*\"?([A-Za-z0-9_.-]+)\"?\s*=")
+
+
+class TomlFile:
+    """A parsed TOML file that remembers its text, to point at lines."""
+
+    def __init__(self, path: Path, data: dict, text: str) -> None:
+        self.path = path
+        self.data = data
+        self._lines = text.splitlines()
+
+    @classmethod
+    def load(cls, path: Path) -> "TomlFile":
+        """Parse `path`; a syntax error becomes a Problem-carrying ValueError with the line."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise TomlError(Problem(path, None, "file not found")) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise TomlError(Problem(path, None, f"cannot read the file ({type(error).__name__})")) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            match = re.search(r"line (\d+)", str(error))
+            line = int(match.group(1)) if match else None
+            raise TomlError(Problem(path, line, f"not valid TOML: {error}")) from None
+        return cls(path, data, text)
+
+    def line(self, table: str | None = None, key: str | None = None) -> int | None:
+        """The 1-based line of `[table]`, or of `key` inside it (top level when table is None)."""
+        current: str | None = None
+        for number, text in enumerate(self._lines, start=1):
+            header = _TABLE.match(text)
+            if header:
+                current = header.group(1).strip()
+                if key is None and current == table:
+                    return number
+                continue
+            if key is not None and current == table:
+                assignment = _KEY.match(text)
+                if assignment and assignment.group(1) == key:
+                    return number
+        return None
+
+    def problem(self, message: str, table: str | None = None, key: str | None = None) -> Problem:
+        return Problem(self.path, self.line(table, key), message)
+
+    def unknown_keys(self, table: str | None, found: dict, known: set[str]) -> list[Problem]:
+        """A problem, with a "did you mean", for each key of `found` that is not in `known`."""
+        problems = []
+        for key in found:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
+            where = f"[{table}]" if table else "the top level"
+            problems.append(self.problem(f"unknown key '{key}' in {where}{hint}", table, key))
+        return problems
+
+
+class TomlError(ValueError):
+    """A TOML file could not be read at all."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem

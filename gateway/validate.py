@@ -1,0 +1,301 @@
+"""Rows -> accepted rows + findings (severity, row, column, rule, message).
+
+A bad row is data, not an exception. Every rule has a stable name (Field_NN) so a provider can look it
+up and an administrator can count it; RULES is the one registry of them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from types import MappingProxyType
+from typing import Mapping
+
+from . import postcodes
+from .read import Return, Row
+from .rules import Provider
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    severity: str  # F file rejected, E row rejected, W row forwarded with a note
+    field: str  # canonical field ("" for the header block or the whole row)
+    message: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str
+    row: int | None
+    column: str
+    rule: str
+    message: str
+
+
+def _registry(*rules: Rule) -> Mapping[str, Rule]:
+    return MappingProxyType({rule.name: rule for rule in rules})
+
+
+RULES = _registry(
+    Rule("Provider_01", "F", "provider_name", "Provider name is missing from the header"),
+    Rule("Provider_02", "F", "provider_number", "Provider number must be your 8-digit UKPRN"),
+    Rule("Provider_03", "F", "provider_number", "Provider number in the header is not the provider registered for the address this came from"),
+    Rule("Header_01", "W", "", "Header contact details are incomplete"),
+    Rule("ULN_01", "W", "uln", "The Unique Learner Number is blank"),
+    Rule("ULN_02", "W", "uln", "The Unique Learner Number is the temporary number 9999999999"),
+    Rule("ULN_03", "E", "uln", "The Unique Learner Number must be 10 digits, not starting with 0"),
+    Rule("ULN_04", "E", "uln", "The Unique Learner Number does not pass the checksum calculation"),
+    Rule("FamilyName_01", "E", "family_name", "The learner's family name must be returned"),
+    Rule("FamilyName_02", "E", "family_name", "The learner's family name must be at most 100 characters"),
+    Rule("FirstName_01", "E", "first_name", "The learner's given name must be returned"),
+    Rule("FirstName_02", "E", "first_name", "The learner's given name must be at most 100 characters"),
+    Rule("DOB_01", "E", "dob", "Date of birth must be returned"),
+    Rule("DOB_02", "E", "dob", "Date of birth is not a valid date (write it as day/month/year, e.g. 31/01/2008)"),
+    Rule("DOB_03", "E", "dob", "Date of birth is in the future"),
+    Rule("DOB_04", "W", "dob", "Learner is outside the 16-18 age range on 31 August"),
+    Rule("DOB_05", "E", "dob", "Learner is over 24 on 31 August, too old for this return"),
+    Rule("Address_01", "W", "address", "Address is missing"),
+    Rule("Postcode_01", "E", "postcode", "Post code must be returned"),
+    Rule("Postcode_02", "E", "postcode", "The postcode is not in the correct format"),
+    Rule("Postcode_15", "E", "postcode", "Postcode not found, so the young person's home local authority cannot be identified"),
+    Rule("Email_01", "W", "contact_email", "Contact e-mail looks invalid"),
+    Rule("Phone_01", "W", "phone", "Contact phone number looks invalid"),
+    Rule("Reason_01", "E", "reason", "Reason must be one of: Joiner, Leaver, At risk of dropping out (none given)"),
+    Rule("Reason_02", "E", "reason", "Reason must be exactly one of: Joiner, Leaver, At risk of dropping out (more than one given)"),
+    Rule("Reason_03", "E", "reason", "Reason must be one of: Joiner, Leaver, At risk of dropping out (mark the column with X, Y, Yes or a tick)"),
+    Rule("Destination_01", "W", "destination", "Destination code is not a recognised CCIS activity code"),
+    Rule("Row_01", "W", "", "Possible duplicate of another row"),
+    Rule("Route_01", "E", "postcode", "The young person lives in a local authority this gateway does not serve; please notify that authority directly"),
+)
+
+REASONS = ("Joiner", "Leaver", "At risk")
+_TICKS = {"x", "y", "yes", "1", "true", "\u2713", "\u2714", "\u2611", "\u00fc", "tick", "ticked"}
+_NOT_TICKED = {"", "n", "no", "0", "false", "-"}
+_REASON_WORDS = {
+    "joiner": "Joiner", "joined": "Joiner", "starter": "Joiner", "new starter": "Joiner",
+    "leaver": "Leaver", "left": "Leaver", "left early": "Leaver",
+    "at risk": "At risk", "at risk of dropping out": "At risk", "wobbler": "At risk", "risk": "At risk",
+}
+CCIS_CODES = frozenset(
+    [210, 220, 230, 240, 250, 260, 270, 280, 290, 310, 320, 330, 340, 350, 360, 380, 381,
+     410, 430, 440, 450, 460, 530, 540, 550, 610, 615, 616, 619, 620, 630, 640, 650, 660, 670, 680,
+     710, 720, 810, 820, 830]
+)
+_ULN = re.compile(r"^[1-9][0-9]{9}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+_PHONE = re.compile(r"^\+?[0-9 ()\-]{10,16}$")
+_UKPRN = re.compile(r"^1[0-9]{7}$|^[2-9][0-9]{7}$")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A row that may be forwarded, with what routing needs."""
+
+    row: Row
+    postcode: str  # normalised
+    reason: str  # one of REASONS
+
+
+@dataclass(frozen=True)
+class Checked:
+    accepted: tuple[Accepted, ...]
+    findings: tuple[Finding, ...]  # row and file findings, errors first
+
+    @property
+    def fatal(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "F")
+
+
+def finding(table: Return, rule_name: str, row: int | None, detail: str = "") -> Finding:
+    rule = RULES[rule_name]
+    return Finding(rule.severity, row, _column(table, rule.field), rule.name, f"{rule.message}{detail}")
+
+
+def _column(table: Return, field: str) -> str:
+    """The column a provider should look at, named as in their own sheet where it has one."""
+    if field == "reason" and "reason" not in table.columns:
+        ticks = [table.heading(f) for f in ("joiner", "leaver", "at_risk") if f in table.columns]
+        return " / ".join(ticks) or "Reason"
+    if field in ("provider_name", "provider_number"):
+        return field.replace("_", " ").title()
+    return table.heading(field) if field else ""
+
+
+def validate(table: Return, provider: Provider | None, today: date | None = None) -> Checked:
+    """Check the header block and every row; rows with no E finding are accepted."""
+    today = today or date.today()
+    findings = _header(table, provider)
+    accepted = []
+    seen_uln: dict[str, int] = {}
+    seen_person: dict[tuple, int] = {}
+    for row in table.rows:
+        row_findings, postcode, reason, identity = _row(table, row, today)
+        uln, person = identity
+        earlier = seen_uln.get(uln) if uln else None
+        earlier = earlier or (seen_person.get(person) if person else None)
+        if earlier:
+            row_findings.append(finding(table, "Row_01", row.number, f" (row {earlier})"))
+        if uln:
+            seen_uln.setdefault(uln, row.number)
+        if person:
+            seen_person.setdefault(person, row.number)
+        findings += row_findings
+        if not any(f.severity == "E" for f in row_findings):
+            accepted.append(Accepted(row, postcode, reason))
+    return Checked(tuple(accepted), tuple(sort_findings(findings)))
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    order = {"F": 0, "E": 1, "W": 2}
+    return sorted(findings, key=lambda f: (order[f.severity], f.row or 0, f.rule))
+
+
+def uln_problem(value: object) -> str | None:
+    """The rule a ULN breaks (ULN_01..04), or None when it is valid."""
+    text = _as_text(value)
+    if not text:
+        return "ULN_01"
+    if text == "9999999999":
+        return "ULN_02"
+    if not _ULN.match(text):
+        return "ULN_03"
+    digits = [int(c) for c in text]
+    remainder = sum(weight * d for weight, d in zip(range(10, 1, -1), digits[:9])) % 11
+    if remainder == 0 or digits[9] != 10 - remainder:
+        return "ULN_04"
+    return None
+
+
+def parse_date(value: object, today: date) -> date | None:
+    """A date from an Excel date cell, ISO text or day/month/year text; None if it is not one."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = _as_text(value)
+    match = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ].*)?", text)
+    if match:
+        year, month, day = (int(g) for g in match.groups())
+    else:
+        match = re.fullmatch(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2}|\d{4})", text)
+        if not match:
+            return None
+        day, month, year = (int(g) for g in match.groups())
+        if year < 100:  # two-digit years: the most recent such year not in the future
+            year += 2000 if 2000 + year <= today.year else 1900
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+def academic_age(born: date, today: date) -> int:
+    """Age on 31 August at the start of the current academic year."""
+    start = date(today.year if today.month >= 9 else today.year - 1, 8, 31)
+    return start.year - born.year - ((start.month, start.day) < (born.month, born.day))
+
+
+def reason_of(table: Return, row: Row) -> tuple[str | None, str | None]:
+    """(reason, None) or (None, rule name of the problem)."""
+    ticked, odd = [], False
+    for field, reason in zip(("joiner", "leaver", "at_risk"), REASONS):
+        if field not in table.columns:
+            continue
+        mark = _as_text(row.get(table, field)).lower()
+        if mark in _TICKS:
+            ticked.append(reason)
+        elif mark not in _NOT_TICKED:
+            odd = True
+    if "reason" in table.columns:
+        word = " ".join(_as_text(row.get(table, "reason")).lower().replace("-", " ").split())
+        if word:
+            named = _REASON_WORDS.get(word)
+            if named is None:
+                odd = True
+            elif named not in ticked:
+                ticked.append(named)
+    if len(ticked) > 1:
+        return None, "Reason_02"
+    if ticked:
+        return ticked[0], None
+    return None, "Reason_03" if odd else "Reason_01"
+
+
+def _header(table: Return, provider: Provider | None) -> list[Finding]:
+    header = table.header
+    findings = []
+    if "provider_name" in header or "provider_number" in header:
+        if not header.get("provider_name"):
+            findings.append(finding(table, "Provider_01", None))
+        number = header.get("provider_number", "")
+        if not _UKPRN.match(number):
+            findings.append(finding(table, "Provider_02", None))
+        elif provider is not None and number != provider.ukprn:
+            findings.append(finding(table, "Provider_03", None))
+        if not all(header.get(k) for k in ("contact_name", "contact_tel", "contact_email")):
+            findings.append(finding(table, "Header_01", None))
+    return findings
+
+
+def _row(table: Return, row: Row, today: date) -> tuple[list[Finding], str, str, tuple]:
+    found: list[Finding] = []
+
+    def add(rule_name: str, detail: str = "") -> None:
+        found.append(finding(table, rule_name, row.number, detail))
+
+    uln = _as_text(row.get(table, "uln"))
+    problem = uln_problem(uln)
+    if problem:
+        add(problem)
+    family = _as_text(row.get(table, "family_name"))
+    first = _as_text(row.get(table, "first_name"))
+    for value, blank, long in ((family, "FamilyName_01", "FamilyName_02"), (first, "FirstName_01", "FirstName_02")):
+        if not value:
+            add(blank)
+        elif len(value) > 100:
+            add(long)
+    raw_dob = row.get(table, "dob")
+    born = parse_date(raw_dob, today)
+    if not _as_text(raw_dob):
+        add("DOB_01")
+    elif born is None:
+        add("DOB_02")
+    elif born >= today:
+        add("DOB_03")
+    else:
+        age = academic_age(born, today)
+        if age > 24:
+            add("DOB_05")
+        elif not 16 <= age <= 18:
+            add("DOB_04", f" (age {age})")
+    if not _as_text(row.get(table, "address")):
+        add("Address_01")
+    postcode = postcodes.normalise(row.get(table, "postcode"))
+    if not postcode:
+        add("Postcode_01")
+    elif not postcodes.is_valid(postcode):
+        add("Postcode_02")
+    email = _as_text(row.get(table, "contact_email"))
+    if email and not _EMAIL.match(email):
+        add("Email_01")
+    phone = _as_text(row.get(table, "phone"))
+    if phone and not _PHONE.match(phone):
+        add("Phone_01")
+    reason, problem = reason_of(table, row)
+    if problem:
+        add(problem)
+    destination = _as_text(row.get(table, "destination"))
+    if re.fullmatch(r"\d{3}", destination) and int(destination) not in CCIS_CODES:
+        add("Destination_01")
+    person = (family.lower(), first.lower(), born) if family and first and born else None
+    return found, postcode, reason or "", (uln if uln and uln != "9999999999" else None, person)
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
