@@ -117,12 +117,12 @@ def _check(args: argparse.Namespace) -> int:
 
 def _check_keys(settings: config_module.Config, rules: rules_module.Rules | None) -> list[Problem]:
     problems: list[Problem] = []
+    keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env))
+    problems += keyring.import_folder(settings.paths.keys)
     try:
-        keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env))
-        problems += keyring.import_folder(settings.paths.keys)
         keyring.own_fingerprint()
     except KeyringError as error:
-        return problems + [Problem(settings.gnupg.home, None, str(error))]
+        problems.append(Problem(settings.gnupg.home, None, f"{error}: create it with gpg --homedir {settings.gnupg.home} --quick-gen-key ADDRESS"))
     if rules is None:
         return problems
     keys = keyring.public_keys()
@@ -132,12 +132,12 @@ def _check_keys(settings: config_module.Config, rules: rules_module.Rules | None
             try:
                 keyring.key_for(recipient, keys)
             except NoUsableKey as why:
-                problems.append(Problem(boroughs_file, None, f"[{borough.code}] {borough.name}: {why}; its packages would be held"))
+                problems.append(Problem(boroughs_file, borough.line, f"[{borough.code}] {borough.name}: {why}; its packages would be held"))
     known = {k.fingerprint for k in keys}
     for provider in rules.providers.values():
         for fingerprint in provider.signing_keys:
             if fingerprint not in known:
-                problems.append(Problem(settings.paths.rules / "providers.toml", None, f"provider {provider.ukprn}: signing key {fingerprint} is not in keys/"))
+                problems.append(Problem(settings.paths.rules / "providers.toml", provider.line, f"provider {provider.ukprn}: signing key {fingerprint} is not in keys/"))
     return problems
 
 

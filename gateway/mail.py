@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+import email.policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formatdate
 from datetime import datetime
+
+
+# CRLF line ends, as relays expect; headers up to RFC 5322's 998 characters so a subject is not
+# folded onto a line of its own, which some mail clients show with a stray leading space.
+_WIRE = email.policy.SMTP.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -54,4 +60,4 @@ def compose(
     for filename, mime_type, data in attachments:
         maintype, _, subtype = mime_type.partition("/")
         message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    return message.as_bytes()
+    return message.as_bytes(policy=_WIRE)

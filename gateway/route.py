@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .postcodes import Directory
 from .read import Return
-from .rules import Borough, Rules
+from .rules import LONDON, Borough, Rules
 from .validate import Accepted, Finding, finding
 
 
@@ -43,7 +43,7 @@ def route(table: Return, accepted: tuple[Accepted, ...], rules: Rules, directory
         if code is None:
             findings.append(finding(table, "Postcode_15", item.row.number))
         elif code not in rules.boroughs:
-            findings.append(finding(table, "Route_01", item.row.number, f" (authority {code})"))
+            findings.append(finding(table, "Route_01", item.row.number, f" ({LONDON.get(code, 'authority')} {code})"))
         else:
             groups.setdefault(code, []).append(item)
     batches = tuple(Batch(rules.boroughs[code], tuple(rows)) for code, rows in sorted(groups.items()))

@@ -40,6 +40,7 @@ class Borough:
     name: str
     recipients: tuple[str, ...]
     format: str = "xlsx"
+    line: int | None = field(default=None, compare=False)  # of its recipients, for problems about them
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Provider:
     password_env: str | None = None
     signing_keys: tuple[str, ...] = ()
     require_signature: bool = False
+    line: int | None = field(default=None, compare=False)
 
     def sends_from(self, address: str) -> bool:
         address = address.strip().lower()
@@ -103,7 +105,7 @@ def check(directory: Path, known_authority: Callable[[str], bool] | None = None)
         into.update(reader(toml, known, problems))
     for provider in providers.values():
         if provider.host_la and provider.host_la not in boroughs and not known(provider.host_la):
-            problems.append(Problem(files[1], None, f"provider {provider.ukprn}: host_la '{provider.host_la}' is not a known local authority code"))
+            problems.append(Problem(files[1], provider.line, f"provider {provider.ukprn}: host_la '{provider.host_la}' is not a known local authority code"))
     _claimed_twice(providers, files[1], problems)
     rules = Rules(MappingProxyType(boroughs), MappingProxyType(providers), tuple(files))
     return (None if problems else rules), problems
@@ -136,7 +138,8 @@ def _boroughs(toml: TomlFile, known: Callable[[str], bool], problems: list[Probl
         fmt = table.get("format", "xlsx")
         if fmt not in FORMATS:
             problems.append(toml.problem(f"[{code}] format must be \"xlsx\" or \"csv\", not {fmt!r}", code, "format"))
-        found[code] = Borough(code, str(name), tuple(clean), fmt if fmt in FORMATS else "xlsx")
+        line = toml.line(code, "recipients") or toml.line(code)
+        found[code] = Borough(code, str(name), tuple(clean), fmt if fmt in FORMATS else "xlsx", line)
     return found
 
 
@@ -187,6 +190,7 @@ def _providers(toml: TomlFile, known: Callable[[str], bool], problems: list[Prob
             password_env=password_env,
             signing_keys=tuple(s.replace(" ", "").upper() for s in signing),
             require_signature=require,
+            line=toml.line(ukprn),
         )
     return found
 
@@ -196,5 +200,5 @@ def _claimed_twice(providers: dict[str, Provider], path: Path, problems: list[Pr
     for provider in providers.values():
         for sender in provider.senders:
             if sender in owner and owner[sender] != provider.ukprn:
-                problems.append(Problem(path, None, f"sender {sender} is claimed by providers {owner[sender]} and {provider.ukprn}: each address may belong to one provider"))
+                problems.append(Problem(path, provider.line, f"sender {sender} is claimed by providers {owner[sender]} and {provider.ukprn}: each address may belong to one provider"))
             owner[sender] = provider.ukprn

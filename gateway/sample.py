@@ -68,7 +68,7 @@ def people(directory: Directory, per_authority: dict[str, int], seed: int = 7, t
             family, first = _FAMILY[n % len(_FAMILY)], _FIRST[(n * 7) % len(_FIRST)]
             born = date(today.year - 17 - chooser.randint(0, 1), chooser.randint(1, 12), chooser.randint(1, 28))
             found.append(Person(
-                uln=valid_uln(123456789 + n * 7919),
+                uln=valid_uln(123456789 + seed * 1_000_003 + n * 7919),
                 family_name=family if n < len(_FAMILY) else f"{family}-{_FAMILY[(n * 3) % len(_FAMILY)]}",
                 first_name=first,
                 dob=born,

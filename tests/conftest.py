@@ -1,0 +1,195 @@
+"""Shared fixtures: real Dovecot, a real SMTP relay in a thread, real gpg keys, real SQLite files."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import textwrap
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+import gnupg
+import pytest
+
+from servers import Dovecot, SmtpCapture, export_public, gnupg_home, make_key
+
+from gateway.postcodes import Directory
+
+BOROUGHS = {
+    "E09000019": ("Islington", "ldor@islington.example", "xlsx"),
+    "E09000007": ("Camden", "ldor@camden.example", "xlsx"),
+    "E09000012": ("Hackney", "ldor@hackney.example", "csv"),
+}
+PROVIDER_UKPRN = "10001234"
+PROVIDER_SENDER = "mis@example-college.example"
+ADMIN = "admin@example.org"
+GATEWAY_ADDRESS = "ldor@example.org"
+
+
+@pytest.fixture(scope="session")
+def directory() -> Directory:
+    return Directory()
+
+
+@dataclass
+class Keys:
+    """Throwaway keys: the gateway's (secret in its own keyring), the provider's, and one per borough."""
+
+    gateway_home: Path
+    gateway_fpr: str
+    gateway_public: str
+    provider_home: Path
+    borough_homes: dict[str, Path]  # recipient address -> gnupg home holding its secret key
+    borough_public: dict[str, str]  # recipient address -> armoured public key
+
+    def gpg(self, home: Path) -> gnupg.GPG:
+        return gnupg.GPG(gnupghome=str(home))
+
+    def encrypt_for_gateway(self, data: bytes, extra: list[str] | None = None) -> bytes:
+        gpg = self.gpg(self.provider_home)
+        result = gpg.encrypt(data, [self.gateway_fpr], always_trust=True, armor=False, extra_args=extra)
+        assert result.ok, result.status
+        return result.data
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory) -> Keys:
+    root = tmp_path_factory.mktemp("keys")
+    with gnupg_home(root / "gateway") as gateway, gnupg_home(root / "provider") as provider:
+        homes = {}
+        stack = []
+        try:
+            gateway_fpr = make_key(gateway, "LDOR gateway", GATEWAY_ADDRESS)
+            make_key(provider, "Example College MIS", PROVIDER_SENDER)
+            gateway_public = export_public(gateway, gateway_fpr)
+            gnupg.GPG(gnupghome=str(provider)).import_keys(gateway_public)
+            public = {}
+            for _, address, _ in BOROUGHS.values():
+                cm = gnupg_home(root / address.split("@")[1].split(".")[0])
+                home = cm.__enter__()
+                stack.append(cm)
+                fpr = make_key(home, f"LDOR officer {address}", address)
+                homes[address] = home
+                public[address] = export_public(home, fpr)
+            yield Keys(gateway, gateway_fpr, gateway_public, provider, homes, public)
+        finally:
+            for cm in stack:
+                cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def imap(tmp_path) -> Dovecot:
+    with Dovecot(tmp_path / "imap", user=GATEWAY_ADDRESS, password="imap-secret") as server:
+        yield server
+
+
+@pytest.fixture
+def smtp() -> SmtpCapture:
+    with SmtpCapture() as server:
+        yield server
+
+
+@dataclass
+class Deployment:
+    """A gateway installation in a temporary folder, wired to the test servers."""
+
+    root: Path
+    config: Path
+    imap: Dovecot
+    smtp: SmtpCapture
+    keys: Keys
+
+    def run_once(self, *extra: str) -> int:
+        from gateway.cli import main
+
+        return main(["--config", str(self.config), *extra, "run", "--once"])
+
+    def deliver(self, raw: bytes) -> None:
+        self.imap.append(raw)
+
+    def captured(self) -> list[EmailMessage]:
+        return [email.message_from_bytes(m.data, policy=email.policy.default) for m in self.smtp.messages]
+
+
+@pytest.fixture
+def deployment(tmp_path, imap, smtp, keys, monkeypatch) -> Deployment:
+    root = tmp_path / "gateway"
+    (root / "rules").mkdir(parents=True)
+    (root / "keys").mkdir()
+    (root / "var").mkdir()
+    # The gateway's keyring is a copy of the session's, so each test starts from the same keys.
+    import shutil
+
+    shutil.copytree(keys.gateway_home, root / "var" / "gnupg", ignore=shutil.ignore_patterns("S.*", "*.lock"))
+    for address, public in keys.borough_public.items():
+        (root / "keys" / f"{address}.asc").write_text(public)
+    boroughs = "\n".join(
+        f'[{code}]\nname = "{name}"\nrecipients = ["{address}"]\nformat = "{fmt}"\n'
+        for code, (name, address, fmt) in BOROUGHS.items()
+    )
+    (root / "rules" / "boroughs.toml").write_text(boroughs)
+    (root / "rules" / "providers.toml").write_text(textwrap.dedent(f"""\
+        [{PROVIDER_UKPRN}]
+        name = "Example College"
+        senders = ["{PROVIDER_SENDER}"]
+        host_la = "E09000019"
+        """))
+    config = root / "config.toml"
+    config.write_text(textwrap.dedent(f"""\
+        [mailbox]
+        host = "{imap.host}"
+        port = {imap.port}
+        security = "none"
+        user = "{imap.user}"
+        password_env = "TEST_IMAP_PASSWORD"
+        timeout = 10
+
+        [smtp]
+        host = "{smtp.host}"
+        port = {smtp.port}
+        security = "none"
+        from_address = "{GATEWAY_ADDRESS}"
+        timeout = 10
+
+        [gnupg]
+        home = "var/gnupg"
+
+        [paths]
+        rules = "rules"
+        keys = "keys"
+        outbox = "outbox"
+        database = "var/gateway.db"
+
+        [admin]
+        email = "{ADMIN}"
+        """))
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", imap.password)
+    yield Deployment(root, config, imap, smtp, keys)
+    from servers import kill_agents
+
+    kill_agents(root / "var" / "gnupg")
+
+
+def provider_message(attachments: list[tuple[str, bytes]], sender: str = PROVIDER_SENDER, subject: str = "LDOR return") -> bytes:
+    """An email as a provider's mail client sends it: a short note and the encrypted return attached."""
+    message = EmailMessage()
+    message["From"] = f"College MIS <{sender}>"
+    message["To"] = GATEWAY_ADDRESS
+    message["Subject"] = subject
+    message.set_content("Please find our return attached.\n")
+    for name, data in attachments:
+        message.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+    return message.as_bytes()
+
+
+def attachments_of(message: EmailMessage) -> dict[str, bytes]:
+    return {part.get_filename(): part.get_payload(decode=True) for part in message.iter_attachments()}
+
+
+def read_xlsx(data: bytes) -> list[list[object]]:
+    import openpyxl
+
+    book = openpyxl.load_workbook(io.BytesIO(data), read_only=True)
+    return [list(row) for row in book.worksheets[0].iter_rows(values_only=True)]

@@ -1,0 +1,179 @@
+"""The whole journey on real servers: Dovecot -> gateway -> aiosmtpd, with real gpg keys."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import sqlite3
+
+import gnupg
+import pytest
+
+from conftest import ADMIN, BOROUGHS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
+from gateway.sample import people, with_changes, workbook
+
+NOT_CONFIGURED = "E09000028"  # Southwark: residents there are not served by this deployment
+
+
+def _absent_postcode(directory) -> str:
+    """A postcode of the right shape that the ONS directory does not hold."""
+    for candidate in ("N1 9ZZ", "E8 9ZZ", "NW1 9ZZ", "N7 9ZZ", "EC1V 9ZZ"):
+        if directory.authority(candidate) is None:
+            return candidate
+    raise AssertionError("no absent postcode found")
+
+
+@pytest.fixture
+def messy_return(directory):
+    """34 young people: residents of three served boroughs and one unserved, plus rows with mistakes."""
+    crowd = people(directory, {"E09000019": 10, "E09000007": 9, "E09000012": 8, NOT_CONFIGURED: 3})
+    bad = people(directory, {"E09000019": 4}, seed=99)
+    bad = [
+        with_changes(bad[0], postcode="N1 XYZ"),  # Postcode_02
+        with_changes(bad[1], family_name=""),  # FamilyName_01
+        with_changes(bad[2], uln="9276308687"),  # ULN_04
+        with_changes(bad[3], postcode=_absent_postcode(directory)),  # Postcode_15
+    ]
+    rows = [p.cells() for p in crowd] + [p.cells() for p in bad]
+    two_reasons = people(directory, {"E09000007": 1}, seed=5)[0]
+    cells = two_reasons.cells()
+    cells[8] = cells[9] = "X"  # Joiner and Leaver both ticked: Reason_02
+    rows.append(cells)
+    everyone = crowd + bad + [two_reasons]
+    return crowd, everyone, workbook("Example College", "10001234", rows)
+
+
+def _personal_strings(everyone) -> list[str]:
+    found = []
+    for p in everyone:
+        found += [p.uln, p.family_name, p.address, p.postcode, p.postcode.replace(" ", ""), p.email, p.phone]
+    return [s for s in found if s and len(s) > 3]
+
+
+def _package_rows(message, keys, address):
+    (name, data), = attachments_of(message).items()
+    gpg = gnupg.GPG(gnupghome=str(keys.borough_homes[address]))
+    result = gpg.decrypt(data)
+    assert result.ok, result.status
+    if name.endswith(".csv.gpg"):
+        rows = list(csv.reader(io.StringIO(result.data.decode("utf-8-sig"))))
+    else:
+        rows = read_xlsx(result.data)
+    return name, data, rows
+
+
+def test_a_return_reaches_each_home_borough_and_nothing_else(deployment, messy_return, keys, caplog):
+    crowd, everyone, xlsx = messy_return
+    caplog.set_level(logging.DEBUG)
+    deployment.deliver(provider_message([("Leavers Nov - Aisha Adeyemi.xlsx.gpg", keys.encrypt_for_gateway(xlsx))],
+                                        subject="Return incl. Aisha Adeyemi"))
+
+    assert deployment.run_once() == 0
+    records = list(caplog.records)  # the gateway's own records, before the test decrypts anything
+
+    messages = deployment.captured()
+    by_recipient = {}
+    for message in messages:
+        by_recipient.setdefault(str(message["To"]), []).append(message)
+    recipients = {address for _, address, _ in BOROUGHS.values()}
+    assert set(by_recipient) == recipients | {PROVIDER_SENDER}
+    assert all(len(v) == 1 for v in by_recipient.values())
+
+    # Each borough gets exactly its residents' rows, decryptable with its key and no other's.
+    for code, (name, address, fmt) in BOROUGHS.items():
+        filename, ciphertext, rows = _package_rows(by_recipient[address][0], keys, address)
+        assert filename.endswith(f"{code}.{fmt}.gpg")
+        heading, body = rows[0], rows[1:]
+        assert heading[:3] == ["ULN", "Family Name", "First Name"]
+        assert "Provider UKPRN" in heading
+        expected = {p.uln: p for p in crowd if deployment_code(p, code)}
+        assert {str(r[0]) for r in body} == set(expected)
+        for row in body:
+            person = expected[str(row[0])]
+            assert (row[1], row[2], row[5]) == (person.family_name, person.first_name, person.postcode)
+            assert str(row[heading.index("Provider UKPRN")]) == "10001234"
+        for other, home in keys.borough_homes.items():
+            if other != address:
+                assert not gnupg.GPG(gnupghome=str(home)).decrypt(ciphertext).ok
+
+    # Nothing personal travels in clear: not in any message's clear parts, subject or attachment names.
+    personal = _personal_strings(everyone) + ["Aisha Adeyemi", "Leavers Nov"]
+    for captured in deployment.smtp.messages:
+        for text in personal:
+            assert text.encode() not in captured.data, f"personal data in clear mail to {captured.rcpt_tos}"
+
+    # The receipt's counts are right.
+    receipt = by_recipient[PROVIDER_SENDER][0]
+    body = receipt.get_body(("plain",)).get_content()
+    assert re.search(r"Rows read:\s+35\b", body)
+    assert re.search(r"Rows forwarded:\s+27\b", body)
+    assert re.search(r"Rows rejected \(not forwarded\): 8\b", body)
+    for name in ("Islington: 10", "Camden: 9", "Hackney: 8"):
+        assert name in body
+    for rule in ("Postcode_02", "FamilyName_01", "ULN_04", "Postcode_15", "Reason_02", "Route_01"):
+        assert rule in body
+    assert body.count("Route_01") == 3
+    findings = attachments_of(receipt)
+    assert any(n.endswith("findings.csv") for n in findings)
+    assert "ldor-gateway-key.asc" in findings
+
+    # The message has left INBOX for Processed; nothing stays queued; the ledger holds no personal data.
+    assert deployment.imap.list_uids("INBOX") == []
+    assert len(deployment.imap.list_uids("Processed")) == 1
+    assert list((deployment.root / "outbox" / "new").iterdir()) == []
+    database = (deployment.root / "var" / "gateway.db")
+    dump = "\n".join(sqlite3.connect(database).iterdump())
+    for text in personal:
+        assert text not in dump
+    assert records
+    for record in records:
+        line = record.getMessage()
+        for text in personal:
+            assert text not in line, f"personal data in a log record: {record.name}"
+
+    # A second run sends nothing new.
+    sent = len(deployment.smtp.messages)
+    assert deployment.run_once() == 0
+    assert len(deployment.smtp.messages) == sent
+
+
+def deployment_code(person, code) -> bool:
+    from gateway.postcodes import Directory
+
+    return _DIRECTORY.authority(person.postcode) == code
+
+
+from gateway.postcodes import Directory  # noqa: E402
+
+_DIRECTORY = Directory()
+
+
+def test_unknown_sender_is_quarantined_and_the_administrator_told(deployment, messy_return, keys):
+    _, _, xlsx = messy_return
+    deployment.deliver(provider_message([("return.xlsx.gpg", keys.encrypt_for_gateway(xlsx))], sender="someone@elsewhere.example"))
+
+    assert deployment.run_once() == 0
+
+    assert deployment.imap.list_uids("INBOX") == []
+    assert len(deployment.imap.list_uids("Quarantine")) == 1
+    (notice,) = deployment.captured()
+    assert str(notice["To"]) == ADMIN
+    text = notice.get_body(("plain",)).get_content()
+    assert "not registered" in text and "someone@elsewhere.example" not in text
+
+
+def test_a_file_the_gateway_cannot_decrypt_gets_a_rejection_receipt(deployment, keys):
+    foreign = gnupg.GPG(gnupghome=str(keys.borough_homes["ldor@camden.example"]))
+    result = foreign.encrypt(b"not for the gateway", ["ldor@camden.example"], always_trust=True, armor=False)
+    deployment.deliver(provider_message([("return.xlsx.gpg", result.data)]))
+
+    assert deployment.run_once() == 0
+
+    (receipt,) = deployment.captured()
+    assert str(receipt["To"]) == PROVIDER_SENDER
+    text = receipt.get_body(("plain",)).get_content()
+    assert "NOT ACCEPTED" in text
+    assert "not the gateway's" in text and keys.gateway_fpr in text
+    assert len(deployment.imap.list_uids("Processed")) == 1
