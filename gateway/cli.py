@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print the findings as JSON")
     validate.add_argument("--provider", help="UKPRN of the provider the file is from (default: the header block's)")
     validate.set_defaults(handler=_validate)
+    demo = commands.add_parser("demo", help="the whole journey on servers embedded in this machine, nothing to configure")
+    demo.add_argument("--dir", type=Path, default=Path("ldor-demo"), help="where the demo keeps its files (default ./ldor-demo)")
+    demo.set_defaults(handler=_demo)
     return parser
 
 
@@ -150,6 +153,13 @@ def _validate(args: argparse.Namespace) -> int:
     else:
         print(report.text())
     return 1 if report.blocking else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    logs.setup("ERROR")  # the demo tells its own story; the log would only repeat it
+    return run_demo(args.dir, build)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ class Keyring:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.home, 0o700)
+        _socket_folder(self.home)
         self._gpg = gnupg.GPG(gnupghome=str(self.home))
         self._gpg.encoding = "utf-8"
         self._passphrase = passphrase
@@ -70,6 +72,13 @@ class Keyring:
                 continue
             self._from_folder.update(result.fingerprints)
         return problems
+
+    def import_key(self, armoured: str) -> str:
+        """Import one public key (not from keys/: such a key is never a recipient's); return its fingerprint."""
+        result = self._gpg.import_keys(armoured)
+        if not result.fingerprints:
+            raise KeyringError("the text holds no OpenPGP public key")
+        return result.fingerprints[0]
 
     def public_keys(self) -> list[PublicKey]:
         """Keys imported from keys/, with whether each can be used to encrypt now."""
@@ -107,6 +116,21 @@ class Keyring:
             raise NoUsableKey(f"the key for {address} cannot be used ({reasons})")
         raise NoUsableKey(f"{len(usable)} valid keys in keys/ are for {address}; keep exactly one")
 
+    def generate(self, name: str, address: str) -> str:
+        """Create a passphrase-less ed25519/cv25519 key in this keyring; return its fingerprint."""
+        spec = self._gpg.gen_key_input(
+            name_real=name, name_email=address, key_type="EDDSA", key_curve="ed25519", key_usage="sign",
+            subkey_type="ECDH", subkey_curve="cv25519", subkey_usage="encrypt", no_protection=True, expire_date=0,
+        )
+        result = self._gpg.gen_key(spec)
+        if not result.fingerprint:
+            raise KeyringError(f"gpg could not create a key in {self.home}")
+        return str(result.fingerprint)
+
+    def stop_agent(self) -> None:
+        """Stop this keyring's gpg-agent (it would otherwise outlive a short-lived process)."""
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"], capture_output=True, check=False)
+
     def own_fingerprint(self) -> str:
         secret = self._gpg.list_keys(secret=True)
         if len(secret) != 1:
@@ -117,9 +141,9 @@ class Keyring:
         return str(self._gpg.export_keys(fingerprint))
 
     # -- crypto -------------------------------------------------------------------------------
-    def encrypt(self, data: bytes, fingerprint: str) -> bytes:
-        """Binary OpenPGP ciphertext for exactly this key (the key was chosen by fingerprint, so trust it)."""
-        result = self._gpg.encrypt(data, [fingerprint], always_trust=True, armor=False)
+    def encrypt(self, data: bytes, fingerprint: str, armour: bool = False) -> bytes:
+        """OpenPGP ciphertext for exactly this key (the key was chosen by fingerprint, so trust it)."""
+        result = self._gpg.encrypt(data, [fingerprint], always_trust=True, armor=armour)
         if not result.ok:
             raise KeyringError(f"gpg could not encrypt to key {fingerprint}: {result.status}")
         return result.data
@@ -148,6 +172,21 @@ class Keyring:
         signed = bool({"GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"} & statuses.keys())
         signer = statuses["VALIDSIG"].split()[0] if "GOODSIG" in statuses and "VALIDSIG" in statuses else None
         return Decrypted(result.data, signer, signed)
+
+
+def _socket_folder(home: Path) -> None:
+    """Let gpg-agent start for a keyring whose path is too long for a unix socket.
+
+    gpg then puts the agent's sockets under /run/user/<uid>, but only if that folder exists; a login
+    session creates it, a service or a container often does not.
+    """
+    if len(str(home.absolute())) + len("/S.gpg-agent.browser") < 100:
+        return
+    runtime = Path("/run/user") / str(os.getuid())
+    try:
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        raise KeyringError(f"the keyring path {home} is too long for gpg's sockets; use a shorter [gnupg] home") from None
 
 
 def _aead(statuses: dict[str, str]) -> bool:

@@ -21,7 +21,7 @@ from .read import Return
 from .route import Batch
 from .rules import Provider
 
-ADDED_HEADINGS = ("Provider Name", "Provider UKPRN", "Date Received", "Notification Reason")
+ADDED_HEADINGS = ("Provider Name", "Provider UKPRN", "Date Received", "Notification Reason", "Postcode (checked)")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -39,7 +39,7 @@ def sheet_bytes(table: Return, batch: Batch, source: Source, fmt: str) -> bytes:
     headings = list(table.headings) + list(ADDED_HEADINGS)
     provider = source.provider
     rows = [
-        [*item.row.values, provider.name, provider.ukprn, source.received.date(), item.reason]
+        [*item.row.values, provider.name, provider.ukprn, source.received.date(), item.reason, item.postcode]
         for item in batch.rows
     ]
     return _csv(headings, rows) if fmt == "csv" else _xlsx(headings, rows, batch.borough.name)

@@ -5,6 +5,7 @@ The people are invented; their postcodes are real ones from the ONS directory, s
 
 from __future__ import annotations
 
+import csv
 import io
 import random
 from dataclasses import dataclass, replace
@@ -106,6 +107,17 @@ def workbook(provider_name: str, ukprn: str, rows: list[list[object]], instructi
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()
+
+
+def reason_csv(rows: list["Person"]) -> bytes:
+    """A csv export as some MIS systems make it: no header block, one Reason column, dates as text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["ULN", "Surname", "Forename", "Date of Birth", "Address", "Postcode", "Reason"])
+    for p in rows:
+        writer.writerow([p.uln, p.family_name, p.first_name, p.dob.strftime("%d/%m/%Y"), p.address,
+                         p.postcode.replace(" ", ""), p.reason])
+    return buffer.getvalue().encode("utf-8")
 
 
 def with_changes(person: Person, **changes: object) -> Person:

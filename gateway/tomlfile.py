@@ -78,8 +78,10 @@ class TomlFile:
                 continue
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
-            where = f"[{table}]" if table else "the top level"
-            problems.append(self.problem(f"unknown key '{key}' in {where}{hint}", table, key))
+            where = f"[{table}]" if table else "the top level (a [section] name?)"
+            # At the top level an unknown name is usually a [section]: point at its header.
+            line = self.line(table, key) or (self.line(key) if table is None else None)
+            problems.append(Problem(self.path, line, f"unknown key '{key}' in {where}{hint}"))
         return problems
 
 
