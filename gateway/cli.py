@@ -118,7 +118,7 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_keys(settings: config_module.Config, rules: rules_module.Rules | None) -> list[Problem]:
+def _check_keys(settings: config_module.Config, rules: rules_module.Rules) -> list[Problem]:
     problems: list[Problem] = []
     keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env))
     problems += keyring.import_folder(settings.paths.keys)
@@ -126,8 +126,6 @@ def _check_keys(settings: config_module.Config, rules: rules_module.Rules | None
         keyring.own_fingerprint()
     except KeyringError as error:
         problems.append(Problem(settings.gnupg.home, None, f"{error}: create it with gpg --homedir {settings.gnupg.home} --quick-gen-key ADDRESS"))
-    if rules is None:
-        return problems
     keys = keyring.public_keys()
     boroughs_file = settings.paths.rules / "boroughs.toml"
     for borough in rules.boroughs.values():

@@ -22,6 +22,15 @@ _PATTERNS = (
 _QUIET = ("gnupg", "imaplib", "mail.log", "aiosmtpd", "apscheduler")
 
 
+def describe(error: BaseException) -> str:
+    """An exception's type and where it was raised, never its message (which may quote data)."""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    where = f" at {trace.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{trace.tb_lineno}" if trace else ""
+    return f"{type(error).__name__}{where}"
+
+
 def redact(text: str) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub("[redacted]", text)
@@ -34,13 +43,8 @@ class RedactingFilter(logging.Filter):
         record.args = ()
         if record.exc_info:
             # A traceback's text can carry a value from a library's own message: keep type and place only.
-            kind, _, trace = record.exc_info
-            where = ""
-            while trace is not None and trace.tb_next is not None:
-                trace = trace.tb_next
-            if trace is not None:
-                where = f" at {trace.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{trace.tb_lineno}"
-            record.msg = f"{record.msg} [{kind.__name__ if kind else 'error'}{where}]"
+            error = record.exc_info[1]
+            record.msg = f"{record.msg} [{describe(error) if error else 'error'}]"
             record.exc_info = None
             record.exc_text = None
         return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -45,6 +46,16 @@ def sheet_bytes(table: Return, batch: Batch, source: Source, fmt: str) -> bytes:
     return _csv(headings, rows) if fmt == "csv" else _xlsx(headings, rows, batch.borough.name)
 
 
+# Characters an xlsx cannot hold. A vertical tab or form feed is how some exports (FileMaker) write a
+# line break inside a cell, so those become line breaks; the rest carry nothing and are dropped.
+_LINE_BREAKS = str.maketrans({"\x0b": "\n", "\x0c": "\n"})
+_NOT_IN_XLSX = re.compile(r"[\x00-\x08\x0e-\x1f]")
+
+
+def _xlsx_text(text: str) -> str:
+    return _NOT_IN_XLSX.sub("", text.translate(_LINE_BREAKS))
+
+
 def _xlsx(headings: list[str], rows: list[list[object]], title: str) -> bytes:
     book = openpyxl.Workbook(write_only=True)
     sheet = book.create_sheet(title[:31] or "Notifications")
@@ -60,7 +71,7 @@ def _xlsx(headings: list[str], rows: list[list[object]], title: str) -> bytes:
     for values in rows:
         cells = []
         for value in values:
-            cell = WriteOnlyCell(sheet, value=value)
+            cell = WriteOnlyCell(sheet, value=_xlsx_text(value) if isinstance(value, str) else value)
             if isinstance(value, str):
                 cell.data_type = "s"  # a string, even when it starts with "=": Excel shows it, never runs it
             elif isinstance(value, (date, datetime)):

@@ -18,6 +18,7 @@ from .errors import GatewayError, NoUsableKey, ReadError, UnknownSender
 from .inbox import Inbox, InboxMessage
 from .keys import Keyring, PublicKey
 from .ledger import Ledger, MessageRecord
+from .logs import describe
 from .mail import Outgoing
 from .outbox import Outbox
 from .pack import Source, package_message
@@ -105,7 +106,8 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
         result = _quarantine(gateway, record, message.uid, "a message from a sender not registered for any provider",
                              "The sender's address is not in rules/providers.toml. If it is a provider's new address, add it to that provider's senders and move the message back to the mailbox folder.")
     except Exception as error:  # one bad message must never stop the gateway
-        log.exception("message %s (UID %d) could not be handled and is quarantined", record.reference, message.uid)
+        # Not log.exception: a library's message can quote the cell that upset it.
+        log.error("message %s (UID %d) could not be handled and is quarantined: %s", record.reference, message.uid, describe(error))
         result = _quarantine(gateway, record, message.uid, "a message the gateway could not handle",
                              f"Handling failed with {type(error).__name__}. The message is in the quarantine folder; the log has the place in the code. Report it to the gateway's maintainers.")
     _queue(gateway, record, result)

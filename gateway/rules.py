@@ -67,8 +67,10 @@ class Rules:
     files: tuple[Path, ...] = field(default=())
 
     def provider_for_sender(self, address: str) -> Provider | None:
-        """The provider that registered this From address (or its domain), if exactly one did."""
-        matches = [p for p in self.providers.values() if p.sends_from(address)]
+        """The provider that registered this exact From address, else the one that registered its @domain."""
+        address = address.strip().lower()
+        exact = [p for p in self.providers.values() if address in p.senders]
+        matches = exact or [p for p in self.providers.values() if p.sends_from(address)]
         return matches[0] if len(matches) == 1 else None
 
     def recipients(self) -> set[str]:
@@ -80,12 +82,11 @@ def load(directory: Path, known_authority: Callable[[str], bool] | None = None) 
     rules, problems = check(directory, known_authority)
     if problems:
         raise RulesError("\n".join(str(p) for p in problems))
-    assert rules is not None
     return rules
 
 
-def check(directory: Path, known_authority: Callable[[str], bool] | None = None) -> tuple[Rules | None, list[Problem]]:
-    """Read the rule files and return them with every problem found (rules is None if any)."""
+def check(directory: Path, known_authority: Callable[[str], bool] | None = None) -> tuple[Rules, list[Problem]]:
+    """Read the rule files and return every entry that could be read, with every problem found."""
     known = known_authority or (lambda code: code in LONDON)
     problems: list[Problem] = []
     files = []
@@ -108,7 +109,7 @@ def check(directory: Path, known_authority: Callable[[str], bool] | None = None)
             problems.append(Problem(files[1], provider.line, f"provider {provider.ukprn}: host_la '{provider.host_la}' is not a known local authority code"))
     _claimed_twice(providers, files[1], problems)
     rules = Rules(MappingProxyType(boroughs), MappingProxyType(providers), tuple(files))
-    return (None if problems else rules), problems
+    return rules, problems
 
 
 def _boroughs(toml: TomlFile, known: Callable[[str], bool], problems: list[Problem]) -> dict[str, Borough]:

@@ -71,7 +71,8 @@ RULES = _registry(
 )
 
 REASONS = ("Joiner", "Leaver", "At risk")
-_TICKS = {"x", "y", "yes", "1", "true", "\u2713", "\u2714", "\u2611", "\u00fc", "tick", "ticked"}
+# "ü" is how a Wingdings tick arrives as text; "√" is often typed for a tick.
+_TICKS = {"x", "y", "yes", "1", "true", "\u2713", "\u2714", "\u2611", "\u00fc", "\u221a", "tick", "ticked"}
 _NOT_TICKED = {"", "n", "no", "0", "false", "-"}
 _REASON_WORDS = {
     "joiner": "Joiner", "joined": "Joiner", "starter": "Joiner", "new starter": "Joiner",
@@ -85,7 +86,7 @@ CCIS_CODES = frozenset(
 )
 _ULN = re.compile(r"^[1-9][0-9]{9}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
-_PHONE = re.compile(r"^\+?[0-9 ()\-]{10,16}$")
+_PHONE = re.compile(r"^\+?[0-9 ()\-.]+$")
 _UKPRN = re.compile(r"^1[0-9]{7}$|^[2-9][0-9]{7}$")
 
 
@@ -168,6 +169,16 @@ def uln_problem(value: object) -> str | None:
     return None
 
 
+def plausible_phone(text: str) -> bool:
+    """UK or international: digits with the usual punctuation, 10 to 15 digits ("+44 (0)20 7946 0000")."""
+    digits = sum(c.isdigit() for c in text)
+    return bool(_PHONE.match(text)) and 10 <= digits <= 15
+
+
+def plausible_email(text: str) -> bool:
+    return bool(_EMAIL.match(text))
+
+
 def parse_date(value: object, today: date) -> date | None:
     """A date from an Excel date cell, ISO text or day/month/year text; None if it is not one."""
     if isinstance(value, datetime):
@@ -234,7 +245,8 @@ def _header(table: Return, provider: Provider | None) -> list[Finding]:
             findings.append(finding(table, "Provider_02", None))
         elif provider is not None and number != provider.ukprn:
             findings.append(finding(table, "Provider_03", None))
-        if not all(header.get(k) for k in ("contact_name", "contact_tel", "contact_email")):
+        name, tel, email = (header.get(k, "") for k in ("contact_name", "contact_tel", "contact_email"))
+        if not name or not plausible_phone(tel) or not plausible_email(email):
             findings.append(finding(table, "Header_01", None))
     return findings
 
@@ -278,10 +290,10 @@ def _row(table: Return, row: Row, today: date) -> tuple[list[Finding], str, str,
     elif not postcodes.is_valid(postcode):
         add("Postcode_02")
     email = _as_text(row.get(table, "contact_email"))
-    if email and not _EMAIL.match(email):
+    if email and not plausible_email(email):
         add("Email_01")
     phone = _as_text(row.get(table, "phone"))
-    if phone and not _PHONE.match(phone):
+    if phone and not plausible_phone(phone):
         add("Phone_01")
     reason, problem = reason_of(table, row)
     if problem:

@@ -1,0 +1,120 @@
+"""The `gateway` command as administrators use it: check, validate, run --once, demo."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import openpyxl
+import pytest
+
+from conftest import BOROUGHS, provider_message
+from gateway.cli import main
+from gateway.sample import people, with_changes, workbook
+
+
+def test_check_passes_on_a_complete_installation(deployment, capsys):
+    assert main(["--config", str(deployment.config), "check"]) == 0
+    assert "no problems found" in capsys.readouterr().out
+
+
+def test_check_names_each_problem_with_its_file_and_line(deployment, capsys):
+    (deployment.root / "keys" / "ldor@camden.example.asc").unlink()
+    boroughs = deployment.root / "rules" / "boroughs.toml"
+    boroughs.write_text(boroughs.read_text() + '\n[E09000099]\nname = "Nowhere"\nrecipients = ["x@nowhere.example"]\n')
+    providers = deployment.root / "rules" / "providers.toml"
+    providers.write_text(providers.read_text() + '\n[10009999]\nname = "Silent College"\nsenders = []\n')
+
+    assert main(["--config", str(deployment.config), "check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    text = "\n".join(out)
+    camden = [line for line in out if "ldor@camden.example" in line]
+    assert len(camden) == 1 and re.match(r".*boroughs\.toml:\d+: \[E09000007\] Camden: no public key", camden[0])
+    assert re.search(r"boroughs\.toml:\d+: \[E09000099\] is not a known local authority code", text)
+    assert re.search(r"providers\.toml:\d+: provider 10009999 has no senders", text)
+    assert out[-1] == "3 problem(s) found."
+
+
+def test_check_reports_an_unreadable_rule_file(deployment, capsys):
+    (deployment.root / "rules" / "providers.toml").write_text("[10001234\nname = ")
+    assert main(["--config", str(deployment.config), "check"]) == 1
+    assert re.search(r"providers\.toml:1: not valid TOML", capsys.readouterr().out)
+
+
+def test_validate_prints_the_receipt_a_provider_would_get(deployment, directory, keys, tmp_path, capsys):
+    crowd = people(directory, {"E09000019": 3, "E09000007": 2})
+    crowd[1] = with_changes(crowd[1], postcode="NOT A PC")
+    path = tmp_path / "return.xlsx.gpg"
+    path.write_bytes(keys.encrypt_for_gateway(workbook("Example College", "10001234", [p.cells() for p in crowd])))
+
+    assert main(["--config", str(deployment.config), "validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"Rows read:\s+5", out) and re.search(r"Rows forwarded:\s+4", out)
+    assert "Postcode_02" in out and crowd[1].family_name not in out
+
+    assert main(["--config", str(deployment.config), "validate", str(path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows_forwarded"] == 4
+    assert [(f["severity"], f["row"], f["rule"]) for f in report["findings"]] == [("E", 10, "Postcode_02")]
+
+
+def test_validate_exits_0_for_a_clean_file(deployment, directory, tmp_path, capsys):
+    path = tmp_path / "return.xlsx"
+    path.write_bytes(workbook("Example College", "10001234", [p.cells() for p in people(directory, {"E09000012": 3})]))
+    assert main(["--config", str(deployment.config), "validate", str(path)]) == 0
+    assert "No problems found" in capsys.readouterr().out
+
+
+def test_run_once_again_after_a_relay_outage_delivers_what_was_queued(deployment, directory, keys, capsys):
+    rows = [p.cells() for p in people(directory, {"E09000019": 2})]
+    deployment.deliver(provider_message([("r.xlsx.gpg", keys.encrypt_for_gateway(workbook("Example College", "10001234", rows)))]))
+    deployment.smtp.fail_with = "451 4.3.0 Try again later"
+    assert deployment.run_once() == 0
+    assert deployment.smtp.messages == [] and len(deployment.imap.list_uids("Processed")) == 1
+    assert "2 deferred" in capsys.readouterr().out
+    deployment.smtp.fail_with = None
+    assert deployment.run_once() == 0
+    assert sorted(str(m["To"]) for m in deployment.captured()) == ["ldor@islington.example", "mis@example-college.example"]
+
+
+def test_a_missing_key_holds_the_package_and_alerts_the_administrator(deployment, directory, keys):
+    (deployment.root / "keys" / "ldor@hackney.example.asc").unlink()
+    rows = [p.cells() for p in people(directory, {"E09000012": 2, "E09000019": 1})]
+    deployment.deliver(provider_message([("r.xlsx.gpg", keys.encrypt_for_gateway(workbook("Example College", "10001234", rows)))]))
+    assert deployment.run_once() == 0
+    sent = {str(m["To"]): m for m in deployment.captured()}
+    assert "ldor@hackney.example" not in sent
+    alert = sent["admin@example.org"].get_body(("plain",)).get_content()
+    assert "held" in alert and "E09000012" in alert and "NOT been sent" in alert
+
+
+def test_demo_runs_the_whole_journey(tmp_path, capsys):
+    folder = tmp_path / "demo"
+    assert main(["demo", "--dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "4 messages: 3 processed, 1 quarantined" in out
+    assert "INBOX 0, Processed 3, Quarantine 1" in out
+    opened = sorted((folder / "opened").rglob("*.*"))
+    assert {p.parent.name for p in opened} == {name.lower() for name, _, _ in BOROUGHS.values()}
+    personal = set()
+    for path in opened:
+        if path.suffix == ".csv":
+            rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))[1:]
+        else:
+            rows = [list(r) for r in openpyxl.load_workbook(path).active.iter_rows(min_row=2, values_only=True)]
+        assert rows
+        personal |= {str(r[0]) for r in rows} | {str(r[1]) for r in rows}
+    for mail in (folder / "relay").glob("*.eml"):
+        data = mail.read_bytes()
+        assert not any(p.encode() in data for p in personal if len(p) > 3), mail.name
+    # A second demo run starts afresh in the same folder.
+    assert main(["demo", "--dir", str(folder)]) == 0
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(SystemExit):
+        main(["demo", "--dir", str(tmp_path)])
+    assert (tmp_path / "mine.txt").exists()

@@ -1,0 +1,296 @@
+"""Reading returns: the header block, the table found by its headings, row numbers, csv encodings, files refused."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import date, datetime
+
+import openpyxl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.errors import ReadError, UnpackError
+from gateway.read import read_return
+from gateway.sample import TABLE_HEADINGS, people, workbook
+
+TODAY = date(2025, 11, 17)
+
+
+def xlsx(*sheets: tuple[str, list[list[object]]]) -> bytes:
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets:
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def everyone(directory):
+    return people(directory, {"E09000019": 2, "E09000007": 1}, today=TODAY)
+
+
+def test_sample_workbook(everyone):
+    table = read_return(workbook("Example College", "10001234", [p.cells() for p in everyone]))
+    assert table.sheet == "Return"  # the instructions sheet before it is skipped
+    assert dict(table.header) == {
+        "provider_name": "Example College", "provider_number": "10001234", "contact_name": "MIS Team",
+        "contact_tel": "020 7946 0000", "contact_email": "mis@example-college.example",
+    }
+    assert table.heading_row == 8
+    assert table.headings == TABLE_HEADINGS
+    assert [row.number for row in table.rows] == [9, 10, 11]
+    first = table.rows[0]
+    assert first.get(table, "family_name") == everyone[0].family_name
+    assert first.get(table, "postcode") == everyone[0].postcode
+    dob = first.get(table, "dob")
+    assert isinstance(dob, (date, datetime)) and (dob.year, dob.month, dob.day) == (
+        everyone[0].dob.year, everyone[0].dob.month, everyone[0].dob.day)
+
+
+def test_headings_in_any_order_case_spacing_and_line_breaks():
+    headings = ["Tutor group", "  POST\nCODE ", "date of birth", "Surname ", "first  name", "u.l.n", "Joiner",
+                "LEAVER", "At Risk of\r\nDropping Out", "Destination If Known", "Contact E-Mail", "Phone Number"]
+    rows = [headings, ["12B", "n11aa", "25/05/2008", "Okafor", "Femi", "9276308686", "", "X", "", "540", "f@x.example", "0"]]
+    table = read_return(xlsx(("Data", rows)))
+    row = table.rows[0]
+    expected = {"postcode": "n11aa", "dob": "25/05/2008", "family_name": "Okafor", "first_name": "Femi",
+                "leaver": "X", "joiner": "", "destination": "540", "contact_email": "f@x.example"}
+    for field, value in expected.items():
+        assert row.get(table, field) == value, field
+    assert table.heading("postcode") == "POST CODE"  # the provider's own words, white space tidied
+    assert table.heading("at_risk") == "At Risk of Dropping Out"
+    assert row.get(table, "address") == ""  # no such column: blank, not an error
+
+
+def test_uln_heading_with_dots_is_not_required():
+    # "u.l.n" folds to "u l n", not a known heading: the table is still found from the other headings.
+    table = read_return(xlsx(("Data", [["u.l.n", "Family Name", "First Name", "DOB", "Post Code"], ["1", "A", "B", "C", "D"]])))
+    assert "uln" not in table.columns
+    assert table.rows[0].get(table, "uln") == ""
+
+
+def test_instructions_sheet_is_skipped_even_when_it_names_headings():
+    instructions = [["How to fill in this return"], ["ULN: the learner's Unique Learner Number"],
+                    ["Family Name: as on the learner's record"], ["DOB: day/month/year"], ["Post Code: home postcode"]]
+    data = [["Family Name", "First Name", "DOB", "Post Code"], ["Nowak", "Kacper", "01/02/2008", "N1 1AA"]]
+    table = read_return(xlsx(("Instructions", instructions), ("Return", data)))
+    assert table.sheet == "Return"
+    assert [r.number for r in table.rows] == [2]
+
+
+def test_blank_rows_are_skipped_and_row_numbers_kept():
+    rows = [
+        ["Provider Name", "Example College"],
+        [],
+        ["ULN", "Family Name", "First Name", "DOB", "Post Code"],
+        ["9276308686", "A", "B", "01/01/2008", "N1 1AA"],
+        [],
+        [None, "   ", None, "", None],  # looks blank: spaces only
+        ["1000000043", "C", "D", "02/02/2008", "N1 1AB"],
+        [],
+        [],
+        ["1000000019", "E", "F", "03/03/2008", "N1 1AD"],
+    ]
+    table = read_return(xlsx(("Return", rows)))
+    assert table.heading_row == 3
+    assert [r.number for r in table.rows] == [4, 7, 10]
+    assert [r.get(table, "family_name") for r in table.rows] == ["A", "C", "E"]
+
+
+def test_row_numbers_when_the_sheet_starts_lower_and_further_right():
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for column, heading in zip("CDEFG", ["ULN", "Family Name", "First Name", "DOB", "Post Code"]):
+        sheet[f"{column}5"] = heading
+    sheet["D7"], sheet["E7"], sheet["G7"] = "Silva", "Nia", "N1 1AA"
+    buffer = io.BytesIO()
+    book.save(buffer)
+    table = read_return(buffer.getvalue())
+    assert table.heading_row == 5
+    assert [r.number for r in table.rows] == [7]
+    assert table.rows[0].get(table, "family_name") == "Silva"
+    assert table.rows[0].get(table, "postcode") == "N1 1AA"
+
+
+def test_uln_and_ukprn_stored_as_numbers_come_back_as_whole_numbers():
+    rows = [["Provider Name", "Example College"], ["Provider Number", 10001234], [],
+            ["ULN", "Family Name", "First Name", "DOB", "Post Code"],
+            [9276308686, "A", "B", datetime(2008, 5, 25), "N1 1AA"]]
+    table = read_return(xlsx(("Return", rows)))
+    uln = table.rows[0].get(table, "uln")
+    assert uln == 9276308686 and type(uln) is int
+    assert table.header["provider_number"] == "10001234"
+    dob = table.rows[0].get(table, "dob")
+    assert (dob.year, dob.month, dob.day) == (2008, 5, 25)
+
+
+def test_cells_are_trimmed():
+    rows = [["Family Name", "First Name", "DOB", "Post Code"], ["  Quinn ", "\tRory", " 25/05/2008 ", "N1 1AA  "]]
+    table = read_return(xlsx(("Return", rows)))
+    assert table.rows[0].values == ("Quinn", "Rory", "25/05/2008", "N1 1AA")
+
+
+def test_extra_columns_are_kept():
+    rows = [["Student ID", "Family Name", "First Name", "DOB", "Post Code", "Notes"], ["S1", "A", "B", "C", "D", "E"]]
+    table = read_return(xlsx(("Return", rows)))
+    assert table.headings == ("Student ID", "Family Name", "First Name", "DOB", "Post Code", "Notes")
+    assert table.rows[0].values == ("S1", "A", "B", "C", "D", "E")
+
+
+def test_header_block_values_may_sit_further_right():
+    rows = [["Provider Name:", None, "  Example   College "], ["UKPRN", "", 10001234], [],
+            ["Family Name", "First Name", "DOB", "Post Code"], ["A", "B", "C", "D"]]
+    table = read_return(xlsx(("Return", rows)))
+    assert table.header["provider_name"] == "Example College"
+    assert table.header["provider_number"] == "10001234"
+
+
+def ods(rows: list[list[object]]) -> bytes:
+    """A minimal OpenDocument spreadsheet, as LibreOffice users send."""
+    def cell(value: object) -> str:
+        if value in (None, ""):
+            return "<table:table-cell/>"
+        if isinstance(value, (int, float)):
+            return f'<table:table-cell office:value-type="float" office:value="{value}"><text:p>{value}</text:p></table:table-cell>'
+        return f'<table:table-cell office:value-type="string"><text:p>{value}</text:p></table:table-cell>'
+
+    body = "".join("<table:table-row>" + "".join(cell(v) for v in r) + "</table:table-row>" for r in rows)
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body>'
+        f'<office:spreadsheet><table:table table:name="Return">{body}</table:table></office:spreadsheet>'
+        "</office:body></office:document-content>"
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+        '<manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>'
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
+        archive.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def test_ods():
+    rows = [["Provider Name", "Example College"], ["Provider Number", 10001234], [],
+            ["ULN", "Family Name", "First Name", "DOB", "Post Code"],
+            [9276308686, "Adeyemi", "Aisha", "25/05/2008", "N1 1AA"], [], ["1000000043", "Brennan", "Harry", "", "NW1 2DB"]]
+    table = read_return(ods(rows))
+    assert table.header["provider_number"] == "10001234"
+    assert table.heading_row == 4
+    assert [r.number for r in table.rows] == [5, 7]
+    assert table.rows[0].get(table, "uln") == 9276308686
+    assert table.rows[1].get(table, "family_name") == "Brennan"
+
+
+CSV_TEXT = (
+    "Provider Name,Example College\r\n"
+    "Provider Number,10001234\r\n"
+    "\r\n"
+    "ULN,Family Name,First Name,DOB,Address,Post Code,Joiner,Leaver,at risk of dropping out\r\n"
+    '9276308686,Müller,Zoë,25/05/2008,"Flat 1, 2 Café Row",N1 1AA,X,,\r\n'
+    "\r\n"
+    "1000000043,O’Brien,Siân,01/09/2007,3 High Street,NW12DB,,X,\r\n"
+)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp1252"])
+def test_csv_encodings(encoding):
+    table = read_return(CSV_TEXT.encode(encoding))
+    assert table.sheet == "csv"
+    assert table.header["provider_number"] == "10001234"
+    assert table.headings[0] == "ULN"  # no byte order mark stuck to the first heading
+    assert table.heading_row == 4
+    assert [r.number for r in table.rows] == [5, 7]
+    first, second = table.rows
+    assert first.get(table, "family_name") == "Müller"
+    assert first.get(table, "first_name") == "Zoë"
+    assert first.get(table, "address") == "Flat 1, 2 Café Row"
+    assert first.get(table, "uln") == "9276308686"
+    assert second.get(table, "first_name") == "Siân"
+    assert second.get(table, "family_name") == "O\u2019Brien"  # 0x92 in Windows-1252
+    assert second.get(table, "leaver") == "X"
+
+
+def test_csv_with_semicolons():
+    text = "Family Name;First Name;DOB;Post Code\nSilva;Nia;25/05/2008;N1 1AA\n"
+    table = read_return(text.encode())
+    assert table.rows[0].values == ("Silva", "Nia", "25/05/2008", "N1 1AA")
+
+
+def test_a_workbook_read_twice_gives_the_same_return(everyone):
+    data = workbook("Example College", "10001234", [p.cells() for p in everyone])
+    assert read_return(data) == read_return(data)
+
+
+@pytest.mark.parametrize("data", [b"", None])
+def test_empty_file(data):
+    with pytest.raises(ReadError) as caught:
+        read_return(data or b"")
+    assert isinstance(caught.value, UnpackError)
+    assert "empty" in caught.value.advice
+    assert "send it again" in caught.value.advice
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        xlsx(("Sheet1", [["Name", "Amount"], ["Widgets", 3]])),
+        xlsx(("Instructions", [["Fill in the Return sheet"]])),
+        b"name,amount\nwidgets,3\n",
+        b"Family Name,Amount\nA,1\n",  # one heading is not a table
+        b"\n\n\n",
+    ],
+    ids=["xlsx-other-table", "xlsx-instructions-only", "csv-other", "csv-one-heading", "csv-blank"],
+)
+def test_no_table(data):
+    with pytest.raises(ReadError) as caught:
+        read_return(data)
+    advice = caught.value.advice
+    for heading in ("Family Name", "First Name", "DOB", "Post Code"):
+        assert heading in advice
+    assert "template" in advice
+
+
+def test_damaged_workbook():
+    data = xlsx(("Return", [["Family Name", "First Name", "DOB", "Post Code"]]))
+    with pytest.raises(ReadError) as caught:
+        read_return(data[: len(data) // 2])
+    assert ".xlsx" in caught.value.advice
+
+
+def test_binary_that_is_not_a_spreadsheet():
+    with pytest.raises(ReadError) as caught:
+        read_return(b"\x00\x01\x02binary\x00" * 20)
+    assert caught.value.advice
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=12))
+def test_row_numbers_follow_the_sheet_whatever_the_gaps(blank_pattern):
+    rows: list[list[object]] = [["Family Name", "First Name", "DOB", "Post Code"]]
+    expected = []
+    for i, blank in enumerate(blank_pattern):
+        if blank:
+            rows.append([])
+        else:
+            rows.append([f"F{i}", f"G{i}", "01/01/2008", "N1 1AA"])
+            expected.append(len(rows))
+    if not expected:
+        rows.append(["last", "row", "01/01/2008", "N1 1AA"])
+        expected.append(len(rows))
+    table = read_return(xlsx(("Return", rows)))
+    assert [r.number for r in table.rows] == expected
+    assert all(r.get(table, "family_name") == rows[r.number - 1][0] for r in table.rows)

@@ -1,0 +1,193 @@
+"""Receipts: counts, errors before warnings, the findings CSV and the gateway key, and never a value from the return."""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import io
+from datetime import date, datetime, timezone
+
+import pytest
+
+from gateway.read import read_return
+from gateway.receipt import FileFacts, Letterhead, acknowledgement, findings_csv, rejection
+from gateway.route import Routed, route
+from gateway.rules import Borough, Provider, Rules
+from gateway.sample import people, with_changes, workbook
+from gateway.validate import Finding, validate
+
+TODAY = date(2025, 11, 17)
+PROVIDER = Provider("10001234", "Example College", ("mis@example-college.example",))
+RULES = Rules(
+    {"E09000019": Borough("E09000019", "Islington", ("ldor@islington.example",)),
+     "E09000007": Borough("E09000007", "Camden", ("ldor@camden.example",))},
+    {"10001234": PROVIDER},
+)
+FACTS = FileFacts("LDOR-20251117-ABCDEF0123", datetime(2025, 11, 17, 9, 30, tzinfo=timezone.utc), 1, 1, 23456, "0123456789ab")
+# A stand-in armoured key: its text is fixed, so nothing from a return can appear in it by chance.
+HEAD = Letterhead("ldor@example.org", "0" * 40,
+                  "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nstand-in key for tests\n-----END PGP PUBLIC KEY BLOCK-----\n")
+TO = "mis@example-college.example"
+
+
+@pytest.fixture(scope="module")
+def sent(directory):
+    """A return with clean rows, rejected rows and warned rows, taken through read, validate and route."""
+    base = people(directory, {"E09000019": 4, "E09000007": 2}, today=TODAY)
+    marked = [with_changes(p, family_name=f"Zedfam{i}x", first_name=f"Qyname{i}x", address=f"{i + 11} Wyvernwood Close")
+              for i, p in enumerate(base)]
+    rows = [
+        marked[0],
+        with_changes(marked[1], uln="9276308687"),  # E ULN_04: a value that must not be repeated
+        with_changes(marked[2], postcode="QQ1 1QQ"),  # E Postcode_15 when routed
+        with_changes(marked[3], address="", phone="07700-CALL-ME"),  # W Address_01, W Phone_01
+        marked[4],
+        with_changes(marked[5], dob="05/25/2008"),  # E DOB_02
+    ]
+    table = read_return(workbook("Example College", "10001234", [p.cells() for p in rows]))
+    checked = validate(table, PROVIDER, today=TODAY)
+    routed = route(table, checked.accepted, RULES, directory)
+    findings = checked.findings + routed.findings
+    outgoing = acknowledgement(FACTS, PROVIDER, len(table.rows), findings, routed, directory.edition, TO, HEAD)
+    return table, rows, findings, routed, outgoing
+
+
+def parse(raw: bytes):
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def body_of(raw: bytes) -> str:
+    return parse(raw).get_body(preferencelist=("plain",)).get_content()
+
+
+def attachments(raw: bytes) -> dict[str, bytes]:
+    return {part.get_filename(): part.get_payload(decode=True) for part in parse(raw).iter_attachments()}
+
+
+def test_acknowledgement_counts(sent, directory):
+    _, _, _, routed, outgoing = sent
+    assert routed.forwarded == 3
+    body = body_of(outgoing.raw)
+    assert "Rows read:       6" in body
+    assert "Rows forwarded:  3" in body
+    assert "Rows rejected (not forwarded): 3" in body
+    assert "Warnings:        2" in body
+    assert "Islington: 2" in body and "Camden: 1" in body
+    assert f"Gateway reference: {FACTS.reference}" in body
+    assert "UKPRN 10001234" in body
+    assert directory.edition in body
+    message = parse(outgoing.raw)
+    assert message["To"] == TO
+    assert message["From"] == HEAD.sender
+    assert "3 of 6 rows forwarded" in message["Subject"]
+    assert outgoing.kind == "receipt" and outgoing.recipient == TO
+
+
+def finding_lines(body: str) -> list[list[str]]:
+    return [line.split() for line in body.splitlines() if line.startswith("  ") and line.split()[0] in ("E", "W", "F")]
+
+
+def test_errors_before_warnings_in_the_body(sent):
+    body = body_of(sent[4].raw)
+    lines = finding_lines(body)
+    assert [(l[0], l[1]) for l in lines] == [("E", "10"), ("E", "11"), ("E", "14"), ("W", "12"), ("W", "12")]
+    rules = [next(w for w in l if "_" in w) for l in lines]
+    assert rules == ["ULN_04", "Postcode_15", "DOB_02", "Address_01", "Phone_01"]
+
+
+def test_findings_csv_is_attached(sent):
+    files = attachments(sent[4].raw)
+    data = files[f"{FACTS.reference}-findings.csv"]
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    assert rows[0] == ["Severity", "Row", "Column", "Rule", "Message"]
+    assert [(r[0], r[1], r[3]) for r in rows[1:]] == [
+        ("E", "10", "ULN_04"), ("E", "11", "Postcode_15"), ("E", "14", "DOB_02"), ("W", "12", "Address_01"),
+        ("W", "12", "Phone_01")]
+    assert rows[1][2] == "ULN"
+
+
+def test_the_gateway_key_is_attached(sent):
+    files = attachments(sent[4].raw)
+    assert files["ldor-gateway-key.asc"] == HEAD.public_key.encode()
+    assert HEAD.fingerprint in body_of(sent[4].raw)
+
+
+def cell_texts(rows) -> set[str]:
+    texts = set()
+    for person in rows:
+        for value in (person.uln, person.family_name, person.first_name, person.address, person.postcode,
+                      person.email, person.phone):
+            if value:
+                texts.add(str(value))
+        if isinstance(person.dob, date):
+            texts |= {person.dob.strftime("%d/%m/%Y"), person.dob.isoformat()}
+        else:
+            texts.add(person.dob)
+    return texts
+
+
+def test_no_value_from_the_return_appears_in_the_receipt(sent):
+    _, rows, _, _, outgoing = sent
+    raw = outgoing.raw
+    decoded = b"".join(attachments(raw).values()) + body_of(raw).encode()
+    for text in cell_texts(rows):
+        for form in {text, text.replace(" ", ""), text.upper()}:
+            assert form.encode() not in raw, form
+            assert form.encode() not in decoded, form
+
+
+def test_a_clean_return(directory):
+    rows = people(directory, {"E09000019": 2}, today=TODAY)
+    table = read_return(workbook("Example College", "10001234", [p.cells() for p in rows]))
+    checked = validate(table, PROVIDER, today=TODAY)
+    routed = route(table, checked.accepted, RULES, directory)
+    outgoing = acknowledgement(FACTS, PROVIDER, 2, checked.findings, routed, directory.edition, TO, HEAD)
+    body = body_of(outgoing.raw)
+    assert "No problems found" in body
+    assert "Rows rejected (not forwarded): 0" in body
+    assert list(attachments(outgoing.raw)) == ["ldor-gateway-key.asc"]  # no findings file when there are none
+
+
+def test_findings_are_sorted_whatever_order_they_come_in():
+    mixed = (
+        Finding("W", 3, "Address", "Address_01", "Address is missing"),
+        Finding("E", 9, "ULN", "ULN_04", "The Unique Learner Number does not pass the checksum calculation"),
+        Finding("W", 1, "phone", "Phone_01", "Contact phone number looks invalid"),
+        Finding("E", 2, "DOB", "DOB_02", "Date of birth is not a valid date"),
+    )
+    outgoing = acknowledgement(FACTS, PROVIDER, 10, mixed, Routed((), ()), "edition", TO, HEAD)
+    lines = finding_lines(body_of(outgoing.raw))
+    assert [(l[0], l[1]) for l in lines] == [("E", "2"), ("E", "9"), ("W", "1"), ("W", "3")]
+    assert "Rows rejected (not forwarded): 2" in body_of(outgoing.raw)
+    assert "Warnings:        2" in body_of(outgoing.raw)
+
+
+def test_rejection():
+    advice = "We could not find the table of young people in your file. Please use the template."
+    outgoing = rejection(FACTS, PROVIDER, advice, TO, HEAD)
+    message = parse(outgoing.raw)
+    body = body_of(outgoing.raw)
+    assert "NOT ACCEPTED" in body
+    assert "Nothing from this file has been forwarded" in body
+    assert " ".join(body.split()).count(advice) == 1
+    assert FACTS.reference in message["Subject"]
+    assert list(attachments(outgoing.raw)) == ["ldor-gateway-key.asc"]
+    assert outgoing.recipient == TO
+
+
+def test_receipt_ids_are_stable_and_distinct():
+    one = rejection(FACTS, PROVIDER, "advice", TO, HEAD)
+    again = rejection(FACTS, PROVIDER, "advice", TO, HEAD)
+    assert one.id == again.id
+
+    ack = acknowledgement(FACTS, PROVIDER, 0, (), Routed((), ()), "edition", TO, HEAD)
+    assert ack.id != one.id
+
+
+def test_findings_csv_of_a_file_finding():
+    data = findings_csv([Finding("F", None, "Provider Number", "Provider_02", "Provider number must be your 8-digit UKPRN")])
+    assert data.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    assert rows[1] == ["F", "", "Provider Number", "Provider_02", "Provider number must be your 8-digit UKPRN"]
+
