@@ -11,7 +11,6 @@ import csv
 import io
 import os
 import shutil
-import textwrap
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,6 +20,7 @@ from .embedded import ImapServer, Relay
 from .keys import Keyring
 from .pipeline import Gateway, run_once
 from .postcodes import Directory
+from .scaffold import write_installation
 from .sample import people, reason_csv, with_changes, workbook
 from .unpack import parse
 
@@ -112,45 +112,12 @@ def _keys(folder: Path) -> tuple[Keyring, dict[str, Keyring], dict[str, Keyring]
 
 
 def _configure(folder: Path, imap: ImapServer, relay: Relay) -> Path:
-    rules = folder / "rules"
-    rules.mkdir()
-    (rules / "boroughs.toml").write_text("\n".join(
-        f'[{code}]\nname = "{name}"\nrecipients = ["{address}"]\nformat = "{fmt}"\n'
-        for code, (name, address, fmt) in BOROUGHS.items()
-    ))
-    (rules / "providers.toml").write_text("\n".join(
-        f'[{p.ukprn}]\nname = "{p.name}"\nsenders = ["{p.sender}"]\nhost_la = "E09000019"\n' for p in PROVIDERS
-    ))
-    config = folder / "config.toml"
-    config.write_text(textwrap.dedent(f"""\
-        # Written by `gateway demo`: the embedded servers on this machine.
-        [mailbox]
-        host = "{imap.host}"
-        port = {imap.port}
-        security = "none"
-        user = "{MAILBOX}"
-        password_env = "LDOR_DEMO_IMAP_PASSWORD"
-
-        [smtp]
-        host = "{relay.host}"
-        port = {relay.port}
-        security = "none"
-        from_address = "{MAILBOX}"
-
-        [gnupg]
-        home = "var/gnupg"
-
-        [paths]
-        rules = "rules"
-        keys = "keys"
-        outbox = "outbox"
-        database = "var/gateway.db"
-
-        [admin]
-        email = "{ADMIN}"
-        """))
     os.environ["LDOR_DEMO_IMAP_PASSWORD"] = imap.password
-    return config
+    return write_installation(
+        folder, imap=(imap.host, imap.port, MAILBOX, "LDOR_DEMO_IMAP_PASSWORD"), smtp=(relay.host, relay.port),
+        sender=MAILBOX, admin=ADMIN, boroughs=BOROUGHS,
+        providers=[(p.ukprn, p.name, p.sender, "E09000019") for p in PROVIDERS],
+    )
 
 
 def _returns(directory: Directory, senders: dict[str, Keyring], gateway_key: str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import io
-import textwrap
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from servers import Dovecot, SmtpCapture, export_public, gnupg_home, make_key
 
 from gateway.postcodes import Directory
+from gateway.scaffold import write_installation
 
 BOROUGHS = {
     "E09000019": ("Islington", "ldor@islington.example", "xlsx"),
@@ -116,8 +116,7 @@ class Deployment:
 @pytest.fixture
 def deployment(tmp_path, imap, smtp, keys, monkeypatch) -> Deployment:
     root = tmp_path / "gateway"
-    (root / "rules").mkdir(parents=True)
-    (root / "keys").mkdir()
+    (root / "keys").mkdir(parents=True)
     (root / "var").mkdir()
     # The gateway's keyring is a copy of the session's, so each test starts from the same keys.
     import shutil
@@ -125,46 +124,11 @@ def deployment(tmp_path, imap, smtp, keys, monkeypatch) -> Deployment:
     shutil.copytree(keys.gateway_home, root / "var" / "gnupg", ignore=shutil.ignore_patterns("S.*", "*.lock"))
     for address, public in keys.borough_public.items():
         (root / "keys" / f"{address}.asc").write_text(public)
-    boroughs = "\n".join(
-        f'[{code}]\nname = "{name}"\nrecipients = ["{address}"]\nformat = "{fmt}"\n'
-        for code, (name, address, fmt) in BOROUGHS.items()
+    config = write_installation(
+        root, imap=(imap.host, imap.port, imap.user, "TEST_IMAP_PASSWORD"), smtp=(smtp.host, smtp.port),
+        sender=GATEWAY_ADDRESS, admin=ADMIN, boroughs=BOROUGHS,
+        providers=[(PROVIDER_UKPRN, "Example College", PROVIDER_SENDER, "E09000019")], timeout=10,
     )
-    (root / "rules" / "boroughs.toml").write_text(boroughs)
-    (root / "rules" / "providers.toml").write_text(textwrap.dedent(f"""\
-        [{PROVIDER_UKPRN}]
-        name = "Example College"
-        senders = ["{PROVIDER_SENDER}"]
-        host_la = "E09000019"
-        """))
-    config = root / "config.toml"
-    config.write_text(textwrap.dedent(f"""\
-        [mailbox]
-        host = "{imap.host}"
-        port = {imap.port}
-        security = "none"
-        user = "{imap.user}"
-        password_env = "TEST_IMAP_PASSWORD"
-        timeout = 10
-
-        [smtp]
-        host = "{smtp.host}"
-        port = {smtp.port}
-        security = "none"
-        from_address = "{GATEWAY_ADDRESS}"
-        timeout = 10
-
-        [gnupg]
-        home = "var/gnupg"
-
-        [paths]
-        rules = "rules"
-        keys = "keys"
-        outbox = "outbox"
-        database = "var/gateway.db"
-
-        [admin]
-        email = "{ADMIN}"
-        """))
     monkeypatch.setenv("TEST_IMAP_PASSWORD", imap.password)
     yield Deployment(root, config, imap, smtp, keys)
     from servers import kill_agents
