@@ -104,7 +104,7 @@ def _csv_cell(value: object) -> str:
 
 def package_message(
     table: Return, batch: Batch, source: Source, recipient: str, keyring: Keyring, fingerprint: str,
-    sender: str,
+    sender: str, administrator: str,
 ) -> Outgoing:
     """Encrypt this borough's rows to the recipient's key and wrap them in a covering note."""
     borough = batch.borough
@@ -128,7 +128,8 @@ gpg --output {filename[:-4]} --decrypt {filename}) and open the {borough.format}
 Please store it only where your authority keeps personal data, and contact the young people
 promptly: the law asks for these notifications to be acted on as soon as reasonably practicable.
 
-Questions about this package: reply to this email quoting the gateway reference.
+Questions about this package: write to the gateway's administrator, {administrator}, quoting
+the gateway reference. (Replies to this address are not read by a person.)
 """
     raw = compose(
         item_id=item_id, sender=sender, to=recipient,

@@ -25,7 +25,7 @@ from .pack import Source, package_message
 from .postcodes import Directory
 from .read import read_return
 from .receipt import FileFacts, Letterhead, acknowledgement, alert, rejection
-from .route import Routed, route
+from .route import route
 from .rules import Rules
 from .send import Delivery, flush
 from .unpack import Attachment, unpack
@@ -151,27 +151,38 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes) -> Result:
             continue
         routed = route(table, checked.accepted, gateway.rules, gateway.directory)
         source = Source(provider, reference, received)
+        held_boroughs = set()
         for batch in routed.batches:
+            queued = 0
             for recipient in batch.borough.recipients:
                 try:
                     fingerprint = gateway.keyring.key_for(recipient, keys)
                 except NoUsableKey as why:
-                    result.held.append({"recipient": recipient, "borough": batch.borough.code, "rows": len(batch.rows), "why": str(why)})
+                    result.held.append({"recipient": recipient, "borough": batch.borough, "rows": len(batch.rows), "why": str(why), "reference": reference})
                     continue
-                result.outgoing.append(package_message(table, batch, source, recipient, gateway.keyring, fingerprint, config.smtp.from_address))
+                result.outgoing.append(package_message(table, batch, source, recipient, gateway.keyring, fingerprint, config.smtp.from_address, config.admin.email))
+                queued += 1
+            if not queued:
+                held_boroughs.add(batch.borough.code)
+        held = frozenset(held_boroughs)
         findings = checked.findings + routed.findings
-        result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition, unpacked.sender, head))
-        _add_counts(result, len(table.rows), routed, findings)
-        ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded, boroughs=len(routed.batches))
+        result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition, unpacked.sender, head, held))
+        _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
+        ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded_except(held), boroughs=len(routed.batches))
     if rejected_files == count:
         result.outcome = "rejected"
     for held in result.held:
+        borough = held["borough"]
         result.outgoing.append(alert(
-            record.reference, config.admin.email, config.smtp.from_address, "package held: no usable key",
-            f"A package of {held['rows']} notifications for borough {held['borough']} (recipient {held['recipient']}) "
-            f"from gateway reference {record.reference} is held and has NOT been sent.\n\nWhy: {held['why']}.\n\n"
+            held["reference"], config.admin.email, config.smtp.from_address,
+            f"package for {borough.name} held: no usable key",
+            f"A package of {held['rows']} notification(s) for {borough.name} ({borough.code}), recipient "
+            f"{held['recipient']}, from gateway reference {held['reference']} is held and has NOT been sent.\n\n"
+            f"Why: {held['why']}.\n\n"
             "What to do: put the recipient's current public key (one .asc file) in keys/, run `gateway check`, "
-            "and tell the borough. Nothing is ever sent unencrypted.",
+            "and tell the borough. Nothing is ever sent unencrypted. The provider's receipt says these rows "
+            "are accepted but not yet sent.",
+            key=held["recipient"],
         ))
     return result
 
@@ -180,10 +191,10 @@ def _file_problem(attachment: Attachment) -> str | None:
     return attachment.error.advice if attachment.error is not None else None
 
 
-def _add_counts(result: Result, rows_read: int, routed: Routed, findings: tuple) -> None:
+def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: tuple) -> None:
     counts = result.counts
     counts["rows_read"] += rows_read
-    counts["rows_forwarded"] += routed.forwarded
+    counts["rows_forwarded"] += rows_forwarded
     counts["rows_rejected"] += len({f.row for f in findings if f.severity == "E" and f.row})
     counts["warnings"] += sum(1 for f in findings if f.severity == "W")
 
@@ -206,8 +217,8 @@ def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
             gateway.outbox.put(item.id, item.raw)
     rows = [item.ledger_row() for item in result.outgoing]
     for held in result.held:
-        rows.append({"id": f"held-{record.reference}-{held['borough']}-{held['recipient']}", "kind": "package",
-                     "recipient": held["recipient"], "borough": held["borough"], "rows": held["rows"],
+        rows.append({"id": f"held-{held['reference']}-{held['borough'].code}-{held['recipient']}", "kind": "package",
+                     "recipient": held["recipient"], "borough": held["borough"].code, "rows": held["rows"],
                      "sha256": "", "state": "held", "last_error": held["why"]})
     outcome = {"state": result.state, "outcome": result.outcome, "provider": result.provider, **result.counts}
     gateway.ledger.record_outcome(record, outcome, rows)

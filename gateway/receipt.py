@@ -44,18 +44,22 @@ class Letterhead:
 
 def acknowledgement(
     facts: FileFacts, provider: Provider, rows_read: int, findings: tuple[Finding, ...], routed: Routed,
-    edition: str, to: str, head: Letterhead,
+    edition: str, to: str, head: Letterhead, held: frozenset[str] = frozenset(),
 ) -> Outgoing:
     ordered = sort_findings(list(findings))
-    lines = report_lines(facts, provider, rows_read, ordered, routed, edition) + _footer(head)
-    verdict = f"{routed.forwarded} of {rows_read} rows forwarded"
+    lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held) + _footer(head)
+    verdict = f"{routed.forwarded_except(held)} of {rows_read} rows forwarded"
     return _receipt(facts, "receipt", f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head)
 
 
 def report_lines(
     facts: FileFacts, provider: Provider, rows_read: int, findings: list[Finding], routed: Routed, edition: str,
+    held: frozenset[str] = frozenset(),
 ) -> list[str]:
-    """The body of an acknowledgement: summary, then one line per finding, errors first."""
+    """The body of an acknowledgement: summary, then one line per finding, errors first.
+
+    `held` names boroughs none of whose recipients could be sent a package (no usable key).
+    """
     ordered = sort_findings(findings)
     rejected_rows = {f.row for f in ordered if f.severity == "E" and f.row}
     warnings = sum(1 for f in ordered if f.severity == "W")
@@ -67,10 +71,16 @@ def report_lines(
         "",
         "Summary",
         f"  Rows read:       {rows_read}",
-        f"  Rows forwarded:  {routed.forwarded}",
+        f"  Rows forwarded:  {routed.forwarded_except(held)}",
     ]
     for batch in sorted(routed.batches, key=lambda b: b.borough.name):
-        lines.append(f"      {batch.borough.name}: {len(batch.rows)}")
+        if batch.borough.code not in held:
+            lines.append(f"      {batch.borough.name}: {len(batch.rows)}")
+    waiting = [b for b in routed.batches if b.borough.code in held]
+    if waiting:
+        lines.append(f"  Rows accepted but not yet sent: {sum(len(b.rows) for b in waiting)}")
+        for batch in sorted(waiting, key=lambda b: b.borough.name):
+            lines.append(f"      {batch.borough.name}: {len(batch.rows)} (the borough's encryption key needs renewing; the gateway's administrator has been told)")
     lines += [
         f"  Rows rejected (not forwarded): {len(rejected_rows)}",
         f"  Warnings:        {warnings}",
@@ -103,9 +113,12 @@ def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: 
     return _receipt(facts, "rejection", f"LDOR return not accepted {facts.reference}", lines, (), to, head)
 
 
-def alert(reference: str, to: str, sender: str, subject: str, text: str) -> Outgoing:
-    """A notice to the administrator: ids and counts only, so it may travel in clear."""
-    item_id = outgoing_id(reference, "alert", subject)
+def alert(reference: str, to: str, sender: str, subject: str, text: str, key: str = "") -> Outgoing:
+    """A notice to the administrator: ids and counts only, so it may travel in clear.
+
+    `key` tells apart several alerts of one subject about one reference.
+    """
+    item_id = outgoing_id(reference, "alert", subject, key)
     raw = compose(item_id=item_id, sender=sender, to=to, subject=f"LDOR gateway: {subject} [{reference}]", body=text)
     return Outgoing(item_id, "alert", to, raw)
 

@@ -31,7 +31,11 @@ class Routed:
 
     @property
     def forwarded(self) -> int:
-        return sum(len(batch.rows) for batch in self.batches)
+        return self.forwarded_except(frozenset())
+
+    def forwarded_except(self, held: frozenset[str]) -> int:
+        """Rows on their way to a borough, leaving out boroughs whose packages are held."""
+        return sum(len(batch.rows) for batch in self.batches if batch.borough.code not in held)
 
 
 def route(table: Return, accepted: tuple[Accepted, ...], rules: Rules, directory: Directory) -> Routed:
@@ -43,7 +47,7 @@ def route(table: Return, accepted: tuple[Accepted, ...], rules: Rules, directory
         if code is None:
             findings.append(finding(table, "Postcode_15", item.row.number))
         elif code not in rules.boroughs:
-            findings.append(finding(table, "Route_01", item.row.number, f" ({LONDON.get(code, 'authority')} {code})"))
+            findings.append(finding(table, "Route_01", item.row.number, f" ({LONDON.get(code, 'local authority code')} {code})"))
         else:
             groups.setdefault(code, []).append(item)
     batches = tuple(Batch(rules.boroughs[code], tuple(rows)) for code, rows in sorted(groups.items()))
