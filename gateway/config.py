@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class Mailbox:
     processed_folder: str = "Processed"
     quarantine_folder: str = "Quarantine"
     timeout: float = 60.0
+    ca_file: Path | None = None  # trust this CA certificate (a private CA) instead of the system's
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Smtp:
     user: str = ""
     password_env: str = ""
     timeout: float = 60.0
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class Config:
 
 
 _SECTIONS = {"mailbox": Mailbox, "smtp": Smtp, "gnupg": Gnupg, "paths": Paths, "admin": Admin}
-_PATH_KEYS = {("gnupg", "home"), ("paths", "rules"), ("paths", "keys"), ("paths", "outbox"), ("paths", "database")}
+_PATH_KEYS = {("mailbox", "ca_file"), ("smtp", "ca_file"), ("gnupg", "home"), ("paths", "rules"), ("paths", "keys"), ("paths", "outbox"), ("paths", "database")}
 _DEFAULT_PATHS = {"rules": "rules", "keys": "keys", "outbox": "outbox", "database": "var/gateway.db"}
 
 
@@ -82,6 +85,11 @@ def load(path: Path) -> Config:
 def check(path: Path) -> tuple[Config | None, list[Problem]]:
     """Like load, but return the problems instead of raising (for `gateway check`)."""
     return _build(Path(path))
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Certificate-checking TLS, trusting `ca_file` when the servers use a private CA."""
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
 
 def secret(variable: str) -> str | None:

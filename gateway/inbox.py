@@ -30,9 +30,12 @@ class Inbox:
         password = config.secret(settings.password_env)
         if password is None:
             raise MailboxError(f"the mailbox password is not set: put it in the environment variable {settings.password_env}")
-        kinds = {"ssl": MailBox, "starttls": MailBoxStartTls, "none": MailBoxUnencrypted}
         try:
-            box = kinds[settings.security](settings.host, settings.port, timeout=settings.timeout)
+            if settings.security == "none":
+                box = MailBoxUnencrypted(settings.host, settings.port, timeout=settings.timeout)
+            else:
+                kind = MailBox if settings.security == "ssl" else MailBoxStartTls
+                box = kind(settings.host, settings.port, timeout=settings.timeout, ssl_context=config.tls_context(settings.ca_file))
             box.login(settings.user, password, initial_folder=settings.folder)
         except imap_tools.errors.MailboxLoginError:
             raise MailboxError(f"the mailbox at {settings.host}:{settings.port} refused the login for the configured user") from None

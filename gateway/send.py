@@ -8,7 +8,6 @@ import email.utils
 import hashlib
 import logging
 import smtplib
-import ssl
 from dataclasses import dataclass
 
 from . import config
@@ -91,8 +90,12 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp) -> Delivery:
 
 def _connect(settings: config.Smtp) -> smtplib.SMTP:
     if settings.security == "ssl":
-        return smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=ssl.create_default_context())
+        return smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=config.tls_context(settings.ca_file))
     relay = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
     if settings.security == "starttls":
-        relay.starttls(context=ssl.create_default_context())
+        try:
+            relay.starttls(context=config.tls_context(settings.ca_file))
+        except BaseException:
+            relay.close()
+            raise
     return relay

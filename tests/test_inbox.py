@@ -1,0 +1,62 @@
+"""The IMAP mailbox against a real Dovecot: exact bytes, UIDs, moves, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from servers import free_port
+
+from gateway.config import Mailbox
+from gateway.errors import MailboxError
+from gateway.inbox import Inbox
+
+RAW = b"From: a@college.example\r\nTo: ldor@example.org\r\nSubject: t\r\n\r\nbody with trailing spaces   \r\n"
+
+
+def _settings(imap, **changes) -> Mailbox:
+    values = dict(host=imap.host, port=imap.port, security="none", user=imap.user, password_env="T_IMAP_PW", timeout=5)
+    return Mailbox(**{**values, **changes})
+
+
+def test_messages_come_with_their_exact_bytes_and_can_be_moved(imap, monkeypatch):
+    monkeypatch.setenv("T_IMAP_PW", imap.password)
+    imap.append(RAW)
+    imap.append(RAW.replace(b"Subject: t", b"Subject: u"))
+    with Inbox(_settings(imap)) as inbox:
+        assert inbox.uidvalidity() > 0
+        messages = list(inbox.messages())
+        assert [m.raw for m in messages] == imap.fetch_all("INBOX")
+        assert messages[0].raw == RAW
+        inbox.move(messages[0].uid, "Processed")
+        inbox.move(messages[1].uid, "Quarantine")
+    assert imap.list_uids("INBOX") == []
+    assert len(imap.list_uids("Processed")) == 1 and len(imap.list_uids("Quarantine")) == 1
+
+
+def test_fetching_does_not_mark_messages_seen(imap, monkeypatch):
+    monkeypatch.setenv("T_IMAP_PW", imap.password)
+    imap.append(RAW)
+    with Inbox(_settings(imap)) as inbox:
+        list(inbox.messages())
+        typ, data = inbox.box.client.uid("FETCH", str(inbox.box.uids("ALL")[0]), "(FLAGS)")
+    assert b"\\Seen" not in data[0]
+
+
+def test_a_wrong_password_is_a_clear_error_without_the_password(imap, monkeypatch):
+    monkeypatch.setenv("T_IMAP_PW", "wrong-password")
+    with pytest.raises(MailboxError, match="refused the login") as caught:
+        Inbox(_settings(imap)).__enter__()
+    assert "wrong-password" not in str(caught.value)
+
+
+def test_an_unset_password_variable_names_the_variable(imap, monkeypatch):
+    monkeypatch.delenv("T_IMAP_PW", raising=False)
+    with pytest.raises(MailboxError, match="T_IMAP_PW"):
+        Inbox(_settings(imap)).__enter__()
+
+
+def test_no_server_listening_is_a_retryable_error(imap, monkeypatch):
+    monkeypatch.setenv("T_IMAP_PW", imap.password)
+    with pytest.raises(MailboxError, match="cannot reach") as caught:
+        Inbox(_settings(imap, port=free_port())).__enter__()
+    assert caught.value.retryable
