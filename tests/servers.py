@@ -43,6 +43,20 @@ Dovecot IMAP server (needs root, ``dovecot`` and ``dovenull`` users)::
     Failed logins are answered in ~0.5 s and never slow down later logins
     (auth penalty off).
 
+    With TLS (ssl = yes; plain LOGIN without TLS still allowed on port)::
+
+        cert, key = make_tls_certificate(tmp_path / "tls")
+        with Dovecot(tmp_path / "imap", tls=(cert, key)) as imap:
+            imap.port                                 # plain + STARTTLS
+            imap.ssl_port                             # implicit TLS (IMAPS)
+            ctx = imap.client_tls_context()           # = create_default_context(cafile=cert)
+            MailBoxStartTls(imap.host, imap.port, ssl_context=ctx)
+            MailBox(imap.host, imap.ssl_port, ssl_context=ctx)
+    Without tls, ssl_port is None and ssl = no.  restart() keeps both ports.
+    Dovecot counts every 127.0.0.1 connection as "secured", so even
+    disable_plaintext_auth = yes would not refuse a plaintext login here: a
+    test cannot rely on Dovecot to catch a client that skipped STARTTLS.
+
 SMTP sink::
 
     with SmtpCapture() as smtp:                       # started on enter
@@ -55,6 +69,22 @@ SMTP sink::
         smtp.clear()
     # data: bytes as received (CRLF, dot-stuffing undone); a refused message
     # is not captured; SmtpCapture().start() / .stop() for manual use.
+    # CapturedMessage.tls: whether that session was encrypted.
+
+    SmtpCapture(tls=(cert, key))                 # offers STARTTLS, not required
+    SmtpCapture(tls=(cert, key), implicit=True)  # the whole connection is TLS
+    smtp.client_tls_context()                    # = create_default_context(cafile=cert)
+
+TLS certificates::
+
+    cert, key = make_tls_certificate(folder)     # self-signed P-256, ~10 ms
+    # PEM files folder/cert.pem, folder/key.pem (0600); usable as its own CA
+    # (cafile=cert); subjectAltName IP:127.0.0.1 and DNS:localhost.
+    server_tls_context((cert, key)) -> ssl.SSLContext   # server side
+
+    Beware: imaplib, imap_tools and smtplib do NOT verify certificates when
+    given no context (they use ssl._create_unverified_context); only an
+    explicit ssl.create_default_context() refuses an untrusted server.
 
 GnuPG (no passphrases, throwaway ed25519/cv25519 keys, ~30 ms each)::
 
@@ -76,12 +106,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import imaplib
+import ipaddress
 import os
 import pwd
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -103,7 +135,9 @@ __all__ = [
     "gpg_daemon_pids",
     "kill_agents",
     "make_key",
+    "make_tls_certificate",
     "prepare_gnupghome",
+    "server_tls_context",
     "session_pids",
 ]
 
@@ -130,6 +164,82 @@ def _wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------
+# TLS
+# --------------------------------------------------------------------------
+
+_OPENSSL_REQ_CONF = """\
+[req]
+distinguished_name = dn
+x509_extensions = ext
+prompt = no
+[dn]
+CN = {cn}
+O = ldor-gateway tests
+[ext]
+# Self-signed and CA-usable, so a client trusts it with cafile=cert alone.
+# keyUsage, the key identifiers and serverAuth keep it valid under
+# VERIFY_X509_STRICT too (the default from Python 3.13 on).
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, digitalSignature, keyCertSign
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+subjectAltName = {san}
+"""
+
+
+def make_tls_certificate(folder: Path, hostname: str = LOCALHOST) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate and its key, via the openssl command.
+
+    Returns (cert_path, key_path): PEM files in folder, the key unencrypted and
+    0600.  The subjectAltName holds IP:127.0.0.1 and DNS:localhost (plus
+    hostname), so a client whose context is
+    ssl.create_default_context(cafile=cert) passes the default hostname check
+    for either name.  P-256 keys: generated in a few milliseconds.
+    """
+    folder = Path(folder).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["IP:127.0.0.1", "DNS:localhost"]
+    try:
+        extra = f"IP:{ipaddress.ip_address(hostname)}"
+    except ValueError:
+        extra = f"DNS:{hostname}"
+    if extra not in names:
+        names.append(extra)
+    conf = folder / "openssl-req.cnf"
+    conf.write_text(_OPENSSL_REQ_CONF.format(cn=hostname, san=", ".join(names)))
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    key.unlink(missing_ok=True)
+    result = subprocess.run(
+        [
+            "openssl", "req", "-x509", "-new",
+            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-sha256", "-days", "30",
+            "-config", str(conf),
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+    )
+    if result.returncode != 0 or not cert.exists() or not key.exists():
+        raise RuntimeError(
+            f"openssl certificate generation failed ({result.returncode}):\n"
+            f"{result.stdout.decode(errors='replace')}{result.stderr.decode(errors='replace')}"
+        )
+    os.chmod(key, 0o600)  # openssl already writes it so; make sure
+    return cert, key
+
+
+def server_tls_context(tls: tuple[Path, Path]) -> ssl.SSLContext:
+    """A server-side context presenting tls = (cert_path, key_path)."""
+    cert, key = tls
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 # --------------------------------------------------------------------------
@@ -172,7 +282,7 @@ info_log_path = {log}
 debug_log_path = {log}
 auth_verbose = yes
 
-ssl = no
+{ssl_settings}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 # Dovecot waits 2 s before answering a failed login; tests want it now.
@@ -208,7 +318,7 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+{imaps_listener}
   }}
 }}
 service anvil {{
@@ -237,6 +347,7 @@ class Dovecot:
         user: str = "ldor@example.org",
         password: str = "secret",
         autocreate: Sequence[str] = (),
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         for field in (user, password):
             if ":" in field or "\n" in field:
@@ -245,8 +356,11 @@ class Dovecot:
         self.user = user
         self.password = password
         self.autocreate = tuple(autocreate)
+        self.tls = None if tls is None else (Path(tls[0]).absolute(), Path(tls[1]).absolute())
         self.host = LOCALHOST
         self.port = 0
+        # The implicit-TLS (IMAPS) port; None without tls.
+        self.ssl_port: int | None = None
         self._proc: subprocess.Popen | None = None
         # Kept after stop() so a test can check session_pids(master_pid) == [].
         self.master_pid: int | None = None
@@ -272,6 +386,10 @@ class Dovecot:
         for attempt in range(attempts):
             if not keep_port:
                 self.port = free_port(self.host)
+                if self.tls is not None:
+                    self.ssl_port = free_port(self.host)
+                    while self.ssl_port == self.port:
+                        self.ssl_port = free_port(self.host)
             self._write_files()
             try:
                 self._launch(timeout)
@@ -396,6 +514,30 @@ class Dovecot:
         mailboxes = "".join(
             f'  mailbox "{name}" {{\n    auto = create\n  }}\n' for name in self.autocreate
         )
+        if self.tls is None:
+            ssl_settings = "ssl = no"
+            imaps_listener = "    port = 0"
+        else:
+            # Copies next to the config, so a restart does not depend on the
+            # caller's files.  The "<file" values are read by Dovecot's
+            # config process, which runs as root: a 0600 root key is fine.
+            # No ssl_dh: Dovecot 2.3 then simply offers no DHE suites, and
+            # every client negotiates ECDHE (or TLS 1.3) anyway.
+            # A key that does not match the cert would only show as failed
+            # handshakes (start() timing out); loading the pair fails now.
+            server_tls_context(self.tls)
+            tls_dir = self.root / "tls"
+            tls_dir.mkdir(exist_ok=True)
+            os.chmod(tls_dir, 0o700)
+            cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
+            shutil.copyfile(self.tls[0], cert)
+            key.unlink(missing_ok=True)
+            key.touch(mode=0o600)
+            shutil.copyfile(self.tls[1], key)
+            ssl_settings = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}"
+            imaps_listener = (
+                f"    address = {self.host}\n    port = {self.ssl_port}\n    ssl = yes"
+            )
         self.conf_path.write_text(
             _DOVECOT_CONF.format(
                 instance=f"ldor-test-{self.port}",
@@ -409,6 +551,8 @@ class Dovecot:
                 passwd=passwd,
                 homes=homes,
                 mailboxes=mailboxes,
+                ssl_settings=ssl_settings,
+                imaps_listener=imaps_listener,
             )
         )
 
@@ -444,6 +588,8 @@ class Dovecot:
             try:
                 client.login(self.user, self.password)
                 client.logout()
+                if self.tls is not None:
+                    self._check_imaps()
                 return
             except (imaplib.IMAP4.error, OSError) as err:
                 # An auth process still starting can fail the very first login.
@@ -456,6 +602,21 @@ class Dovecot:
             f"dovecot on {self.host}:{self.port} not ready after {timeout}s "
             f"(last error: {last_error!r})\n{self.log()}"
         )
+
+    def client_tls_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts this server's certificate."""
+        if self.tls is None:
+            raise RuntimeError("this Dovecot was started without tls")
+        return ssl.create_default_context(cafile=str(self.tls[0]))
+
+    def _check_imaps(self) -> None:
+        # Both listeners are bound by the master before any child starts, but
+        # a certificate Dovecot cannot use only shows in a TLS handshake.
+        # An ssl.SSLError is an OSError: start() retries, then reports the log.
+        conn = imaplib.IMAP4_SSL(
+            self.host, self.ssl_port, ssl_context=self.client_tls_context(), timeout=2
+        )
+        conn.logout()
 
     # -- IMAP helpers (plain imaplib, independent of the code under test) --
 
@@ -531,6 +692,9 @@ class CapturedMessage:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    # Whether the session was encrypted when the message came (STARTTLS or
+    # implicit TLS).
+    tls: bool = False
 
 
 class _CaptureHandler:
@@ -557,17 +721,36 @@ class _CaptureHandler:
                 # With decode_data=False (the default) this is the bytes as
                 # received, CRLF line ends, dot-stuffing already undone.
                 data=bytes(envelope.original_content),
+                tls=_encrypted(server, session),
             )
         )
         return "250 OK"
 
 
+def _encrypted(server, session) -> bool:
+    # aiosmtpd fills session.ssl after STARTTLS only; with implicit TLS the
+    # transport asyncio built for the connection is the TLS one from the start.
+    if session.ssl is not None:
+        return True
+    transport = server.transport
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+
 class SmtpCapture:
     """An SMTP sink on 127.0.0.1 that records or refuses every message."""
 
-    def __init__(self, host: str = LOCALHOST) -> None:
+    def __init__(
+        self,
+        host: str = LOCALHOST,
+        tls: tuple[Path, Path] | None = None,
+        implicit: bool = False,
+    ) -> None:
+        if implicit and tls is None:
+            raise ValueError("implicit=True needs tls=(cert_path, key_path)")
         self.host = host
         self.port = 0
+        self.tls = None if tls is None else (Path(tls[0]).absolute(), Path(tls[1]).absolute())
+        self.implicit = implicit
         # When set, this reply replaces "250 OK" at fail_on ("data" or "rcpt")
         # and nothing is captured.  Read in the server thread at each command,
         # so it can be flipped while the server runs.
@@ -589,7 +772,9 @@ class SmtpCapture:
             raise RuntimeError("SmtpCapture is already running")
         for attempt in range(5):
             port = free_port(self.host)
-            controller = Controller(_CaptureHandler(self), hostname=self.host, port=port)
+            controller = Controller(
+                _CaptureHandler(self), hostname=self.host, port=port, **self._tls_kwargs()
+            )
             try:
                 controller.start()
             except OSError:
@@ -601,6 +786,23 @@ class SmtpCapture:
                 continue
             self._controller, self.port = controller, port
             return
+
+    def _tls_kwargs(self) -> dict:
+        if self.tls is None:
+            return {}
+        context = server_tls_context(self.tls)
+        if self.implicit:
+            # The listening socket itself is TLS.  Controller's ready check
+            # (_trigger_server) then connects with TLS too, unverified.
+            return {"ssl_context": context}
+        # STARTTLS offered in EHLO, not required: a plain client still works.
+        return {"tls_context": context, "require_starttls": False}
+
+    def client_tls_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts this server's certificate."""
+        if self.tls is None:
+            raise RuntimeError("this SmtpCapture was started without tls")
+        return ssl.create_default_context(cafile=str(self.tls[0]))
 
     def stop(self) -> None:
         controller, self._controller = self._controller, None

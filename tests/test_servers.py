@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import ssl
+import stat
 import time
 from email.message import EmailMessage
 
 import gnupg
 import pytest
-from imap_tools import MailBoxUnencrypted, MailboxLoginError
+from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted, MailboxLoginError
 
 from servers import (
     Dovecot,
@@ -19,6 +21,7 @@ from servers import (
     gnupg_home,
     gpg_daemon_pids,
     make_key,
+    make_tls_certificate,
     session_pids,
 )
 
@@ -128,6 +131,125 @@ def test_dovecot_start_failure_raises_with_log(tmp_path):
     assert not imap.running
 
 
+def test_dovecot_without_tls_has_no_ssl_port(tmp_path):
+    with Dovecot(tmp_path / "imap") as imap:
+        assert imap.ssl_port is None
+        assert "ssl = no" in imap.conf_path.read_text()
+
+
+# ---------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    return make_tls_certificate(tmp_path_factory.mktemp("tls"))
+
+
+def test_tls_certificate_files(tmp_path):
+    started = time.monotonic()
+    cert, key = make_tls_certificate(tmp_path / "tls")
+    assert time.monotonic() - started < 2
+    assert b"BEGIN CERTIFICATE" in cert.read_bytes()
+    assert b"PRIVATE KEY" in key.read_bytes()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+
+
+@pytest.fixture
+def imap_tls(tmp_path, tls):
+    with Dovecot(tmp_path / "imap", tls=tls) as server:
+        yield server
+
+
+def test_dovecot_starttls_login(imap_tls, tls):
+    imap = imap_tls
+    imap.append(_message("over starttls"))
+    context = ssl.create_default_context(cafile=tls[0])
+    with MailBoxStartTls(imap.host, imap.port, ssl_context=context).login(
+        imap.user, imap.password
+    ) as box:
+        assert box.client.sock.version() in ("TLSv1.2", "TLSv1.3")
+        assert [m.subject for m in box.fetch(mark_seen=False)] == ["over starttls"]
+    # Plain LOGIN without TLS still works on the same port.
+    with MailBoxUnencrypted(imap.host, imap.port).login(imap.user, imap.password) as box:
+        assert box.folder.get() == "INBOX"
+
+
+def test_dovecot_imaps_login(imap_tls, tls):
+    imap = imap_tls
+    assert imap.ssl_port not in (None, imap.port)
+    context = ssl.create_default_context(cafile=tls[0])
+    with MailBox(imap.host, imap.ssl_port, ssl_context=context).login(
+        imap.user, imap.password
+    ) as box:
+        assert box.client.sock.version() in ("TLSv1.2", "TLSv1.3")
+        assert box.folder.get() == "INBOX"
+    # "localhost" is in the subjectAltName too.
+    with MailBox("localhost", imap.ssl_port, ssl_context=imap.client_tls_context()).login(
+        imap.user, imap.password
+    ):
+        pass
+    ports = (imap.port, imap.ssl_port)
+    imap.stop(graceful=False)  # a graceful stop costs a second
+    imap.start()
+    assert (imap.port, imap.ssl_port) == ports, "restart must keep both ports"
+    with MailBox(imap.host, imap.ssl_port, ssl_context=context).login(imap.user, imap.password):
+        pass
+
+
+def test_dovecot_tls_refuses_untrusted_client(imap_tls):
+    imap = imap_tls
+    # An explicit default context: given none, imaplib does not verify at all.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        MailBox(imap.host, imap.ssl_port, ssl_context=ssl.create_default_context())
+    with pytest.raises(ssl.SSLCertVerificationError):
+        MailBoxStartTls(imap.host, imap.port, ssl_context=ssl.create_default_context())
+
+
+def test_smtp_starttls_delivers(tls):
+    with SmtpCapture(tls=tls) as smtp:
+        context = ssl.create_default_context(cafile=tls[0])
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
+            client.ehlo()
+            assert client.has_extn("starttls")
+            client.starttls(context=context)
+            client.sendmail("from@example.org", ["to@example.org"], _message("starttls"))
+        # STARTTLS is offered, not required: plain delivery still works.
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
+            client.sendmail("from@example.org", ["to@example.org"], _message("plain"))
+        first, second = smtp.wait_for(2)
+        assert b"Subject: starttls" in first.data and first.tls is True
+        assert b"Subject: plain" in second.data and second.tls is False
+
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                client.starttls(context=ssl.create_default_context())
+
+
+def test_smtp_implicit_tls_delivers(tls):
+    with SmtpCapture(tls=tls, implicit=True) as smtp:
+        context = ssl.create_default_context(cafile=tls[0])
+        # The certificate passes the stricter checks Python 3.13 turns on.
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        with smtplib.SMTP_SSL(smtp.host, smtp.port, context=context, timeout=10) as client:
+            client.sendmail("from@example.org", ["to@example.org"], _message("implicit"))
+        [captured] = smtp.wait_for(1)
+        assert b"Subject: implicit" in captured.data and captured.tls is True
+        assert captured.rcpt_tos == ["to@example.org"]
+
+        with pytest.raises(ssl.SSLCertVerificationError):
+            smtplib.SMTP_SSL(smtp.host, smtp.port, context=ssl.create_default_context(),
+                             timeout=10)
+        # A plaintext client gets no SMTP greeting from a TLS-only port.
+        with pytest.raises(OSError):  # socket timeout or a disconnect
+            smtplib.SMTP(smtp.host, smtp.port, timeout=0.5)
+
+
+def test_smtp_implicit_needs_tls():
+    with pytest.raises(ValueError):
+        SmtpCapture(implicit=True)
+
+
 # ---------------------------------------------------------------- SMTP
 
 
@@ -137,6 +259,7 @@ def test_smtp_capture_receives_and_refuses():
             client.sendmail("from@example.org", ["to@example.org", "cc@example.org"],
                             _message("via smtp"))
         [captured] = smtp.wait_for(1)
+        assert captured.tls is False
         assert captured.mail_from == "from@example.org"
         assert captured.rcpt_tos == ["to@example.org", "cc@example.org"]
         assert b"Subject: via smtp" in captured.data
