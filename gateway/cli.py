@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print the findings as JSON")
     validate.add_argument("--provider", help="UKPRN of the provider the file is from (default: the header block's)")
     validate.set_defaults(handler=_validate)
+    template = commands.add_parser("template", help="write the blank return template for providers")
+    template.add_argument("out", type=Path, help="where to write it, e.g. LDOR-return.xlsx")
+    template.set_defaults(handler=_template)
+
     demo = commands.add_parser("demo", help="the whole journey on servers embedded in this machine, nothing to configure")
     demo.add_argument("--dir", type=Path, default=Path("ldor-demo"), help="where the demo keeps its files (default ./ldor-demo)")
     demo.set_defaults(handler=_demo)
@@ -153,6 +157,14 @@ def _validate(args: argparse.Namespace) -> int:
     else:
         print(report.text())
     return 1 if report.blocking else 0
+
+
+def _template(args: argparse.Namespace) -> int:
+    from .template import write_template
+
+    write_template(args.out)
+    print(f"Template written to {args.out}: send it to providers; its Instructions sheet lists every rule.")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -56,6 +56,9 @@ class Paths:
 @dataclass(frozen=True)
 class Admin:
     email: str
+    # Answer mail from unregistered addresses? Off by default: their From is often forged, and a
+    # reply would then land on an innocent third party (backscatter).
+    reply_to_unknown_senders: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ def _build(path: Path) -> tuple[Config | None, list[Problem]]:
                 problems.append(toml.problem(f"{field.name} must be a whole number", name, field.name))
             elif field.type == "float" and not isinstance(value, (int, float)):
                 problems.append(toml.problem(f"{field.name} must be a number of seconds", name, field.name))
+            elif field.type == "bool" and not isinstance(value, bool):
+                problems.append(toml.problem(f"{field.name} must be true or false", name, field.name))
             elif field.type == "str" and not isinstance(value, str):
                 problems.append(toml.problem(f"{field.name} must be text in quotes", name, field.name))
         missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in values]

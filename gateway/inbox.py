@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -37,6 +38,11 @@ class Inbox:
                 kind = MailBox if settings.security == "ssl" else MailBoxStartTls
                 box = kind(settings.host, settings.port, timeout=settings.timeout, ssl_context=config.tls_context(settings.ca_file))
             box.login(settings.user, password, initial_folder=settings.folder)
+        except ssl.SSLCertVerificationError:
+            raise MailboxError(
+                f"the mailbox at {settings.host}:{settings.port} presented a certificate this machine does not trust; "
+                "if it uses a private CA, name its certificate in [mailbox] ca_file"
+            ) from None
         except imap_tools.errors.MailboxLoginError:
             raise MailboxError(f"the mailbox at {settings.host}:{settings.port} refused the login for the configured user") from None
         except (OSError, imap_tools.errors.ImapToolsError) as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,22 @@ class PublicKey:
 
 
 @dataclass(frozen=True)
+class Signature:
+    """What gpg said of a signature, if there was one."""
+
+    present: bool = False
+    signer: str | None = None  # primary-key fingerprint of a good signature by a current key
+    bad: bool = False  # present, but does not match, or made by an expired or revoked key
+
+
+@dataclass(frozen=True)
 class Decrypted:
     data: bytes
-    signer: str | None  # fingerprint of a good signature's key, if the file was signed
-    signed: bool  # a signature was present at all (good or not)
+    signature: Signature = Signature()
+
+    @property
+    def signer(self) -> str | None:
+        return self.signature.signer
 
 
 class Keyring:
@@ -169,9 +182,30 @@ class Keyring:
             raise KeyringError("gpg could not decrypt the file: it is damaged or incomplete")
         if "GOODMDC" not in statuses and not _aead(statuses):
             raise KeyringError("the file is not integrity protected (no MDC), so it is refused")
-        signed = bool({"GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"} & statuses.keys())
-        signer = statuses["VALIDSIG"].split()[0] if "GOODSIG" in statuses and "VALIDSIG" in statuses else None
-        return Decrypted(result.data, signer, signed)
+        return Decrypted(result.data, _signature(statuses))
+
+    def verify_detached(self, data: bytes, signature: bytes) -> Signature:
+        """Check a detached signature (PGP/MIME multipart/signed) over bytes held in memory."""
+        with tempfile.NamedTemporaryFile(suffix=".sig") as handle:  # gpg reads the signature from a file; it is not personal data
+            handle.write(signature)
+            handle.flush()
+            result = self._gpg.verify_data(handle.name, data)
+        return _signature(dict(_STATUS.findall(result.stderr or "")))
+
+
+_SIGNATURE_STATUSES = {"GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"}
+
+
+def _signature(statuses: dict[str, str]) -> Signature:
+    if not _SIGNATURE_STATUSES & statuses.keys():
+        return Signature()
+    good = "GOODSIG" in statuses and "VALIDSIG" in statuses
+    if not good:
+        # ERRSIG alone means the key is not in keys/: present, not bad, but not anyone's we know.
+        return Signature(present=True, bad=bool({"BADSIG", "EXPKEYSIG", "REVKEYSIG", "EXPSIG"} & statuses.keys()))
+    # VALIDSIG <fingerprint> <date> <timestamp> <expires> <version> <reserved> <algo> <hash> <class> [<primary>]
+    fields = statuses["VALIDSIG"].split()
+    return Signature(present=True, signer=fields[9] if len(fields) > 9 else fields[0])
 
 
 def _socket_folder(home: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlite_utils
@@ -58,6 +58,9 @@ class Ledger:
                 pk="id",
             )
             db["outgoing"].create_index(["reference"])
+        if "files" not in db.table_names():
+            # The hash of each decrypted return that was forwarded, to notice the same file sent again.
+            db["files"].create({"provider": str, "sha256": str, "reference": str, "first_seen": str}, pk=("provider", "sha256"))
         if "events" not in db.table_names():
             db["events"].create(
                 {"id": int, "at": str, "reference": str, "event": str, "detail": str}, pk="id"
@@ -87,10 +90,15 @@ class Ledger:
             self._event(reference, "received", uid=uid)
         return MessageRecord(sha256, reference, now, "received")
 
-    def record_outcome(self, record: MessageRecord, outcome: dict, outgoing: list[dict]) -> None:
-        """In one transaction: the message's counts and state, and the outgoing mail now in the outbox."""
+    def record_outcome(self, record: MessageRecord, outcome: dict, outgoing: list[dict],
+                       files: list[tuple[str, str]] = ()) -> None:
+        """In one transaction: the message's counts and state, the outgoing mail now in the outbox, and
+        the hashes of the returns it forwarded."""
         now = utcnow()
         with self.db.conn:
+            for sha256, reference in files:
+                self.db["files"].insert({"provider": outcome.get("provider", ""), "sha256": sha256,
+                                         "reference": reference, "first_seen": now}, ignore=True)
             for item in outgoing:
                 if self.outgoing_state(item["id"]) == "sent":
                     continue
@@ -109,6 +117,15 @@ class Ledger:
 
     def message(self, reference: str) -> dict | None:
         rows = list(self.db["messages"].rows_where("reference = ?", [reference]))
+        return rows[0] if rows else None
+
+    def earlier_file(self, provider: str, sha256: str, days: int, reference: str) -> dict | None:
+        """The earlier forwarding of this very file by this provider within `days`, if any."""
+        since = (datetime.now(timezone.utc) - timedelta(days=days)).isoformat(timespec="seconds")
+        rows = list(self.db.query(
+            "select * from files where provider = ? and sha256 = ? and first_seen >= ? and reference != ?",
+            [provider, sha256, since, reference],
+        ))
         return rows[0] if rows else None
 
     # -- outgoing -----------------------------------------------------------------------------

@@ -38,6 +38,44 @@ def outgoing_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+def entity(body: str, attachments: tuple[tuple[str, str, bytes], ...] = ()) -> bytes:
+    """A MIME entity (no envelope headers) holding a text and attachments: what PGP/MIME encrypts."""
+    part = EmailMessage()
+    part.set_content(body)
+    for filename, mime_type, data in attachments:
+        maintype, _, subtype = mime_type.partition("/")
+        part.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    del part["MIME-Version"]
+    return part.as_bytes(policy=_WIRE)
+
+
+def compose_encrypted(*, item_id: str, sender: str, to: str, subject: str, ciphertext: bytes,
+                      when: datetime | None = None) -> bytes:
+    """An RFC 3156 PGP/MIME encrypted message, as Thunderbird and GpgOL read it."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(when) if when else formatdate(usegmt=True)
+    message["Message-ID"] = f"<{item_id}@{sender.rpartition('@')[2] or 'ldor-gateway'}>"
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content("This is an OpenPGP/MIME encrypted message (RFC 3156).\n")
+    message.make_mixed()
+    message.set_type("multipart/encrypted")
+    message.set_param("protocol", "application/pgp-encrypted")
+    message.set_payload([])
+    control = EmailMessage()
+    control.set_content(b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted", cte="7bit")
+    del control["MIME-Version"]
+    body = EmailMessage()
+    body.set_content(ciphertext, maintype="application", subtype="octet-stream", cte="7bit",
+                     disposition="inline", filename="encrypted.asc")
+    del body["MIME-Version"]
+    message.attach(control)
+    message.attach(body)
+    return message.as_bytes(policy=_WIRE)
+
+
 def compose(
     *,
     item_id: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,11 +69,18 @@ def validate_file(path: Path, config_path: Path, ukprn: str | None = None) -> Re
         return Report(0, (finding,), None, (f"F  {error.advice}",))
     number = ukprn or table.header.get("provider_number", "")
     provider = rules.providers.get(number) or Provider(number or "unknown", table.header.get("provider_name", "") or "(not registered)", ())
-    checked = validate(table, rules.providers.get(number))
+    checked = validate(table, rules.providers.get(number), progress=_progress if len(table.rows) > PROGRESS_ROWS else None)
     routed = route(table, checked.accepted, rules, directory) if not checked.fatal else Routed((), ())
     findings = tuple(sort_findings(list(checked.findings + routed.findings)))
     lines = report_lines(facts, provider, len(table.rows), list(findings), routed, directory.edition)
     return Report(len(table.rows), findings, routed, tuple(lines))
+
+
+PROGRESS_ROWS = 3000
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"checked {done:,} of {total:,} rows", file=sys.stderr, flush=True)
 
 
 def _settings(path: Path) -> config_module.Config | None:

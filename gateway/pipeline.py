@@ -13,13 +13,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .config import Config
+from .config import Config, secret
 from .errors import GatewayError, NoUsableKey, ReadError, UnknownSender
 from .inbox import Inbox, InboxMessage
 from .keys import Keyring, PublicKey
 from .ledger import Ledger, MessageRecord
 from .logs import describe
-from .mail import Outgoing
+from .mail import Outgoing, compose, outgoing_id
 from .outbox import Outbox
 from .pack import Source, package_message
 from .postcodes import Directory
@@ -28,10 +28,12 @@ from .receipt import FileFacts, Letterhead, acknowledgement, alert, rejection
 from .route import route
 from .rules import Rules
 from .send import Delivery, flush
-from .unpack import Attachment, unpack
-from .validate import validate
+from .unpack import Attachment, parse, sender_of, unpack
+from .validate import Finding, validate
 
 log = logging.getLogger(__name__)
+
+DUPLICATE_DAYS = 90  # the same file from the same provider within this many days is not forwarded again
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Result:
     counts: dict = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
     outcome: str = "accepted"
     provider: str = ""
+    files: list[tuple[str, str]] = field(default_factory=list)  # (hash of the decrypted return, its reference)
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,16 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
         return "quarantined"
     try:
         result = _work(gateway, record, message.raw)
+    except Hostile:
+        log.warning("message %s (UID %d) quarantined: it carries a file built to do harm", record.reference, message.uid)
+        result = _quarantine(gateway, record, message.uid, "a message carrying a file built to do harm (for example a zip bomb)",
+                             "Do not open the attachment. The message is in the quarantine folder; ask the provider whether they sent it, as their mailbox may be compromised.")
     except UnknownSender as error:
         log.warning("message %s (UID %d) quarantined: %s", record.reference, message.uid, error)
         result = _quarantine(gateway, record, message.uid, "a message from a sender not registered for any provider",
                              "The sender's address is not in rules/providers.toml. If it is a provider's new address, add it to that provider's senders and move the message back to the mailbox folder.")
+        if gateway.config.admin.reply_to_unknown_senders:
+            result.outgoing += _stranger_reply(gateway, record, message.raw)
     except Exception as error:  # one bad message must never stop the gateway
         # Not log.exception: a library's message can quote the cell that upset it.
         log.error("message %s (UID %d) could not be handled and is quarantined: %s", record.reference, message.uid, describe(error))
@@ -114,62 +123,33 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
     return result.state
 
 
+class Hostile(Exception):
+    """A message carries a file built to do harm (zip bomb and the like): quarantine it whole."""
+
+
 def _work(gateway: Gateway, record: MessageRecord, raw: bytes) -> Result:
     config, ledger = gateway.config, gateway.ledger
-    unpacked = unpack(raw, gateway.rules, gateway.keyring)
+    unpacked = unpack(raw, gateway.rules, gateway.keyring, lambda provider: secret(provider.password_env or ""))
     provider = unpacked.provider
     result = Result("queued", provider=provider.ukprn)
     received = datetime.fromisoformat(record.first_seen)
-    head = _letterhead(gateway)
+    keys = gateway.keyring.public_keys()
+    head = _letterhead(gateway, unpacked.sender, keys)
     if unpacked.error is not None:
         facts = FileFacts(record.reference, received, 1, 1, len(raw), _sha256(raw)[:12])
-        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, unpacked.sender, head))
+        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, unpacked.sender, head, head.seal))
         result.outcome = "rejected"
         ledger.event(record.reference, "rejected", reason=type(unpacked.error).__name__)
         return result
-    keys = gateway.keyring.public_keys()
+    if any(a.hostile for a in unpacked.attachments):
+        raise Hostile()
     count = len(unpacked.attachments)
-    rejected_files = 0
+    answered = 0
     for attachment in unpacked.attachments:
         reference = record.reference if count == 1 else f"{record.reference}-{attachment.index}"
         facts = FileFacts(reference, received, attachment.index, count, attachment.size, attachment.short_hash)
-        advice = _file_problem(attachment)
-        if advice is None:
-            try:
-                table = read_return(attachment.data or b"")
-            except ReadError as error:
-                advice = error.advice
-        if advice is None:
-            checked = validate(table, provider)
-            if checked.fatal:
-                advice = " ".join(f"{f.message} ({f.rule})." for f in checked.fatal) + (
-                    " Please correct the header block of your return and send it again.")
-        if advice is not None:
-            rejected_files += 1
-            result.outgoing.append(rejection(facts, provider, advice, unpacked.sender, head))
-            ledger.event(reference, "file-rejected", attachment=attachment.index)
-            continue
-        routed = route(table, checked.accepted, gateway.rules, gateway.directory)
-        source = Source(provider, reference, received)
-        held_boroughs = set()
-        for batch in routed.batches:
-            queued = 0
-            for recipient in batch.borough.recipients:
-                try:
-                    fingerprint = gateway.keyring.key_for(recipient, keys)
-                except NoUsableKey as why:
-                    result.held.append({"recipient": recipient, "borough": batch.borough, "rows": len(batch.rows), "why": str(why), "reference": reference})
-                    continue
-                result.outgoing.append(package_message(table, batch, source, recipient, gateway.keyring, fingerprint, config.smtp.from_address, config.admin.email))
-                queued += 1
-            if not queued:
-                held_boroughs.add(batch.borough.code)
-        held = frozenset(held_boroughs)
-        findings = checked.findings + routed.findings
-        result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition, unpacked.sender, head, held))
-        _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
-        ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded_except(held), boroughs=len(routed.batches))
-    if rejected_files == count:
+        answered += _answer(gateway, result, facts, attachment, unpacked.sender, head, keys)
+    if answered == 0:
         result.outcome = "rejected"
     for held in result.held:
         borough = held["borough"]
@@ -187,8 +167,58 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes) -> Result:
     return result
 
 
-def _file_problem(attachment: Attachment) -> str | None:
-    return attachment.error.advice if attachment.error is not None else None
+def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Attachment, sender: str,
+            head: Letterhead, keys: list[PublicKey]) -> int:
+    """Validate, route and pack one return and queue its receipt; 1 if it was accepted, else 0."""
+    config, ledger, provider = gateway.config, gateway.ledger, gateway.rules.providers[result.provider]
+    reference = facts.reference
+    advice = attachment.error.advice if attachment.error is not None else None
+    table = checked = None
+    if advice is None:
+        try:
+            table = read_return(attachment.data or b"")
+        except ReadError as error:
+            if attachment.inline:
+                return 0  # an encrypted covering note, not a return
+            advice = error.advice
+    if advice is None and table is not None:
+        checked = validate(table, provider)
+        if checked.fatal:
+            advice = " ".join(f"{f.message} ({f.rule})." for f in checked.fatal) + (
+                " Please correct the header block of your return and send it again.")
+    if advice is None:
+        earlier = ledger.earlier_file(provider.ukprn, attachment.content_sha256, DUPLICATE_DAYS, reference)
+        if earlier is not None:
+            advice = (f"This file is identical to the one we received on {earlier['first_seen'][:10]} (gateway "
+                      f"reference {earlier['reference']}), which was already handled, so it has not been forwarded "
+                      "again. If you meant to send a new return, please attach the new file.")
+    if advice is not None or table is None or checked is None:
+        result.outgoing.append(rejection(facts, provider, advice or "", sender, head, head.seal))
+        ledger.event(reference, "file-rejected", attachment=attachment.index)
+        return 0
+    routed = route(table, checked.accepted, gateway.rules, gateway.directory)
+    source = Source(provider, reference, facts.received)
+    held_boroughs = set()
+    for batch in routed.batches:
+        queued = 0
+        for recipient in batch.borough.recipients:
+            try:
+                fingerprint = gateway.keyring.key_for(recipient, keys)
+            except NoUsableKey as why:
+                result.held.append({"recipient": recipient, "borough": batch.borough, "rows": len(batch.rows), "why": str(why), "reference": reference})
+                continue
+            result.outgoing.append(package_message(table, batch, source, recipient, gateway.keyring, fingerprint, config.smtp.from_address, config.admin.email))
+            queued += 1
+        if not queued:
+            held_boroughs.add(batch.borough.code)
+    held = frozenset(held_boroughs)
+    notes = tuple(Finding("W", None, "", "File_02", text) for text in attachment.warnings)
+    findings = notes + checked.findings + routed.findings
+    result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition, sender, head, held, head.seal))
+    _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
+    result.files.append((attachment.content_sha256, reference))
+    ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded_except(held), boroughs=len(routed.batches))
+    return 1
 
 
 def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: tuple) -> None:
@@ -210,6 +240,26 @@ def _quarantine(gateway: Gateway, record: MessageRecord, uid: int, what: str, to
     return Result("quarantined", [notice], outcome="quarantined")
 
 
+def _stranger_reply(gateway: Gateway, record: MessageRecord, raw: bytes) -> list[Outgoing]:
+    """A short answer to an unregistered sender (only when the configuration asks for it)."""
+    try:
+        address = sender_of(parse(raw))
+    except UnknownSender:
+        return []  # no single address to answer
+    config = gateway.config
+    text = (
+        "Your email reached the secure mailbox for leavers and joiners returns, but your address is not "
+        "registered for any provider, so nothing in it has been opened or forwarded.\n\n"
+        f"Gateway reference: {record.reference}\n\n"
+        "If you send returns for a school, college or training provider, ask the gateway administrator "
+        f"({config.admin.email}) to register this address, then send the return again."
+    )
+    item_id = outgoing_id(record.reference, "stranger-reply", address)
+    body = compose(item_id=item_id, sender=config.smtp.from_address, to=address,
+                   subject=f"LDOR return not accepted: address not registered [{record.reference}]", body=text)
+    return [Outgoing(item_id, "receipt", address, body)]
+
+
 def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
     """Durably queue every outgoing message, then record the outcome in one ledger transaction."""
     for item in result.outgoing:
@@ -221,12 +271,22 @@ def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
                      "recipient": held["recipient"], "borough": held["borough"].code, "rows": held["rows"],
                      "sha256": "", "state": "held", "last_error": held["why"]})
     outcome = {"state": result.state, "outcome": result.outcome, "provider": result.provider, **result.counts}
-    gateway.ledger.record_outcome(record, outcome, rows)
+    gateway.ledger.record_outcome(record, outcome, rows, result.files)
 
 
-def _letterhead(gateway: Gateway) -> Letterhead:
-    fingerprint = gateway.keyring.own_fingerprint()
-    return Letterhead(gateway.config.smtp.from_address, fingerprint, gateway.keyring.export_public(fingerprint))
+def _letterhead(gateway: Gateway, provider_address: str, keys: list[PublicKey]) -> Letterhead:
+    """The receipts' sender and key; and, when the provider's address has a key in keys/, the seal
+    that encrypts its receipts to it."""
+    keyring = gateway.keyring
+    fingerprint = keyring.own_fingerprint()
+    try:
+        theirs = keyring.key_for(provider_address, keys)
+    except NoUsableKey:
+        seal = None
+    else:
+        def seal(data: bytes) -> bytes:
+            return keyring.encrypt(data, theirs, armour=True)
+    return Letterhead(gateway.config.smtp.from_address, fingerprint, keyring.export_public(fingerprint), seal)
 
 
 def _sha256(data: bytes) -> str:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
+import defusedxml.ElementTree as SafeET
 import python_calamine
 
 from .errors import ReadError
@@ -80,6 +82,8 @@ class Return:
     columns: Mapping[str, int]  # canonical field -> index into headings
     heading_row: int
     rows: tuple[Row, ...]
+    # Cells of the table that hold formulas: (sheet row, column index) -> whether Excel saved a value.
+    formulas: Mapping[tuple[int, int], bool] = field(default_factory=lambda: MappingProxyType({}))
 
     def heading(self, field: str) -> str:
         """The provider's own heading for a field (for receipts), or the field's usual name."""
@@ -98,6 +102,8 @@ def read_return(data: bytes) -> Return:
     for name, rows in sheets:
         found = _table(name, rows)
         if found:
+            if data[:4] == b"PK\x03\x04":
+                found = replace(found, formulas=MappingProxyType(formula_cells(data, name, found.heading_row)))
             return found
     raise ReadError(
         "no table of young people found",
@@ -105,6 +111,47 @@ def read_return(data: bytes) -> Return:
         "least Family Name, First Name, DOB and Post Code (the LDOR template has them). Please use the "
         "template, or add those headings above your data, and send the file again.",
     )
+
+
+_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+_DOC_RELS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_CELL = re.compile(r"^([A-Z]+)([0-9]+)$")
+
+
+def formula_cells(data: bytes, sheet: str, below: int) -> dict[tuple[int, int], bool]:
+    """Formula cells of an xlsx sheet under row `below`: calamine reads only the values Excel saved,
+    so the gateway must know where a value came from a formula, and where none was saved."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as book:
+            workbook = SafeET.fromstring(book.read("xl/workbook.xml"))
+            relations = SafeET.fromstring(book.read("xl/_rels/workbook.xml.rels"))
+            ids = {s.get("name"): s.get(f"{_DOC_RELS}id") for s in workbook.iter(f"{_MAIN}sheet")}
+            targets = {r.get("Id"): r.get("Target", "") for r in relations.iter(f"{_RELS}Relationship")}
+            target = targets.get(ids.get(sheet, ""), "")
+            path = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+            found: dict[tuple[int, int], bool] = {}
+            with book.open(path) as stream:
+                for _, element in SafeET.iterparse(stream):
+                    if element.tag != f"{_MAIN}c":
+                        continue
+                    formula = element.find(f"{_MAIN}f")
+                    reference = _CELL.match(element.get("r", ""))
+                    if formula is not None and reference and int(reference.group(2)) > below:
+                        value = element.find(f"{_MAIN}v")
+                        column = _column_index(reference.group(1))
+                        found[(int(reference.group(2)), column)] = value is not None and bool(value.text)
+                    element.clear()
+            return found
+    except (KeyError, zipfile.BadZipFile, SafeET.ParseError, ValueError):
+        return {}  # not an xlsx laid out as Excel writes them (ods, xls): no formula check
+
+
+def _column_index(letters: str) -> int:
+    index = 0
+    for letter in letters:
+        index = index * 26 + ord(letter) - 64
+    return index - 1
 
 
 def _workbook_sheets(data: bytes) -> list[tuple[str, list[list[object]]]]:

@@ -10,11 +10,15 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
-from .mail import Outgoing, compose, outgoing_id
+from .mail import Outgoing, compose, compose_encrypted, entity, outgoing_id
 from .route import Routed
 from .rules import Provider
 from .validate import Finding, sort_findings
+
+
+Seal = Callable[[bytes], bytes]  # encrypts a receipt to the provider's own key (armoured)
 
 
 @dataclass(frozen=True)
@@ -40,21 +44,25 @@ class Letterhead:
     sender: str
     fingerprint: str
     public_key: str
+    seal: Seal | None = None  # when the provider has a key: encrypt its receipts to it
 
 
 def acknowledgement(
     facts: FileFacts, provider: Provider, rows_read: int, findings: tuple[Finding, ...], routed: Routed,
-    edition: str, to: str, head: Letterhead, held: frozenset[str] = frozenset(),
+    edition: str, to: str, head: Letterhead, held: frozenset[str] = frozenset(), seal: Seal | None = None,
 ) -> Outgoing:
+    """The receipt for an accepted return. With `seal` (encryption to the provider's own key) it may
+    also show each offending value, so the data officer need not look the rows up."""
     ordered = sort_findings(list(findings))
-    lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held) + _footer(head)
+    lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=seal is not None)
+    lines += _footer(head, sealed=seal is not None)
     verdict = f"{routed.forwarded_except(held)} of {rows_read} rows forwarded"
-    return _receipt(facts, "receipt", f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head)
+    return _receipt(facts, "receipt", f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head, seal)
 
 
 def report_lines(
     facts: FileFacts, provider: Provider, rows_read: int, findings: list[Finding], routed: Routed, edition: str,
-    held: frozenset[str] = frozenset(),
+    held: frozenset[str] = frozenset(), values: bool = False,
 ) -> list[str]:
     """The body of an acknowledgement: summary, then one line per finding, errors first.
 
@@ -87,7 +95,7 @@ def report_lines(
         "",
     ]
     if ordered:
-        lines += ["Findings (E = row not forwarded, W = forwarded with a note)", *_table(ordered), ""]
+        lines += ["Findings (E = row not forwarded, W = forwarded with a note)", *_table(ordered, values), ""]
         lines += [
             "What to do: correct each row marked E in your records and send those young people again",
             "in your next return (or a new return now). Rows marked W have been forwarded; please check",
@@ -98,7 +106,7 @@ def report_lines(
     return lines
 
 
-def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: Letterhead) -> Outgoing:
+def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: Letterhead, seal: Seal | None = None) -> Outgoing:
     lines = [
         "Leavers and joiners return: NOT ACCEPTED",
         "",
@@ -109,8 +117,8 @@ def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: 
         "What happened and what to do:",
         *_wrap(advice),
     ]
-    lines += _footer(head)
-    return _receipt(facts, "rejection", f"LDOR return not accepted {facts.reference}", lines, (), to, head)
+    lines += _footer(head, sealed=seal is not None)
+    return _receipt(facts, "rejection", f"LDOR return not accepted {facts.reference}", lines, (), to, head, seal)
 
 
 def alert(reference: str, to: str, sender: str, subject: str, text: str, key: str = "") -> Outgoing:
@@ -123,12 +131,12 @@ def alert(reference: str, to: str, sender: str, subject: str, text: str, key: st
     return Outgoing(item_id, "alert", to, raw)
 
 
-def findings_csv(findings: list[Finding] | tuple[Finding, ...]) -> bytes:
+def findings_csv(findings: list[Finding] | tuple[Finding, ...], values: bool = False) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["Severity", "Row", "Column", "Rule", "Message"])
+    writer.writerow(["Severity", "Row", "Column", "Rule", "Message"] + (["Value"] if values else []))
     for f in findings:
-        writer.writerow([f.severity, f.row or "", f.column, f.rule, f.message])
+        writer.writerow([f.severity, f.row or "", f.column, f.rule, f.message] + ([_csv_safe(f.value)] if values else []))
     return buffer.getvalue().encode("utf-8-sig")
 
 
@@ -141,19 +149,29 @@ def _heading(facts: FileFacts, provider: Provider) -> list[str]:
     ]
 
 
-def _table(findings: list[Finding]) -> list[str]:
+def _table(findings: list[Finding], values: bool = False) -> list[str]:
     width = max([len("Column")] + [len(f.column) for f in findings])
     rows = [f"  {'Sev':<4}{'Row':>6}  {'Column':<{width}}  {'Rule':<15} Message"]
     for f in findings:
         row = str(f.row) if f.row else "-"
-        rows.append(f"  {f.severity:<4}{row:>6}  {f.column:<{width}}  {f.rule:<15} {f.message}")
+        shown = f" [you wrote: {f.value!r}]" if values and f.value else ""
+        rows.append(f"  {f.severity:<4}{row:>6}  {f.column:<{width}}  {f.rule:<15} {f.message}{shown}")
     return rows
 
 
-def _footer(head: Letterhead) -> list[str]:
+def _csv_safe(text: str) -> str:
+    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
+
+
+def _footer(head: Letterhead, sealed: bool = False) -> list[str]:
+    privacy = (
+        "This receipt is encrypted to your organisation's key, so it shows the values that need fixing."
+        if sealed else
+        "This receipt holds no personal data: rows are named by their row number in your sheet."
+    )
     return [
         "",
-        "This receipt holds no personal data: rows are named by their row number in your sheet.",
+        privacy,
         f"The gateway's encryption key (fingerprint {head.fingerprint}) is attached as ldor-gateway-key.asc;",
         "encrypt every return to it.",
     ]
@@ -172,14 +190,18 @@ def _wrap(text: str, width: int = 96) -> list[str]:
 
 def _receipt(
     facts: FileFacts, kind: str, subject: str, lines: list[str], findings: tuple[Finding, ...] | list[Finding],
-    to: str, head: Letterhead,
+    to: str, head: Letterhead, seal: Seal | None = None,
 ) -> Outgoing:
     item_id = outgoing_id(facts.reference, kind, to)
     attachments = [("ldor-gateway-key.asc", "application/pgp-keys", head.public_key.encode())]
     if findings:
-        attachments.insert(0, (f"{facts.reference}-findings.csv", "text/csv", findings_csv(findings)))
-    raw = compose(
-        item_id=item_id, sender=head.sender, to=to, subject=subject, body="\n".join(lines) + "\n",
-        attachments=tuple(attachments), when=facts.received,
-    )
+        table = findings_csv(findings, values=seal is not None)
+        attachments.insert(0, (f"{facts.reference}-findings.csv", "text/csv", table))
+    body = "\n".join(lines) + "\n"
+    if seal is not None:
+        ciphertext = seal(entity(body, tuple(attachments)))
+        raw = compose_encrypted(item_id=item_id, sender=head.sender, to=to, subject=subject, ciphertext=ciphertext, when=facts.received)
+    else:
+        raw = compose(item_id=item_id, sender=head.sender, to=to, subject=subject, body=body,
+                      attachments=tuple(attachments), when=facts.received)
     return Outgoing(item_id, "receipt", to, raw)

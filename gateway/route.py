@@ -45,9 +45,9 @@ def route(table: Return, accepted: tuple[Accepted, ...], rules: Rules, directory
     for item in accepted:
         code = directory.authority(item.postcode)
         if code is None:
-            findings.append(finding(table, "Postcode_15", item.row.number))
+            findings.append(finding(table, "Postcode_15", item.row.number, source=item.row))
         elif code not in rules.boroughs:
-            findings.append(finding(table, "Route_01", item.row.number, f" ({LONDON.get(code, 'local authority code')} {code})"))
+            findings.append(finding(table, "Route_01", item.row.number, f" ({LONDON.get(code, 'local authority code')} {code})", item.row))
         else:
             groups.setdefault(code, []).append(item)
     batches = tuple(Batch(rules.boroughs[code], tuple(rows)) for code, rows in sorted(groups.items()))

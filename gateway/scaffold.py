@@ -16,6 +16,9 @@ def write_installation(
     boroughs: dict[str, tuple[str, str, str]],  # code: (name, recipient, format)
     providers: Iterable[tuple[str, str, str, str]],  # (ukprn, name, sender, host_la)
     timeout: float = 60,
+    imap_security: str = "none",
+    smtp_security: str = "none",
+    ca_file: Path | None = None,
 ) -> Path:
     """Write root/config.toml and root/rules/*.toml; return the config's path."""
     rules = root / "rules"
@@ -29,23 +32,24 @@ def write_installation(
         for ukprn, name, address, host_la in providers
     ))
     host, port, user, password_env = imap
+    trust = f'ca_file = "{ca_file}"\n' if ca_file else ""
     config = root / "config.toml"
     config.write_text(f"""# Written for servers on this machine.
 [mailbox]
 host = "{host}"
 port = {port}
-security = "none"
+security = "{imap_security}"
 user = "{user}"
 password_env = "{password_env}"
 timeout = {timeout}
-
+{trust}
 [smtp]
 host = "{smtp[0]}"
 port = {smtp[1]}
-security = "none"
+security = "{smtp_security}"
 from_address = "{sender}"
 timeout = {timeout}
-
+{trust}
 [gnupg]
 home = "var/gnupg"
 

@@ -8,6 +8,7 @@ import email.utils
 import hashlib
 import logging
 import smtplib
+import ssl
 from dataclasses import dataclass
 
 from . import config
@@ -43,6 +44,9 @@ def send(raw: bytes, settings: config.Smtp) -> None:
         raise SendError(f"the relay refused the recipient (SMTP {codes[0]})", retryable=all(400 <= c < 500 for c in codes)) from None
     except smtplib.SMTPResponseException as error:
         raise SendError(f"the relay answered SMTP {error.smtp_code}", retryable=400 <= error.smtp_code < 500) from None
+    except ssl.SSLCertVerificationError:
+        raise SendError(f"the relay at {settings.host}:{settings.port} presented a certificate this machine does not trust; "
+                        "if it uses a private CA, name its certificate in [smtp] ca_file", retryable=True) from None
     except (smtplib.SMTPException, OSError) as error:
         raise SendError(f"cannot reach the relay at {settings.host}:{settings.port} ({type(error).__name__})", retryable=True) from None
 

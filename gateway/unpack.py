@@ -1,7 +1,10 @@
 """From a raw message to decrypted attachments and the sender's provider.
 
-Decrypted bytes stay in memory. File names are used to recognise encrypted attachments and are
-never logged, stored or repeated in a clear receipt.
+Providers send returns the way their tools make them: .gpg/.pgp/.asc files (Kleopatra), PGP/MIME
+mail (Thunderbird, GpgOL; RFC 3156), inline PGP, password-protected workbooks, AES zips, Outlook's
+winmail.dat, or a forwarded message holding any of these. Each return found becomes an Attachment,
+decrypted in memory. File names only help recognise files: they are never logged, stored or
+repeated in a clear receipt.
 """
 
 from __future__ import annotations
@@ -10,32 +13,56 @@ import email
 import email.policy
 import email.utils
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
+from typing import Callable
 
+from .containers import HostileFile, open_file, tnef_attachments
 from .errors import KeyringError, UnknownSender, UnpackError
-from .keys import Keyring
+from .keys import Keyring, Signature
 from .rules import Provider, Rules
 
 ENCRYPTED_SUFFIXES = (".gpg", ".pgp", ".asc")
-SHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".csv")
-_ARMOUR = b"-----BEGIN PGP MESSAGE-----"
+SHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".zip")
+_ARMOUR = re.compile(rb"-----BEGIN PGP MESSAGE-----.*?-----END PGP MESSAGE-----", re.DOTALL)
+_TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
+_SPREADSHEET_TYPES = (
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "application/vnd.ms-excel",
+    "application/vnd.ms-excel.sheet.macroenabled.12", "application/vnd.oasis.opendocument.spreadsheet",
+    "text/csv", "application/zip", "application/x-zip-compressed",
+)
 
 
 @dataclass(frozen=True)
 class Attachment:
-    """One attached return: its size and hash as received, and its decrypted bytes or why not."""
+    """One return found in a message: its size and hash as received, and its plain bytes or why not."""
 
-    index: int  # 1-based position among the returns in the message
+    index: int  # 1-based, in the order found
     size: int
-    sha256: str
+    sha256: str  # of the bytes as received (ciphertext)
     data: bytes | None
     error: UnpackError | None = None
-    signer: str | None = None
+    signature: Signature = Signature()
+    warnings: tuple[str, ...] = ()  # notes for the provider's receipt (e.g. weak zip encryption)
+    inline: bool = False  # an inline-PGP message body: if it holds no table it was only a covering note
 
     @property
     def short_hash(self) -> str:
         return self.sha256[:12]
+
+    @property
+    def signer(self) -> str | None:
+        return self.signature.signer
+
+    @property
+    def content_sha256(self) -> str:
+        """Hash of the decrypted file: the same return sent again has the same one."""
+        return hashlib.sha256(self.data or b"").hexdigest()
+
+    @property
+    def hostile(self) -> bool:
+        return isinstance(self.error, HostileFile)
 
 
 @dataclass(frozen=True)
@@ -51,8 +78,9 @@ def sender_of(message: EmailMessage) -> str:
     values = message.get_all("From") or []
     if len(values) != 1:
         raise UnknownSender(f"message has {len(values)} From headers", "")
+    header = message["From"]
     addresses = email.utils.getaddresses([str(values[0])])
-    if len(addresses) != 1 or "@" not in addresses[0][1] or message["From"].defects:
+    if len(addresses) != 1 or "@" not in addresses[0][1] or header.defects or len(getattr(header, "addresses", ())) != 1:
         raise UnknownSender("the From header cannot be read as one address", "")
     return addresses[0][1].strip().lower()
 
@@ -61,61 +89,203 @@ def parse(raw: bytes) -> EmailMessage:
     return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
 
 
-def unpack(raw: bytes, rules: Rules, keyring: Keyring) -> Unpacked:
-    """Identify the provider from the sender, then decrypt each encrypted attachment."""
+def unpack(raw: bytes, rules: Rules, keyring: Keyring, password: Callable[[Provider], str | None] = lambda _: None) -> Unpacked:
+    """Identify the provider from the sender, then open every return the message carries."""
     message = parse(raw)
     sender = sender_of(message)
     provider = rules.provider_for_sender(sender)
     if provider is None:
         raise UnknownSender("sender is not registered for any provider", "")
-    found = []
-    clear = 0
-    for part in message.walk():
-        if part.is_multipart():
-            continue
-        name = (part.get_filename() or "").strip().lower()
-        payload = part.get_payload(decode=True) or b""
-        if name.endswith(ENCRYPTED_SUFFIXES) or (not name and payload.lstrip().startswith(_ARMOUR) and part.get_content_maintype() != "text"):
-            found.append(payload)
-        elif name.endswith(SHEET_SUFFIXES):
-            clear += 1
+    finder = _Finder(keyring, provider, password(provider))
+    finder.entity(message, raw, Signature())
+    found = finder.found
     if not found:
-        if clear:
-            return Unpacked(sender, provider, (), UnpackError(
-                "return attached without encryption",
-                "Your return was attached without encryption, so we have not opened or forwarded it. "
-                "Please encrypt the file with the gateway's public key (attached to this receipt) and send it again. "
-                "Sending young people's details unencrypted may be a data incident under your own policy.",
-            ))
-        return Unpacked(sender, provider, (), UnpackError(
-            "no encrypted attachment",
-            "We found no encrypted return attached to your email. Please attach the return encrypted "
-            "with the gateway's public key (attached to this receipt) as a .gpg, .pgp or .asc file.",
-        ))
-    return Unpacked(sender, provider, tuple(_open(i, data, provider, keyring) for i, data in enumerate(found, 1)))
+        advice = _CLEAR if finder.clear else _NOTHING
+        return Unpacked(sender, provider, (), UnpackError("no encrypted return", advice))
+    numbered = tuple(replace(a, index=i) for i, a in enumerate(found, 1))
+    return Unpacked(sender, provider, numbered)
 
 
-def _open(index: int, data: bytes, provider: Provider, keyring: Keyring) -> Attachment:
-    digest = hashlib.sha256(data).hexdigest()
-    if not data.strip():
-        error = UnpackError("empty attachment", "The attached file was empty. Please attach the completed, encrypted return and send it again.")
-        return Attachment(index, len(data), digest, None, error)
-    try:
-        decrypted = keyring.decrypt(data)
-    except KeyringError as failure:
-        return Attachment(index, len(data), digest, None, _decrypt_advice(failure, keyring))
-    if provider.require_signature and (decrypted.signer is None or decrypted.signer not in provider.signing_keys):
-        error = UnpackError(
-            "required signature missing or not the provider's",
+_CLEAR = (
+    "Your return was attached without encryption, so we have not opened or forwarded it. Please "
+    "encrypt the file with the gateway's public key (attached to this receipt), or protect it with the "
+    "password agreed with the gateway's administrator, and send it again. Sending young people's "
+    "details unencrypted may be a data incident under your own organisation's policy."
+)
+_NOTHING = (
+    "We found no return attached to your email. Please attach the return encrypted with the gateway's "
+    "public key (attached to this receipt) as a .gpg, .pgp or .asc file, or as a password-protected "
+    "workbook or AES-encrypted zip if that is what was agreed."
+)
+
+
+@dataclass
+class _Finder:
+    """Walks one message's MIME tree and collects the returns in it."""
+
+    keyring: Keyring
+    provider: Provider
+    password: str | None
+    found: list[Attachment] = field(default_factory=list)
+    clear: int = 0
+
+    def entity(self, part: EmailMessage, raw: bytes | None, signature: Signature) -> None:
+        """`raw` is the entity's exact bytes when known (needed to check a multipart/signed)."""
+        kind = part.get_content_type()
+        if kind == "multipart/encrypted":
+            self._pgp_mime(part, signature)
+        elif kind == "multipart/signed" and raw is not None:
+            self._signed(part, raw, signature)
+        elif part.is_multipart():
+            for child in part.iter_parts():
+                self.entity(child, None, signature)
+        else:
+            self._leaf(part, signature)
+
+    def _pgp_mime(self, part: EmailMessage, signature: Signature) -> None:
+        payloads = [p for p in part.iter_parts() if p.get_content_type() == "application/octet-stream"]
+        data = payloads[0].get_payload(decode=True) if payloads else b""
+        plain = self._decrypt(data or b"")
+        if plain is None:
+            return
+        inner, inner_signature = plain
+        self.entity(parse(inner), inner, _stronger(inner_signature, signature))
+
+    def _signed(self, part: EmailMessage, raw: bytes, signature: Signature) -> None:
+        """RFC 3156 multipart/signed: the first part, byte for byte, is what the signature covers."""
+        children = list(part.iter_parts())
+        boundary = part.get_boundary()
+        signed_bytes = _first_part_bytes(raw, boundary) if boundary else None
+        detached = children[1].get_payload(decode=True) if len(children) > 1 else None
+        if signed_bytes is not None and detached:
+            signature = _stronger(self.keyring.verify_detached(signed_bytes, detached), signature)
+        if children:
+            self.entity(children[0], signed_bytes, signature)
+
+    def _leaf(self, part: EmailMessage, signature: Signature) -> None:
+        name = (part.get_filename() or "").strip().lower()
+        kind = part.get_content_type()
+        data = part.get_payload(decode=True) or b""
+        if kind in _TNEF_TYPES or name == "winmail.dat":
+            self._tnef(data, signature)
+        elif name.endswith(ENCRYPTED_SUFFIXES) or (kind != "text/plain" and _ARMOUR.search(data[:200] + data[-200:])):
+            self._pgp_file(name, data, signature)
+        elif kind == "text/plain" and not name and _ARMOUR.search(data):
+            self._inline(data, signature)
+        elif name.endswith(SHEET_SUFFIXES) or kind in _SPREADSHEET_TYPES:
+            self._protected(name, data, signature)
+
+    def _pgp_file(self, name: str, data: bytes, signature: Signature) -> None:
+        if not data.strip():
+            self._add(data, None, UnpackError("empty attachment", "The attached file was empty. Please attach the completed, encrypted return and send it again."))
+            return
+        plain = self._decrypt(data)
+        if plain is None:
+            return
+        inner, inner_signature = plain
+        self._open(name.rsplit(".", 1)[0], inner, data, _stronger(inner_signature, signature), protected=True)
+
+    def _inline(self, data: bytes, signature: Signature) -> None:
+        block = _ARMOUR.search(data).group(0)  # type: ignore[union-attr]
+        plain = self._decrypt(block, inline=True)
+        if plain is not None:
+            inner, inner_signature = plain
+            self._add(block, inner, None, _stronger(inner_signature, signature), inline=True)
+
+    def _tnef(self, data: bytes, signature: Signature) -> None:
+        try:
+            files = tnef_attachments(data)
+        except UnpackError as error:
+            self._add(data, None, error)
+            return
+        for inner_name, inner in files:
+            carrier = EmailMessage()
+            carrier.add_attachment(inner, maintype="application", subtype="octet-stream", filename=inner_name)
+            for child in carrier.iter_attachments():
+                self._leaf(child, signature)
+
+    def _protected(self, name: str, data: bytes, signature: Signature) -> None:
+        self._open(name, data, data, signature, protected=False)
+
+    def _open(self, name: str, data: bytes, received: bytes, signature: Signature, protected: bool) -> None:
+        """Open a workbook, csv or zip; unless PGP already protected it, it must have been encrypted."""
+        try:
+            opened = open_file(name, data, None if protected else self.password)
+        except UnpackError as error:
+            self._add(received, None, error)
+            return
+        if not protected and not opened.encrypted:
+            self.clear += 1
+            return
+        self._add(received, opened.data, None, signature, warnings=opened.warnings)
+
+    def _decrypt(self, data: bytes, inline: bool = False) -> tuple[bytes, Signature] | None:
+        try:
+            decrypted = self.keyring.decrypt(data)
+        except KeyringError as failure:
+            if not inline or "not OpenPGP" not in str(failure):
+                self._add(data, None, decrypt_advice(failure, self.keyring))
+            return None
+        return decrypted.data, decrypted.signature
+
+    def _add(self, received: bytes, data: bytes | None, error: UnpackError | None, signature: Signature = Signature(),
+             warnings: tuple[str, ...] = (), inline: bool = False) -> None:
+        if error is None:
+            error = _untrusted(self.provider, signature)
+            if error is not None:
+                data = None
+        self.found.append(Attachment(0, len(received), hashlib.sha256(received).hexdigest(), data, error, signature, warnings, inline))
+
+
+def _stronger(inner: Signature, outer: Signature) -> Signature:
+    """The signature that speaks for a file: a bad one anywhere spoils it; else the innermost present."""
+    if inner.bad or outer.bad:
+        return Signature(present=True, bad=True)
+    return inner if inner.present else outer
+
+
+def _untrusted(provider: Provider, signature: Signature) -> UnpackError | None:
+    """Whether a signature (or its absence) means the file must not be taken as this provider's."""
+    if signature.bad:
+        return UnpackError(
+            "signature does not verify",
+            "The file carries a signature that does not verify (the file may have been altered, or the "
+            "signing key has expired or been revoked), so we have not forwarded it. Please sign it again "
+            "with a current key and send it again.",
+        )
+    registered = provider.signing_keys
+    if registered and signature.present and signature.signer not in registered:
+        return UnpackError(
+            "signed by a key not registered for the provider",
+            "The file is signed, but not with one of your organisation's registered signing keys, so we "
+            "cannot be sure it comes from you and have not forwarded it. If your signing key has changed, "
+            "ask the gateway administrator to register the new one.",
+        )
+    if provider.require_signature and (signature.signer is None or signature.signer not in registered):
+        return UnpackError(
+            "required signature missing",
             "Your organisation's returns must be signed with one of its registered signing keys, and this "
             "file was not. Please sign and encrypt the file and send it again; if your signing key has "
             "changed, ask the gateway administrator to register the new one.",
         )
-        return Attachment(index, len(data), digest, None, error)
-    return Attachment(index, len(data), digest, decrypted.data, None, decrypted.signer)
+    return None
 
 
-def _decrypt_advice(failure: KeyringError, keyring: Keyring) -> UnpackError:
+def _first_part_bytes(raw: bytes, boundary: str) -> bytes | None:
+    """The exact bytes of a multipart's first part, CRLF line ends (RFC 3156 section 5)."""
+    text = raw.replace(b"\r\n", b"\n")
+    marker = b"\n--" + boundary.encode()
+    start = text.find(marker)
+    if start < 0:
+        return None
+    start = text.find(b"\n", start + len(marker)) + 1
+    end = text.find(marker, start)
+    if end < 0:
+        return None
+    return text[start:end].replace(b"\n", b"\r\n")
+
+
+def decrypt_advice(failure: KeyringError, keyring: Keyring) -> UnpackError:
     reason = str(failure)
     try:
         fingerprint = keyring.own_fingerprint()

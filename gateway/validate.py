@@ -7,10 +7,10 @@ up and an administrator can count it; RULES is the one registry of them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import MappingProxyType
-from typing import Mapping
+from typing import Callable, Mapping
 
 from . import postcodes
 from .read import Return, Row
@@ -32,6 +32,9 @@ class Finding:
     column: str
     rule: str
     message: str
+    # The offending cell as the provider wrote it. Personal data: shown only in a receipt encrypted to
+    # the provider's own key, never in a clear receipt, a log or the ledger.
+    value: str = field(default="", repr=False, compare=False)
 
 
 def _registry(*rules: Rule) -> Mapping[str, Rule]:
@@ -43,6 +46,7 @@ RULES = _registry(
     Rule("Provider_02", "F", "provider_number", "Provider number must be your 8-digit UKPRN"),
     Rule("Provider_03", "F", "provider_number", "Provider number in the header is not the provider registered for the address this came from"),
     Rule("Header_01", "W", "", "Header contact details are incomplete"),
+    Rule("File_02", "W", "", "The file's encryption is weak"),
     Rule("ULN_01", "W", "uln", "The Unique Learner Number is blank"),
     Rule("ULN_02", "W", "uln", "The Unique Learner Number is the temporary number 9999999999"),
     Rule("ULN_03", "E", "uln", "The Unique Learner Number must be 10 digits, not starting with 0"),
@@ -67,6 +71,8 @@ RULES = _registry(
     Rule("Reason_03", "E", "reason", "Reason must be one of: Joiner, Leaver, At risk of dropping out (mark the column with X, Y, Yes or a tick)"),
     Rule("Destination_01", "W", "destination", "Destination code is not a recognised CCIS activity code"),
     Rule("Row_01", "W", "", "Possible duplicate of another row"),
+    Rule("Formula_01", "W", "", "This cell holds a formula: the value Excel last saved was used; please type values, not formulas"),
+    Rule("Formula_02", "E", "", "This cell holds a formula with no saved value, so it cannot be read; please type the value"),
     Rule("Route_01", "E", "postcode", "The young person lives in a local authority this gateway does not serve; please notify that authority directly"),
 )
 
@@ -109,9 +115,11 @@ class Checked:
         return tuple(f for f in self.findings if f.severity == "F")
 
 
-def finding(table: Return, rule_name: str, row: int | None, detail: str = "") -> Finding:
+def finding(table: Return, rule_name: str, row: int | None, detail: str = "", source: Row | None = None) -> Finding:
+    """A finding of `rule_name`; with `source`, it keeps the offending cell for encrypted receipts."""
     rule = RULES[rule_name]
-    return Finding(rule.severity, row, _column(table, rule.field), rule.name, f"{rule.message}{detail}")
+    value = _as_text(source.get(table, rule.field)) if source is not None and rule.field in table.columns else ""
+    return Finding(rule.severity, row, _column(table, rule.field), rule.name, f"{rule.message}{detail}", value)
 
 
 def _column(table: Return, field: str) -> str:
@@ -124,15 +132,22 @@ def _column(table: Return, field: str) -> str:
     return table.heading(field) if field else ""
 
 
-def validate(table: Return, provider: Provider | None, today: date | None = None) -> Checked:
-    """Check the header block and every row; rows with no E finding are accepted."""
+def validate(table: Return, provider: Provider | None, today: date | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Checked:
+    """Check the header block and every row; rows with no E finding are accepted.
+
+    `progress(done, total)` is called every thousand rows, for a person waiting on a large file.
+    """
     today = today or date.today()
     findings = _header(table, provider)
     accepted = []
     seen_uln: dict[str, int] = {}
     seen_person: dict[tuple, int] = {}
-    for row in table.rows:
+    for done, row in enumerate(table.rows, start=1):
+        if progress is not None and done % 1000 == 0:
+            progress(done, len(table.rows))
         row_findings, postcode, reason, identity = _row(table, row, today)
+        row_findings += _formulas(table, row)
         uln, person = identity
         earlier = seen_uln.get(uln) if uln else None
         earlier = earlier or (seen_person.get(person) if person else None)
@@ -234,6 +249,17 @@ def reason_of(table: Return, row: Row) -> tuple[str | None, str | None]:
     return None, "Reason_03" if odd else "Reason_01"
 
 
+def _formulas(table: Return, row: Row) -> list[Finding]:
+    found = []
+    for column, heading in enumerate(table.headings):
+        saved = table.formulas.get((row.number, column))
+        if saved is None:
+            continue
+        rule = RULES["Formula_01" if saved else "Formula_02"]
+        found.append(Finding(rule.severity, row.number, heading, rule.name, rule.message))
+    return found
+
+
 def _header(table: Return, provider: Provider | None) -> list[Finding]:
     header = table.header
     findings = []
@@ -255,7 +281,7 @@ def _row(table: Return, row: Row, today: date) -> tuple[list[Finding], str, str,
     found: list[Finding] = []
 
     def add(rule_name: str, detail: str = "") -> None:
-        found.append(finding(table, rule_name, row.number, detail))
+        found.append(finding(table, rule_name, row.number, detail, row))
 
     uln = _as_text(row.get(table, "uln"))
     problem = uln_problem(uln)

@@ -86,13 +86,15 @@ def test_a_display_name_does_not_hide_the_address():
 
 
 def test_a_clear_spreadsheet_is_not_opened_and_the_provider_is_told_to_encrypt(ring):
-    unpacked = unpack(_message(("return.xlsx", b"PK\x03\x04 clear")), _rules(), ring)
+    from gateway.sample import workbook
+
+    unpacked = unpack(_message(("return.xlsx", workbook("College", "10001234", []))), _rules(), ring)
     assert unpacked.attachments == () and "without encryption" in unpacked.error.advice
 
 
 def test_no_attachment_at_all_gets_advice(ring):
     unpacked = unpack(_message(), _rules(), ring)
-    assert "no encrypted return" in unpacked.error.advice
+    assert "no return attached" in unpacked.error.advice
 
 
 def test_an_empty_attachment_is_a_file_problem(ring):

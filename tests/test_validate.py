@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import io
 from datetime import date, datetime, timedelta
 
@@ -239,6 +241,8 @@ def test_zz99_pseudo_postcode_fails_the_format(person):
 def test_every_rule_has_a_test():
     tested = {c[0] for c in ROW_CASES} | {c[0] for c in REASON_CASES}
     tested |= {"Row_01", "Provider_01", "Provider_02", "Provider_03", "Header_01", "Postcode_15", "Route_01"}
+    tested |= {"File_02"}  # a warning about weak zip encryption: tests/test_intake.py (ZipCrypto)
+    tested |= {"Formula_01", "Formula_02"}  # test_formula_cells below
     assert tested == set(RULES)
 
 
@@ -450,3 +454,36 @@ def test_uln_as_number_and_as_text_are_the_same_learner(person):
     other[0] = 9276308686
     _, checked = check(cells, other)
     assert rules_at(checked, FIRST_ROW + 1) == ["Row_01"]
+
+
+def _with_formulas(directory) -> bytes:
+    """A real workbook whose Address cells on two rows hold formulas, one with a saved value, one without."""
+    import io
+    import zipfile
+
+    everyone = people(directory, {"E09000019": 3}, today=TODAY)
+    data = workbook("Example College", "10001234", [p.cells() for p in everyone])
+    source = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet2.xml":  # the Return sheet (Instructions is sheet1)
+                text = content.decode()
+                first = FIRST_ROW
+                text = re.sub(rf'<c r="E{first}"[^>]*>.*?</c>',
+                              f'<c r="E{first}" t="str"><f>"1 High Street"</f><v>1 High Street</v></c>', text, count=1)
+                text = re.sub(rf'<c r="E{first + 1}"[^>]*>.*?</c>',
+                              f'<c r="E{first + 1}" t="str"><f>A1&amp;B1</f></c>', text, count=1)
+                content = text.encode()
+            target.writestr(item, content)
+    return out.getvalue()
+
+
+def test_formula_cells(directory):
+    table = read_return(_with_formulas(directory))
+    checked = validate(table, PROVIDER, today=TODAY)
+    formula = [(f.severity, f.row, f.column, f.rule) for f in checked.findings if f.rule.startswith("Formula")]
+    assert formula == [("E", FIRST_ROW + 1, "Address", "Formula_02"), ("W", FIRST_ROW, "Address", "Formula_01")]
+    assert [a.row.number for a in checked.accepted] == [FIRST_ROW, FIRST_ROW + 2]
+    assert table.rows[0].values[4] == "1 High Street"

@@ -1,0 +1,563 @@
+"""From an attachment's bytes to the spreadsheet inside: protected workbooks, encrypted zips, winmail.dat.
+
+Everything happens in memory. The provider's password, the attachment's name and the names of the
+files inside an archive never appear in an error, a log record or a receipt.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import struct
+from dataclasses import dataclass
+
+import msoffcrypto
+import pyzipper
+from msoffcrypto.exceptions import FileFormatError, InvalidKeyError
+from msoffcrypto.format.ooxml import OOXMLFile
+from msoffcrypto.format.xls97 import Xls97File
+
+from .errors import UnpackError
+
+MAX_FILE_BYTES = 50 * 1024 * 1024  # the most any attachment, archive member or winmail.dat may hold
+# A part of an xlsx or ods (a sheet's XML) may be larger: 100,000 rows of XML pass 50 MB. read.py reads it.
+MAX_DOCUMENT_PART_BYTES = 10 * MAX_FILE_BYTES
+MAX_RATIO = 200  # a member expanding more than this ...
+RATIO_FROM_BYTES = 1024 * 1024  # ... and to more than this is a bomb, not a return
+MAX_MEMBERS = 1000  # a zip holding more entries than this is not a return
+MAX_ATTACHMENTS = 100  # nor is a winmail.dat holding more files than this
+MAX_SPIN_COUNT = 1_000_000  # Excel uses 100,000 key-derivation rounds; more only burns our CPU
+
+SHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".csv")
+_ARCHIVE_SUFFIXES = (".zip", ".zipx", ".7z", ".rar", ".gz", ".tgz", ".tar", ".cab")
+_JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
+
+_OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ZIP = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")  # local header, empty archive, split archive
+_OTHER_ARCHIVES = (b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"\x1f\x8b", b"MSCF")
+_ODS_MIMETYPE = b"application/vnd.oasis.opendocument.spreadsheet"
+_CHUNK = 1024 * 1024
+_ZIP_ENCRYPTED = 0x0001  # general purpose flag bits
+_ZIP_STRONG = 0x0040
+_ZIP_CENTRAL_DIRECTORY_ENCRYPTED = 0x2000
+_ZIP_STORED, _ZIP_DEFLATED = 0, 8
+
+# msoffcrypto logs the password itself at DEBUG (ecma376_standard.makekey_from_password) and the
+# derived keys after it. Keep its loggers above DEBUG whatever level the gateway runs at.
+logging.getLogger("msoffcrypto").setLevel(logging.WARNING)
+
+ZIPCRYPTO_WARNING = (
+    "This zip used the old ZipCrypto encryption, which is weak: please use AES-256 "
+    "(in 7-Zip: Encryption method AES-256) next time."
+)
+_NO_PASSWORD_WORKBOOK = (
+    "Your workbook is password protected, but no password has been agreed with the gateway for your "
+    "organisation, so we could not open it. Please contact the gateway administrator, or send the file "
+    "encrypted with PGP."
+)
+_NO_PASSWORD_ZIP = (
+    "Your zip file is password protected, but no password has been agreed with the gateway for your "
+    "organisation, so we could not open it. Please contact the gateway administrator, or send the file "
+    "encrypted with PGP."
+)
+_WRONG_PASSWORD_WORKBOOK = (
+    "The password did not open your workbook. Please check it is the one agreed with the gateway "
+    "administrator, and send the file again."
+)
+_WRONG_PASSWORD_ZIP = (
+    "The password did not open your zip file. Please check it is the one agreed with the gateway "
+    "administrator, and send the file again."
+)
+_PASSWORD_OR_DAMAGED_ZIP = (
+    "Your zip file could not be opened: either the password is not the one agreed with the gateway "
+    "administrator, or the file was damaged on its way. Please check the password, create the zip again "
+    "and send it again."
+)
+_DAMAGED_ZIP = "The zip file is damaged or incomplete; please create it again and send it again."
+_DAMAGED_WORKBOOK = (
+    "Your workbook could not be opened: it is damaged or incomplete. Please save it again from Excel "
+    "and send it again."
+)
+_UNSUPPORTED_WORKBOOK_ENCRYPTION = (
+    "Your workbook is protected with a kind of encryption the gateway cannot open. Please save it as an "
+    "Excel Workbook (.xlsx) with a password (in Excel: File > Info > Protect Workbook > Encrypt with "
+    "Password), or encrypt it with PGP, and send it again."
+)
+_LEGACY_XLS_ENCRYPTION = (
+    "Your workbook is protected with the old Excel 97-2003 encryption, which is weak and which the "
+    "gateway does not open. Please save it as an Excel Workbook (.xlsx) with a password (in Excel: File > "
+    "Info > Protect Workbook > Encrypt with Password), or encrypt it with PGP, and send it again."
+)
+_ENCRYPTED_ODS = (
+    "Your .ods file is protected with LibreOffice's own encryption, which the gateway does not open. "
+    "Please save it as an Excel Workbook (.xlsx) with a password, or put it in a zip with AES-256 "
+    "encryption, and send it again."
+)
+_STRONG_ENCRYPTION = (
+    "Your zip file uses a kind of zip encryption the gateway does not support (PKWARE strong encryption). "
+    "Please create it again with AES-256 encryption in 7-Zip or WinZip, and send it again."
+)
+_UNSUPPORTED_COMPRESSION = (
+    "Your zip file uses a compression method the gateway does not open. Please create it again with the "
+    "usual settings (in 7-Zip: Archive format zip, Compression method Deflate, Encryption method AES-256) "
+    "and send it again."
+)
+_MORE_THAN_ONE = (
+    "Your zip file holds more than one return. Please send one return per zip file or per attachment, "
+    "and send them again."
+)
+_NO_SPREADSHEET_IN_ZIP = (
+    "Your zip file holds no spreadsheet or csv file. Please put the return (.xlsx, .xls, .ods or .csv) in "
+    "the zip and send it again."
+)
+_NESTED_ARCHIVE = (
+    "Your zip file holds another zip or archive, which the gateway does not open. Please put the return "
+    "itself (.xlsx or .csv) in a single zip with AES-256 encryption and send it again."
+)
+_OTHER_ARCHIVE = (
+    "The attached file is a 7z, RAR, gzip or cabinet archive, which the gateway does not open. Please "
+    "create a .zip instead (in 7-Zip: Archive format zip, Encryption method AES-256) and send it again."
+)
+_NOT_A_SPREADSHEET = (
+    "The attached file is not a spreadsheet or csv file the gateway can read. Please send the return as "
+    "an Excel Workbook (.xlsx) or a csv file, protected as agreed with the gateway administrator."
+)
+_WEB_PAGE = (
+    "The attached file is a web page, XML or rich text file, not a workbook, even if its name says it is "
+    "one. Please open it in Excel, save it as an Excel Workbook (.xlsx) and send it again."
+)
+_EMPTY = "The attached file was empty. Please attach the completed return and send it again."
+_HOSTILE = (
+    "The attached file would expand to more than 50 MB, or its sizes do not add up, so for safety the "
+    "gateway has not opened it and has set it aside for the administrator. Please send the return on its "
+    "own, in a new zip made with 7-Zip or WinZip."
+)
+_TOO_BIG = (
+    "The attached file is larger than 50 MB, more than the gateway accepts for one return, so it has been "
+    "set aside for the administrator. Please send the return on its own; if it really is this large, "
+    "split it into several files."
+)
+_TNEF_UNREADABLE = (
+    "Your email arrived in Outlook's rich text format (as winmail.dat) and the gateway could not read it. "
+    "Please send the email again in HTML or plain text format (in Outlook: File > Options > Mail > "
+    "Compose messages in HTML format), with the return attached."
+)
+_TNEF_EMPTY = (
+    "Your email arrived in Outlook's rich text format (as winmail.dat) and held no attached file. Please "
+    "attach the return and send the email again, in HTML or plain text format if you can."
+)
+
+
+class HostileFile(UnpackError):
+    """A file built to harm its reader (zip bomb, lying sizes, oversized): quarantine it, never retry."""
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The spreadsheet found in an attachment, as bytes, and what it is."""
+
+    data: bytes
+    kind: str  # "xlsx" | "xls" | "ods" | "csv": what the bytes are
+    warnings: tuple[str, ...] = ()  # text for the provider's receipt, e.g. weak ZipCrypto
+    encrypted: bool = False  # whether it arrived protected; the caller decides whether clear files are acceptable
+
+
+def open_file(name: str, data: bytes, password: str | None) -> Opened:
+    """Open one attachment, deciding by its content, never by `name` (which may lie: an "xls" that is a
+    web page, a csv named .xls). Names matter only inside an archive, to pick the return among its files.
+    """
+    if len(data) > MAX_FILE_BYTES:
+        raise HostileFile("attachment over the size limit", _TOO_BIG)
+    return _open(name, data, password or None, inside_archive=False)
+
+
+def _open(name: str, data: bytes, password: str | None, inside_archive: bool) -> Opened:
+    if not data.strip():
+        raise UnpackError("empty file", _EMPTY)
+    if data.startswith(_OLE):
+        return _open_ole(data, password)
+    if data.startswith(_ZIP):
+        return _open_zip(data, password, inside_archive)
+    if data.startswith(_OTHER_ARCHIVES):
+        raise UnpackError("archive other than zip", _NESTED_ARCHIVE if inside_archive else _OTHER_ARCHIVE)
+    text = _as_text(data)
+    if text is None:
+        raise UnpackError("not a spreadsheet", _NOT_A_SPREADSHEET)
+    if text.lstrip()[:1] == "<" or text.startswith("{\\rtf"):
+        raise UnpackError("markup or rich text, not a spreadsheet", _WEB_PAGE)
+    return Opened(data, "csv")
+
+
+def _as_text(data: bytes) -> str | None:
+    """The same test read.py applies before reading a csv file."""
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return None if "\x00" in text else text
+    return None
+
+
+# Workbooks in an OLE compound file: Excel 97-2003 .xls, or an encrypted .xlsx ------------------------
+
+
+def _open_ole(data: bytes, password: str | None) -> Opened:
+    try:
+        office = msoffcrypto.OfficeFile(io.BytesIO(data))
+    except FileFormatError:  # an OLE file that is neither a workbook nor encrypted OOXML: .doc, .msg, ...
+        raise UnpackError("OLE file is not a workbook", _NOT_A_SPREADSHEET) from None
+    except Exception:  # olefile and msoffcrypto raise many unrelated types on damaged or odd files
+        raise UnpackError("OLE file cannot be parsed or its encryption is unsupported", _UNSUPPORTED_WORKBOOK_ENCRYPTION) from None
+    if isinstance(office, OOXMLFile):
+        return _decrypt_ooxml(office, password)
+    if not isinstance(office, Xls97File):
+        raise UnpackError("OLE file is not a workbook", _NOT_A_SPREADSHEET)
+    try:
+        encrypted = office.is_encrypted()
+    except Exception:
+        raise UnpackError("xls workbook stream cannot be parsed", _DAMAGED_WORKBOOK) from None
+    if encrypted:
+        # RC4 and XOR obfuscation are weak, and msoffcrypto writes the decrypted workbook to a temporary
+        # file on disk, which the gateway never does with plaintext. Ask for .xlsx encryption instead.
+        raise UnpackError("xls workbook uses Excel 97-2003 encryption", _LEGACY_XLS_ENCRYPTION)
+    return Opened(data, "xls")
+
+
+def _decrypt_ooxml(office: OOXMLFile, password: str | None) -> Opened:
+    if office.type not in ("agile", "standard"):
+        raise UnpackError("workbook encryption type unsupported", _UNSUPPORTED_WORKBOOK_ENCRYPTION)
+    if office.type == "agile" and office.info["spinValue"] > MAX_SPIN_COUNT:
+        raise HostileFile("workbook asks for an excessive key-derivation count", _HOSTILE)
+    if password is None:
+        raise UnpackError("workbook is password protected and no password is configured", _NO_PASSWORD_WORKBOOK)
+    try:
+        office.load_key(password=password, verify_password=True)
+    except InvalidKeyError:
+        raise UnpackError("password did not open the workbook", _WRONG_PASSWORD_WORKBOOK) from None
+    except Exception:
+        raise UnpackError("workbook encryption header cannot be parsed", _DAMAGED_WORKBOOK) from None
+    plain = io.BytesIO()
+    try:
+        # The password is verified by now, so a failure here (integrity check, not a zip) is damage.
+        office.decrypt(plain, verify_integrity=office.type == "agile")
+    except Exception:
+        raise UnpackError("decrypted workbook failed its integrity check", _DAMAGED_WORKBOOK) from None
+    opened = _open_zip(plain.getvalue(), None, inside_archive=True)
+    return Opened(opened.data, opened.kind, opened.warnings, encrypted=True)
+
+
+# Zips: an xlsx or ods itself, or an archive holding one return --------------------------------------
+
+
+def _open_zip(data: bytes, password: str | None, inside_archive: bool) -> Opened:
+    archive = _parse_zip(data)
+    entries = archive.infolist()
+    kind = None if any(entry.flag_bits & _ZIP_ENCRYPTED for entry in entries) else _document_kind(archive, entries)
+    for entry in entries:
+        _check_declared_size(entry, MAX_DOCUMENT_PART_BYTES if kind else MAX_FILE_BYTES)
+    if kind is not None:
+        # The workbook's own parts are decompressed by read.py, which must bound what it reads.
+        return Opened(data, kind)
+    if inside_archive:
+        raise UnpackError("zip inside a zip", _NESTED_ARCHIVE)
+    return _open_archive(archive, entries, password)
+
+
+def _parse_zip(data: bytes) -> pyzipper.AESZipFile:
+    declared = _declared_entries(data)
+    if declared is not None and declared > MAX_MEMBERS:
+        raise HostileFile("zip declares too many entries", _HOSTILE)
+    try:
+        archive = pyzipper.AESZipFile(io.BytesIO(data))
+    except Exception:  # BadZipFile, but also struct.error, ValueError, EOFError on hostile bytes
+        if len(data) >= 8 and struct.unpack_from("<H", data, 6)[0] & (_ZIP_STRONG | _ZIP_CENTRAL_DIRECTORY_ENCRYPTED):
+            raise UnpackError("zip uses PKWARE strong encryption", _STRONG_ENCRYPTION) from None
+        raise UnpackError("zip file damaged or incomplete", _DAMAGED_ZIP) from None
+    if len(archive.infolist()) > MAX_MEMBERS:
+        raise HostileFile("zip holds too many entries", _HOSTILE)
+    return archive
+
+
+def _declared_entries(data: bytes) -> int | None:
+    """The entry count in the end-of-central-directory record, read before parsing the directory."""
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - 65557))
+    if end < 0 or end + 22 > len(data):
+        return None
+    count = struct.unpack_from("<H", data, end + 10)[0]
+    return MAX_MEMBERS + 1 if count == 0xFFFF else count  # 0xFFFF: the real count is in a zip64 record
+
+
+def _check_declared_size(entry: pyzipper.ZipInfo, limit: int) -> None:
+    if entry.file_size > limit:
+        raise HostileFile("zip entry declares more than the size limit", _HOSTILE)
+    if entry.file_size > RATIO_FROM_BYTES and entry.file_size > MAX_RATIO * max(entry.compress_size, 1):
+        raise HostileFile("zip entry compression ratio over the limit", _HOSTILE)
+
+
+def _document_kind(archive: pyzipper.AESZipFile, entries: list[pyzipper.ZipInfo]) -> str | None:
+    """"xlsx" or "ods" for an Office or OpenDocument spreadsheet, None for a plain archive."""
+    names = {entry.filename for entry in entries}
+    if "[Content_Types].xml" in names:
+        if any(name.startswith("xl/") for name in names):
+            return "xlsx"
+        raise UnpackError("Office document other than a workbook", _NOT_A_SPREADSHEET)
+    if "mimetype" in names:
+        if _small_entry(archive, "mimetype").strip() != _ODS_MIMETYPE:
+            raise UnpackError("OpenDocument file other than a spreadsheet", _NOT_A_SPREADSHEET)
+        if "META-INF/manifest.xml" in names and b"encryption-data" in _small_entry(archive, "META-INF/manifest.xml"):
+            raise UnpackError("ods protected with OpenDocument encryption", _ENCRYPTED_ODS)
+        return "ods"
+    return None
+
+
+def _small_entry(archive: pyzipper.AESZipFile, name: str) -> bytes:
+    entry = archive.getinfo(name)
+    if entry.file_size > RATIO_FROM_BYTES:
+        raise UnpackError("document metadata entry implausibly large", _NOT_A_SPREADSHEET)
+    return _read_entry(archive, entry, None)
+
+
+def _open_archive(archive: pyzipper.AESZipFile, entries: list[pyzipper.ZipInfo], password: str | None) -> Opened:
+    members = [entry for entry in entries if not _is_junk(entry)]
+    returns = [entry for entry in members if entry.filename.lower().endswith(SHEET_SUFFIXES)]
+    if not returns and len(members) == 1 and not members[0].filename.lower().endswith(_ARCHIVE_SUFFIXES):
+        returns = members  # one file with an odd name: let its content decide
+    if len(returns) > 1:
+        raise UnpackError(f"zip holds {len(returns)} returns", _MORE_THAN_ONE)
+    if not returns:
+        if any(entry.filename.lower().endswith(_ARCHIVE_SUFFIXES) for entry in members):
+            raise UnpackError("zip holds only another archive", _NESTED_ARCHIVE)
+        raise UnpackError("zip holds no spreadsheet", _NO_SPREADSHEET_IN_ZIP)
+    entry = returns[0]
+    warnings: tuple[str, ...] = ()
+    encrypted = bool(entry.flag_bits & _ZIP_ENCRYPTED)
+    if entry.flag_bits & _ZIP_STRONG:
+        raise UnpackError("zip uses PKWARE strong encryption", _STRONG_ENCRYPTION)
+    if entry.compress_type not in (_ZIP_STORED, _ZIP_DEFLATED):
+        # bzip2 and LZMA decompress without an output bound in zipfile, so a lying size could not be
+        # stopped; 99 without its AES extra field is an encryption we do not know.
+        raise UnpackError(f"zip compression method {entry.compress_type} unsupported", _UNSUPPORTED_COMPRESSION)
+    if encrypted and getattr(entry, "wz_aes_version", None) is None:
+        warnings = (ZIPCRYPTO_WARNING,)
+    inner = _open(entry.filename.lower(), _read_entry(archive, entry, password), password, inside_archive=True)
+    return Opened(inner.data, inner.kind, warnings + inner.warnings, encrypted or inner.encrypted)
+
+
+def _is_junk(entry: pyzipper.ZipInfo) -> bool:
+    """Folders, macOS resource forks, Windows thumbnails and Excel's lock files zipped by accident."""
+    path = entry.filename.replace("\\", "/")
+    base = path.rsplit("/", 1)[-1].lower()
+    return entry.is_dir() or path.startswith("__MACOSX/") or base in _JUNK_NAMES or base.startswith(("._", "~$"))
+
+
+def _read_entry(archive: pyzipper.AESZipFile, entry: pyzipper.ZipInfo, password: str | None) -> bytes:
+    """Decompress one entry, counting the real output rather than trusting the size its header declares."""
+    # zipfile stops at the declared size (and then fails the CRC); lift that cap to one byte over the
+    # limit so a header that lies is caught by what actually comes out.
+    capped = copy.copy(entry)
+    capped.file_size = MAX_FILE_BYTES + 1
+    encrypted = bool(entry.flag_bits & _ZIP_ENCRYPTED)
+    if encrypted and password is None:
+        raise UnpackError("zip is password protected and no password is configured", _NO_PASSWORD_ZIP)
+    candidates: list[bytes | None] = _password_bytes(password) if encrypted and password else [None]
+    for pwd in candidates:
+        output = bytearray()
+        try:
+            with archive.open(capped, pwd=pwd) as stream:
+                while chunk := stream.read(_CHUNK):
+                    output += chunk
+                    if len(output) > MAX_FILE_BYTES:
+                        raise HostileFile("zip entry expands past the size limit", _HOSTILE)
+        except HostileFile:
+            raise
+        except RuntimeError:  # zipfile's "Bad password for file <name>": try the password's other encodings
+            if pwd is None:
+                raise UnpackError("zip entry cannot be read", _DAMAGED_ZIP) from None
+            continue
+        except Exception:  # BadZipFile (CRC, HMAC), zlib.error, EOFError, NotImplementedError
+            advice = _PASSWORD_OR_DAMAGED_ZIP if pwd is not None else _DAMAGED_ZIP
+            raise UnpackError("zip entry failed to decompress or its check failed", advice) from None
+        if len(output) != entry.file_size:
+            raise UnpackError("zip entry size differs from its header", _DAMAGED_ZIP)
+        return bytes(output)
+    raise UnpackError("password did not open the zip", _WRONG_PASSWORD_ZIP)
+
+
+def _password_bytes(password: str) -> list[bytes | None]:
+    """The password as 7-Zip and WinZip (UTF-8) or older Windows tools (ANSI, OEM) would have encoded it."""
+    found: list[bytes | None] = []
+    for encoding in ("utf-8", "cp1252", "cp437"):
+        try:
+            encoded = password.encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        if encoded not in found:
+            found.append(encoded)
+    return found
+
+
+# winmail.dat (TNEF) --------------------------------------------------------------------------------
+# Parsed here rather than with tnefparse: tnefparse copies the rest of the stream for every attribute
+# (quadratic time) and loops over any property count a file declares, so a crafted winmail.dat could
+# stall the daemon. This reader walks each byte once and only takes what attachments need.
+
+_TNEF_SIGNATURE = 0x223E9F78
+_LVL_MESSAGE, _LVL_ATTACHMENT = 1, 2
+_ATT_OEM_CODEPAGE = 0x9007
+_ATT_ATTACH_REND_DATA = 0x9002  # starts each attachment
+_ATT_ATTACH_TITLE = 0x8010
+_ATT_ATTACH_DATA = 0x800F
+_ATT_ATTACHMENT = 0x9005  # the attachment's MAPI properties
+_PR_DISPLAY_NAME = 0x3001
+_PR_ATTACH_DATA = 0x3701
+_PR_ATTACH_FILENAME = 0x3704
+_PR_ATTACH_METHOD = 0x3705
+_PR_ATTACH_LONG_FILENAME = 0x3707
+_ATTACH_EMBEDDED_MSG = 5
+_PT_STRING8, _PT_UNICODE, _PT_BINARY, _PT_OBJECT = 0x001E, 0x001F, 0x0102, 0x000D
+_FIXED_SIZES = {0x0002: 4, 0x000B: 4, 0x0003: 4, 0x0004: 4, 0x000A: 4, 0x0005: 8, 0x0006: 8, 0x0007: 8,
+                0x0014: 8, 0x0040: 8, 0x0048: 16}  # 16-bit values are padded to 4 bytes in TNEF
+_MULTI_VALUED = 0x1000
+
+
+class _Damaged(Exception):
+    pass
+
+
+def tnef_attachments(data: bytes) -> list[tuple[str, bytes]]:
+    """The attached files of a winmail.dat as (file name, bytes); the name is the sender's, never log it."""
+    if len(data) < 6 or struct.unpack_from("<I", data)[0] != _TNEF_SIGNATURE:
+        raise UnpackError("not a TNEF stream", _TNEF_UNREADABLE)
+    if len(data) > MAX_FILE_BYTES:
+        raise HostileFile("winmail.dat over the size limit", _TOO_BIG)
+    try:
+        found = _tnef_walk(data)
+    except _Damaged:
+        raise UnpackError("TNEF stream damaged", _TNEF_UNREADABLE) from None
+    attachments = [(name, content) for name, content in found if content]
+    if not attachments:
+        raise UnpackError("TNEF stream holds no attachment", _TNEF_EMPTY)
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise HostileFile("TNEF stream holds too many attachments", _HOSTILE)
+    return attachments
+
+
+def _tnef_walk(data: bytes) -> list[tuple[str, bytes]]:
+    codepage = "cp1252"
+    found: list[dict] = []
+    offset = 6
+    while offset < len(data):
+        if offset + 9 > len(data):
+            raise _Damaged
+        level, name, _type, length = struct.unpack_from("<BHHI", data, offset)
+        start, end = offset + 9, offset + 9 + length
+        if end + 2 > len(data):
+            raise _Damaged
+        offset = end + 2
+        if level == _LVL_MESSAGE:
+            if name == _ATT_OEM_CODEPAGE and length >= 4:
+                codepage = _codepage(struct.unpack_from("<I", data, start)[0])
+            continue
+        if level != _LVL_ATTACHMENT:
+            raise _Damaged
+        if name == _ATT_ATTACH_REND_DATA:
+            found.append({})
+        elif not found:
+            raise _Damaged  # an attachment attribute before any attachment has started
+        elif name == _ATT_ATTACH_TITLE:
+            found[-1]["title"] = _string(data[start:end], codepage)
+        elif name == _ATT_ATTACH_DATA:
+            if sum(data[start:end]) & 0xFFFF != struct.unpack_from("<H", data, end)[0]:
+                raise _Damaged
+            found[-1]["data"] = data[start:end]
+        elif name == _ATT_ATTACHMENT:
+            found[-1].update(_mapi_properties(data[start:end], codepage))
+    result = []
+    for attachment in found:
+        if attachment.get(_PR_ATTACH_METHOD) == _ATTACH_EMBEDDED_MSG:
+            continue  # an attached email, not a file
+        content = attachment.get("data") or attachment.get(_PR_ATTACH_DATA) or b""
+        name = (attachment.get(_PR_ATTACH_LONG_FILENAME) or attachment.get("title")
+                or attachment.get(_PR_ATTACH_FILENAME) or attachment.get(_PR_DISPLAY_NAME) or "")
+        result.append((name.replace("\\", "/").rsplit("/", 1)[-1], content))
+    return result
+
+
+def _codepage(number: int) -> str:
+    name = {65001: "utf-8", 20127: "ascii", 28591: "latin-1"}.get(number, f"cp{number}")
+    try:
+        "".encode(name)
+    except LookupError:
+        return "cp1252"
+    return name
+
+
+def _string(raw: bytes, encoding: str) -> str:
+    return raw.decode(encoding, errors="replace").split("\x00", 1)[0].strip()
+
+
+def _mapi_properties(raw: bytes, codepage: str) -> dict:
+    """The few MAPI properties that name an attachment or hold its bytes; stops at anything unknown."""
+    wanted: dict = {}
+    if len(raw) < 4:
+        return wanted
+    count = struct.unpack_from("<I", raw)[0]
+    offset = 4
+    for _ in range(count):  # a hostile count ends when the bytes do
+        if offset + 4 > len(raw):
+            break
+        ptype, pid = struct.unpack_from("<HH", raw, offset)
+        offset += 4
+        if pid >= 0x8000:  # named property: GUID, kind, then a number or a name
+            if offset + 20 > len(raw):
+                break
+            kind = struct.unpack_from("<I", raw, offset + 16)[0]
+            offset += 20
+            if kind == 0:
+                offset += 4
+            else:
+                if offset + 4 > len(raw):
+                    break
+                offset += 4 + _padded(struct.unpack_from("<I", raw, offset)[0])
+        values = 1
+        multi = bool(ptype & _MULTI_VALUED)
+        base = ptype & ~_MULTI_VALUED
+        if multi or base in (_PT_STRING8, _PT_UNICODE, _PT_BINARY, _PT_OBJECT):
+            if offset + 4 > len(raw):
+                break
+            values = struct.unpack_from("<I", raw, offset)[0]
+            offset += 4
+        if base in _FIXED_SIZES:
+            size = _FIXED_SIZES[base]
+            if multi and base in (0x0002, 0x000B):
+                size = 2
+            if values > len(raw) or offset + size * values > len(raw):
+                break
+            value = raw[offset:offset + size * values]
+            offset += _padded(size * values)
+            if pid == _PR_ATTACH_METHOD and base == 0x0003 and not multi:
+                wanted[pid] = struct.unpack_from("<I", value)[0]
+        elif base in (_PT_STRING8, _PT_UNICODE, _PT_BINARY, _PT_OBJECT):
+            for _ in range(values):
+                if offset + 4 > len(raw):
+                    return wanted
+                size = struct.unpack_from("<I", raw, offset)[0]
+                value = raw[offset + 4:offset + 4 + size]
+                if len(value) != size:
+                    return wanted
+                offset += 4 + _padded(size)
+                if multi:
+                    continue
+                if pid in (_PR_ATTACH_LONG_FILENAME, _PR_ATTACH_FILENAME, _PR_DISPLAY_NAME) and base != _PT_BINARY:
+                    wanted[pid] = _string(value, "utf-16-le" if base == _PT_UNICODE else codepage)
+                elif pid == _PR_ATTACH_DATA and base == _PT_BINARY:
+                    wanted[pid] = value
+        else:
+            break  # a type we cannot size: what follows cannot be found
+    return wanted
+
+
+def _padded(size: int) -> int:
+    return size + (-size % 4)
