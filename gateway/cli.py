@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -151,7 +152,7 @@ def _check_keys(settings: config_module.Config, rules: rules_module.Rules) -> li
 def _validate(args: argparse.Namespace) -> int:
     from .offline import validate_file
 
-    report = validate_file(args.file, args.config, args.provider)
+    report = validate_file(args.file, args.config, args.provider, ask_password=getpass.getpass)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
+from typing import Callable
 
 from . import config as config_module
 from . import rules as rules_module
-from .errors import ConfigError, KeyringError, ReadError, RulesError
+from .containers import open_file
+from .errors import ConfigError, KeyringError, ReadError, RulesError, UnpackError
 from .keys import Keyring
 from .postcodes import Directory
 from .read import read_return
@@ -48,7 +50,9 @@ class Report:
         }
 
 
-def validate_file(path: Path, config_path: Path, ukprn: str | None = None) -> Report:
+def validate_file(path: Path, config_path: Path, ukprn: str | None = None,
+                  ask_password: Callable[[str], str] | None = None) -> Report:
+    """`ask_password(prompt)` is asked when the file is a password-protected workbook or zip."""
     data = Path(path).read_bytes()
     settings = _settings(config_path)
     directory = Directory()
@@ -61,12 +65,15 @@ def validate_file(path: Path, config_path: Path, ukprn: str | None = None) -> Re
         except KeyringError as error:
             raise ReadError(str(error), str(error)) from None
     rules = _rules(settings)
+    try:
+        data = _opened(path, data, ask_password)
+    except UnpackError as error:
+        return _refused(error.advice)
     facts = FileFacts("(offline check)", datetime.now(timezone.utc), 1, 1, len(data), hashlib.sha256(data).hexdigest()[:12])
     try:
         table = read_return(data)
     except ReadError as error:
-        finding = Finding("F", None, "", "File_01", error.advice)
-        return Report(0, (finding,), None, (f"F  {error.advice}",))
+        return _refused(error.advice)
     number = ukprn or table.header.get("provider_number", "")
     provider = rules.providers.get(number) or Provider(number or "unknown", table.header.get("provider_name", "") or "(not registered)", ())
     checked = validate(table, rules.providers.get(number), progress=_progress if len(table.rows) > PROGRESS_ROWS else None)
@@ -81,6 +88,20 @@ PROGRESS_ROWS = 3000
 
 def _progress(done: int, total: int) -> None:
     print(f"checked {done:,} of {total:,} rows", file=sys.stderr, flush=True)
+
+
+def _refused(advice: str) -> Report:
+    """The whole file cannot be used: one F finding, as the rejection receipt would say."""
+    return Report(0, (Finding("F", None, "", "File_01", advice),), None, (f"F  {advice}",))
+
+
+def _opened(path: Path, data: bytes, ask_password: Callable[[str], str] | None) -> bytes:
+    try:
+        return open_file(path.name.lower(), data, None).data
+    except UnpackError as error:
+        if "no password" not in str(error) or ask_password is None:
+            raise
+    return open_file(path.name.lower(), data, ask_password(f"Password for {path.name}: ")).data
 
 
 def _settings(path: Path) -> config_module.Config | None:

@@ -46,6 +46,7 @@ RULES = _registry(
     Rule("Provider_02", "F", "provider_number", "Provider number must be your 8-digit UKPRN"),
     Rule("Provider_03", "F", "provider_number", "Provider number in the header is not the provider registered for the address this came from"),
     Rule("Header_01", "W", "", "Header contact details are incomplete"),
+    Rule("File_01", "F", "", "The file cannot be opened or read as a return"),
     Rule("File_02", "W", "", "The file's encryption is weak"),
     Rule("ULN_01", "W", "uln", "The Unique Learner Number is blank"),
     Rule("ULN_02", "W", "uln", "The Unique Learner Number is the temporary number 9999999999"),

@@ -67,6 +67,31 @@ def test_validate_exits_0_for_a_clean_file(deployment, directory, tmp_path, caps
     assert "No problems found" in capsys.readouterr().out
 
 
+def test_validate_asks_for_the_password_of_a_protected_workbook(deployment, directory, tmp_path, capsys, monkeypatch):
+    import msoffcrypto.format.ooxml as ooxml
+
+    plain = tmp_path / "plain.xlsx"
+    plain.write_bytes(workbook("Example College", "10001234", [p.cells() for p in people(directory, {"E09000019": 2})]))
+    protected = tmp_path / "protected.xlsx"
+    with open(plain, "rb") as source, open(protected, "wb") as target:
+        ooxml.OOXMLFile(source).encrypt("Secret-1", target)
+    monkeypatch.setattr("getpass.getpass", lambda prompt: "Secret-1")
+    assert main(["--config", str(deployment.config), "validate", str(protected)]) == 0
+    assert re.search(r"Rows forwarded:\s+2", capsys.readouterr().out)
+    monkeypatch.setattr("getpass.getpass", lambda prompt: "wrong")
+    assert main(["--config", str(deployment.config), "validate", str(protected)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("F ") and "password" in out and "wrong" not in out
+
+
+def test_validate_refuses_a_file_that_is_not_a_return(deployment, tmp_path, capsys):
+    path = tmp_path / "notes.csv"
+    path.write_text("just,some\nnotes,here\n")
+    assert main(["--config", str(deployment.config), "validate", str(path), "--json"]) == 1
+    [finding] = json.loads(capsys.readouterr().out)["findings"]
+    assert (finding["severity"], finding["rule"]) == ("F", "File_01") and "heading row" in finding["message"]
+
+
 def test_run_once_again_after_a_relay_outage_delivers_what_was_queued(deployment, directory, keys, capsys):
     rows = [p.cells() for p in people(directory, {"E09000019": 2})]
     deployment.deliver(provider_message([("r.xlsx.gpg", keys.encrypt_for_gateway(workbook("Example College", "10001234", rows)))]))

@@ -242,6 +242,7 @@ def test_every_rule_has_a_test():
     tested = {c[0] for c in ROW_CASES} | {c[0] for c in REASON_CASES}
     tested |= {"Row_01", "Provider_01", "Provider_02", "Provider_03", "Header_01", "Postcode_15", "Route_01"}
     tested |= {"File_02"}  # a warning about weak zip encryption: tests/test_intake.py (ZipCrypto)
+    tested |= {"File_01"}  # an unreadable file: tests/test_cli.py (gateway validate)
     tested |= {"Formula_01", "Formula_02"}  # test_formula_cells below
     assert tested == set(RULES)
 
