@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msoffcrypto
 import pyzipper
-from msoffcrypto.exceptions import FileFormatError, InvalidKeyError
+from msoffcrypto.exceptions import DecryptionError, FileFormatError, InvalidKeyError
 from msoffcrypto.format.ooxml import OOXMLFile
 from msoffcrypto.format.xls97 import Xls97File
 
@@ -133,6 +133,15 @@ _HOSTILE = (
     "gateway has not opened it and has set it aside for the administrator. Please send the return on its "
     "own, in a new zip made with 7-Zip or WinZip."
 )
+_TOO_MANY = (
+    "The attached file holds far more files than any return, so for safety the gateway has not opened it "
+    "and has set it aside for the administrator. Please send the return on its own."
+)
+_EXCESSIVE_SPIN = (
+    "Your workbook's encryption asks for far more work to open than Excel ever uses, so for safety the "
+    "gateway has not opened it and has set it aside for the administrator. Please save the workbook again "
+    "from Excel with a password and send it again."
+)
 _TOO_BIG = (
     "The attached file is larger than 50 MB, more than the gateway accepts for one return, so it has been "
     "set aside for the administrator. Please send the return on its own; if it really is this large, "
@@ -169,10 +178,10 @@ def open_file(name: str, data: bytes, password: str | None) -> Opened:
     """
     if len(data) > MAX_FILE_BYTES:
         raise HostileFile("attachment over the size limit", _TOO_BIG)
-    return _open(name, data, password or None, inside_archive=False)
+    return _open(data, password or None, inside_archive=False)
 
 
-def _open(name: str, data: bytes, password: str | None, inside_archive: bool) -> Opened:
+def _open(data: bytes, password: str | None, inside_archive: bool) -> Opened:
     if not data.strip():
         raise UnpackError("empty file", _EMPTY)
     if data.startswith(_OLE):
@@ -208,8 +217,10 @@ def _open_ole(data: bytes, password: str | None) -> Opened:
         office = msoffcrypto.OfficeFile(io.BytesIO(data))
     except FileFormatError:  # an OLE file that is neither a workbook nor encrypted OOXML: .doc, .msg, ...
         raise UnpackError("OLE file is not a workbook", _NOT_A_SPREADSHEET) from None
+    except DecryptionError:  # an EncryptionInfo version msoffcrypto does not know (Extensible, ...)
+        raise UnpackError("workbook encryption version unsupported", _UNSUPPORTED_WORKBOOK_ENCRYPTION) from None
     except Exception:  # olefile and msoffcrypto raise many unrelated types on damaged or odd files
-        raise UnpackError("OLE file cannot be parsed or its encryption is unsupported", _UNSUPPORTED_WORKBOOK_ENCRYPTION) from None
+        raise UnpackError("OLE file cannot be parsed", _DAMAGED_WORKBOOK) from None
     if isinstance(office, OOXMLFile):
         return _decrypt_ooxml(office, password)
     if not isinstance(office, Xls97File):
@@ -229,7 +240,7 @@ def _decrypt_ooxml(office: OOXMLFile, password: str | None) -> Opened:
     if office.type not in ("agile", "standard"):
         raise UnpackError("workbook encryption type unsupported", _UNSUPPORTED_WORKBOOK_ENCRYPTION)
     if office.type == "agile" and office.info["spinValue"] > MAX_SPIN_COUNT:
-        raise HostileFile("workbook asks for an excessive key-derivation count", _HOSTILE)
+        raise HostileFile("workbook asks for an excessive key-derivation count", _EXCESSIVE_SPIN)
     if password is None:
         raise UnpackError("workbook is password protected and no password is configured", _NO_PASSWORD_WORKBOOK)
     try:
@@ -268,7 +279,7 @@ def _open_zip(data: bytes, password: str | None, inside_archive: bool) -> Opened
 def _parse_zip(data: bytes) -> pyzipper.AESZipFile:
     declared = _declared_entries(data)
     if declared is not None and declared > MAX_MEMBERS:
-        raise HostileFile("zip declares too many entries", _HOSTILE)
+        raise HostileFile("zip declares too many entries", _TOO_MANY)
     try:
         archive = pyzipper.AESZipFile(io.BytesIO(data))
     except Exception:  # BadZipFile, but also struct.error, ValueError, EOFError on hostile bytes
@@ -276,7 +287,7 @@ def _parse_zip(data: bytes) -> pyzipper.AESZipFile:
             raise UnpackError("zip uses PKWARE strong encryption", _STRONG_ENCRYPTION) from None
         raise UnpackError("zip file damaged or incomplete", _DAMAGED_ZIP) from None
     if len(archive.infolist()) > MAX_MEMBERS:
-        raise HostileFile("zip holds too many entries", _HOSTILE)
+        raise HostileFile("zip holds too many entries", _TOO_MANY)
     return archive
 
 
@@ -341,7 +352,7 @@ def _open_archive(archive: pyzipper.AESZipFile, entries: list[pyzipper.ZipInfo],
         raise UnpackError(f"zip compression method {entry.compress_type} unsupported", _UNSUPPORTED_COMPRESSION)
     if encrypted and getattr(entry, "wz_aes_version", None) is None:
         warnings = (ZIPCRYPTO_WARNING,)
-    inner = _open(entry.filename.lower(), _read_entry(archive, entry, password), password, inside_archive=True)
+    inner = _open(_read_entry(archive, entry, password), password, inside_archive=True)
     return Opened(inner.data, inner.kind, warnings + inner.warnings, encrypted or inner.encrypted)
 
 
@@ -354,10 +365,11 @@ def _is_junk(entry: pyzipper.ZipInfo) -> bool:
 
 def _read_entry(archive: pyzipper.AESZipFile, entry: pyzipper.ZipInfo, password: str | None) -> bytes:
     """Decompress one entry, counting the real output rather than trusting the size its header declares."""
-    # zipfile stops at the declared size (and then fails the CRC); lift that cap to one byte over the
-    # limit so a header that lies is caught by what actually comes out.
+    # zipfile stops at the declared size and checks the CRC there, so a header that understates the size
+    # would pass as merely damaged. Declare twice the limit instead (we stop reading one chunk past the
+    # limit, well before that) so what actually comes out is what gets judged.
     capped = copy.copy(entry)
-    capped.file_size = MAX_FILE_BYTES + 1
+    capped.file_size = 2 * MAX_FILE_BYTES
     encrypted = bool(entry.flag_bits & _ZIP_ENCRYPTED)
     if encrypted and password is None:
         raise UnpackError("zip is password protected and no password is configured", _NO_PASSWORD_ZIP)
@@ -440,7 +452,7 @@ def tnef_attachments(data: bytes) -> list[tuple[str, bytes]]:
     if not attachments:
         raise UnpackError("TNEF stream holds no attachment", _TNEF_EMPTY)
     if len(attachments) > MAX_ATTACHMENTS:
-        raise HostileFile("TNEF stream holds too many attachments", _HOSTILE)
+        raise HostileFile("TNEF stream holds too many attachments", _TOO_MANY)
     return attachments
 
 

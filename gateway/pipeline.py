@@ -189,7 +189,7 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
     if advice is None:
         earlier = ledger.earlier_file(provider.ukprn, attachment.content_sha256, DUPLICATE_DAYS, reference)
         if earlier is not None:
-            advice = (f"This file is identical to the one we received on {earlier['first_seen'][:10]} (gateway "
+            advice = (f"This file is a duplicate: it is identical to the one we received on {earlier['first_seen'][:10]} (gateway "
                       f"reference {earlier['reference']}), which was already handled, so it has not been forwarded "
                       "again. If you meant to send a new return, please attach the new file.")
     if advice is not None or table is None or checked is None:

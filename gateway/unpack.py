@@ -129,18 +129,19 @@ class _Finder:
     found: list[Attachment] = field(default_factory=list)
     clear: int = 0
 
-    def entity(self, part: EmailMessage, raw: bytes | None, signature: Signature) -> None:
-        """`raw` is the entity's exact bytes when known (needed to check a multipart/signed)."""
+    def entity(self, part: EmailMessage, raw: bytes | None, signature: Signature, protected: bool = False) -> None:
+        """`raw` is the entity's exact bytes when known (needed to check a multipart/signed);
+        `protected` says the entity came out of a PGP/MIME decryption, so its files need no more."""
         kind = part.get_content_type()
         if kind == "multipart/encrypted":
             self._pgp_mime(part, signature)
         elif kind == "multipart/signed" and raw is not None:
-            self._signed(part, raw, signature)
+            self._signed(part, raw, signature, protected)
         elif part.is_multipart():
             for child in part.iter_parts():
-                self.entity(child, None, signature)
+                self.entity(child, None, signature, protected)
         else:
-            self._leaf(part, signature)
+            self._leaf(part, signature, protected)
 
     def _pgp_mime(self, part: EmailMessage, signature: Signature) -> None:
         payloads = [p for p in part.iter_parts() if p.get_content_type() == "application/octet-stream"]
@@ -149,9 +150,9 @@ class _Finder:
         if plain is None:
             return
         inner, inner_signature = plain
-        self.entity(parse(inner), inner, _stronger(inner_signature, signature))
+        self.entity(parse(inner), inner, _stronger(inner_signature, signature), protected=True)
 
-    def _signed(self, part: EmailMessage, raw: bytes, signature: Signature) -> None:
+    def _signed(self, part: EmailMessage, raw: bytes, signature: Signature, protected: bool) -> None:
         """RFC 3156 multipart/signed: the first part, byte for byte, is what the signature covers."""
         children = list(part.iter_parts())
         boundary = part.get_boundary()
@@ -160,20 +161,20 @@ class _Finder:
         if signed_bytes is not None and detached:
             signature = _stronger(self.keyring.verify_detached(signed_bytes, detached), signature)
         if children:
-            self.entity(children[0], signed_bytes, signature)
+            self.entity(children[0], signed_bytes, signature, protected)
 
-    def _leaf(self, part: EmailMessage, signature: Signature) -> None:
+    def _leaf(self, part: EmailMessage, signature: Signature, protected: bool = False) -> None:
         name = (part.get_filename() or "").strip().lower()
         kind = part.get_content_type()
         data = part.get_payload(decode=True) or b""
         if kind in _TNEF_TYPES or name == "winmail.dat":
-            self._tnef(data, signature)
+            self._tnef(data, signature, protected)
         elif name.endswith(ENCRYPTED_SUFFIXES) or (kind != "text/plain" and _ARMOUR.search(data[:200] + data[-200:])):
             self._pgp_file(name, data, signature)
         elif kind == "text/plain" and not name and _ARMOUR.search(data):
             self._inline(data, signature)
         elif name.endswith(SHEET_SUFFIXES) or kind in _SPREADSHEET_TYPES:
-            self._protected(name, data, signature)
+            self._open(name, data, data, signature, protected)
 
     def _pgp_file(self, name: str, data: bytes, signature: Signature) -> None:
         if not data.strip():
@@ -192,7 +193,7 @@ class _Finder:
             inner, inner_signature = plain
             self._add(block, inner, None, _stronger(inner_signature, signature), inline=True)
 
-    def _tnef(self, data: bytes, signature: Signature) -> None:
+    def _tnef(self, data: bytes, signature: Signature, protected: bool) -> None:
         try:
             files = tnef_attachments(data)
         except UnpackError as error:
@@ -202,10 +203,7 @@ class _Finder:
             carrier = EmailMessage()
             carrier.add_attachment(inner, maintype="application", subtype="octet-stream", filename=inner_name)
             for child in carrier.iter_attachments():
-                self._leaf(child, signature)
-
-    def _protected(self, name: str, data: bytes, signature: Signature) -> None:
-        self._open(name, data, data, signature, protected=False)
+                self._leaf(child, signature, protected)
 
     def _open(self, name: str, data: bytes, received: bytes, signature: Signature, protected: bool) -> None:
         """Open a workbook, csv or zip; unless PGP already protected it, it must have been encrypted."""

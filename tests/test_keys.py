@@ -92,7 +92,7 @@ def test_decrypts_an_integrity_protected_file_and_notes_a_good_signature(ring, o
     ring.import_key(export_public(other, signer))
     decrypted = ring.decrypt(ciphertext)
     assert decrypted.data == b"return"
-    assert decrypted.signed and decrypted.signer == signer
+    assert decrypted.signature.present and not decrypted.signature.bad and decrypted.signer == signer
 
 
 def test_a_file_without_integrity_protection_is_refused(ring, other):
