@@ -7,6 +7,7 @@ import io
 import logging
 import re
 import sqlite3
+import time
 
 import gnupg
 import pytest
@@ -177,3 +178,42 @@ def test_a_file_the_gateway_cannot_decrypt_gets_a_rejection_receipt(deployment, 
     assert "NOT ACCEPTED" in text
     assert "not the gateway's" in text and keys.gateway_fpr in text
     assert len(deployment.imap.list_uids("Processed")) == 1
+
+
+def test_a_message_seen_again_under_a_new_uidvalidity_is_recognised_by_its_hash(deployment, directory, keys):
+    rows = [p.cells() for p in people(directory, {"E09000019": 2})]
+    raw = provider_message([("r.xlsx.gpg", keys.encrypt_for_gateway(workbook("Example College", "10001234", rows)))])
+    deployment.deliver(raw)
+    assert deployment.run_once() == 0
+    sent = len(deployment.smtp.messages)
+    before = _uidvalidity(deployment.imap)
+    # Rebuild INBOX's index as a server restored from backup would: Dovecot gives it a new UIDVALIDITY.
+    deployment.imap.stop()
+    maildir = deployment.imap.home / "Maildir"
+    for index in list(maildir.glob("dovecot-uidlist*")) + list(maildir.glob("dovecot.index*")):
+        index.unlink()
+    time.sleep(1.1)  # UIDVALIDITY comes from the clock
+    deployment.imap.start()
+    assert _uidvalidity(deployment.imap) != before
+    deployment.deliver(raw)
+    assert deployment.run_once() == 0
+    assert len(deployment.smtp.messages) == sent
+    assert deployment.imap.list_uids("INBOX") == [] and len(deployment.imap.list_uids("Processed")) == 2
+
+
+def _uidvalidity(imap) -> int:
+    with imap.client() as client:
+        status = client.status("INBOX", "(UIDVALIDITY)")[1][0].decode()
+    return int(re.search(r"UIDVALIDITY (\d+)", status).group(1))
+
+
+def test_unknown_senders_get_a_reply_only_when_the_configuration_asks(deployment, messy_return, keys):
+    _, _, xlsx = messy_return
+    config = deployment.config.read_text()
+    deployment.config.write_text(config.replace("[admin]\n", "[admin]\nreply_to_unknown_senders = true\n"))
+    deployment.deliver(provider_message([("return.xlsx.gpg", keys.encrypt_for_gateway(xlsx))], sender="new@college.example"))
+    assert deployment.run_once() == 0
+    sent = {str(m["To"]): m for m in deployment.captured()}
+    assert set(sent) == {ADMIN, "new@college.example"}
+    reply = sent["new@college.example"].get_body(("plain",)).get_content()
+    assert "not registered" in reply and ADMIN in reply
