@@ -40,6 +40,10 @@ class UnpackError(GatewayError):
         self.advice = advice
 
 
+class HostileFile(UnpackError):
+    """A file built to harm its reader (zip bomb, lying sizes, oversized): quarantine it, never retry."""
+
+
 class UnknownSender(UnpackError):
     """The sender is not registered for any provider."""
 

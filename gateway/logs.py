@@ -19,7 +19,8 @@ _PATTERNS = (
 )
 # Libraries that log message or file content at DEBUG: python-gnupg logs what gpg outputs (decrypted
 # data included), imaplib and smtplib echo protocol lines.
-_QUIET = ("gnupg", "imaplib", "mail.log", "aiosmtpd", "apscheduler")
+# msoffcrypto logs passwords and derived keys at DEBUG.
+_QUIET = ("gnupg", "msoffcrypto", "imaplib", "mail.log", "aiosmtpd", "apscheduler")
 
 
 def describe(error: BaseException) -> str:

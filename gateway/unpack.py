@@ -18,10 +18,11 @@ from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from typing import Callable
 
-from .containers import HostileFile, open_file, tnef_attachments
-from .errors import KeyringError, UnknownSender, UnpackError
+from .containers import open_file
+from .errors import HostileFile, KeyringError, UnknownSender, UnpackError
 from .keys import Keyring, Signature
 from .rules import Provider, Rules
+from .tnef import tnef_attachments
 
 ENCRYPTED_SUFFIXES = (".gpg", ".pgp", ".asc")
 SHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".zip")
@@ -208,7 +209,7 @@ class _Finder:
     def _open(self, name: str, data: bytes, received: bytes, signature: Signature, protected: bool) -> None:
         """Open a workbook, csv or zip; unless PGP already protected it, it must have been encrypted."""
         try:
-            opened = open_file(name, data, None if protected else self.password)
+            opened = open_file(name, data, self.password)
         except UnpackError as error:
             self._add(received, None, error)
             return

@@ -23,15 +23,9 @@ import openpyxl
 import pyzipper
 import pytest
 
-from gateway.containers import (
-    MAX_FILE_BYTES,
-    ZIPCRYPTO_WARNING,
-    HostileFile,
-    Opened,
-    open_file,
-    tnef_attachments,
-)
-from gateway.errors import UnpackError
+from gateway.containers import MAX_FILE_BYTES, ZIPCRYPTO_WARNING, Opened, open_file
+from gateway.errors import HostileFile, UnpackError
+from gateway.tnef import tnef_attachments
 
 DATA = Path(__file__).resolve().parent / "data" / "containers"
 EXPECTED = json.loads((DATA / "expected.json").read_text())

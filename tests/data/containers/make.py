@@ -12,6 +12,10 @@ for a 7-Zip AES-256 zip, a 7-Zip ZipCrypto zip and a .7z archive; if a tool is m
 left as they are. msoffcrypto-tool writes Agile encryption only, so the Standard-encrypted workbook is
 built here from MS-OFFCRYPTO 2.3.4.5-2.3.4.9 (an implementation independent of the one that reads it),
 inside msoffcrypto's own compound-file writer. winmail.dat is built from MS-OXTNEF, field by field.
+The .xls and .doc files are minimal compound files written here (old.xls: BOF and EOF only;
+xls97_encrypted.xls: a FilePass record claiming RC4; word97.doc: a WordDocument stream), enough for the
+gateway to recognise them, not for Excel to show anything. strong.zip, corrupt.zip, tampered.zip and
+agile_excessive_spin.xlsx are good files damaged on purpose, as their functions below say.
 """
 
 from __future__ import annotations
