@@ -38,6 +38,17 @@ def outgoing_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+def _headed(item_id: str, sender: str, to: str, subject: str, when: datetime | None) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(when) if when else formatdate(usegmt=True)
+    message["Message-ID"] = f"<{item_id}@{sender.rpartition('@')[2] or 'ldor-gateway'}>"
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders must not answer it
+    return message
+
+
 def entity(body: str, attachments: tuple[tuple[str, str, bytes], ...] = ()) -> bytes:
     """A MIME entity (no envelope headers) holding a text and attachments: what PGP/MIME encrypts."""
     part = EmailMessage()
@@ -52,13 +63,7 @@ def entity(body: str, attachments: tuple[tuple[str, str, bytes], ...] = ()) -> b
 def compose_encrypted(*, item_id: str, sender: str, to: str, subject: str, ciphertext: bytes,
                       when: datetime | None = None) -> bytes:
     """An RFC 3156 PGP/MIME encrypted message, as Thunderbird and GpgOL read it."""
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = format_datetime(when) if when else formatdate(usegmt=True)
-    message["Message-ID"] = f"<{item_id}@{sender.rpartition('@')[2] or 'ldor-gateway'}>"
-    message["Auto-Submitted"] = "auto-generated"
+    message = _headed(item_id, sender, to, subject, when)
     message.set_content("This is an OpenPGP/MIME encrypted message (RFC 3156).\n")
     message.make_mixed()
     message.set_type("multipart/encrypted")
@@ -87,13 +92,7 @@ def compose(
     when: datetime | None = None,
 ) -> bytes:
     """A plain-text message; attachments are (file name, MIME type, bytes)."""
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = format_datetime(when) if when else formatdate(usegmt=True)
-    message["Message-ID"] = f"<{item_id}@{sender.rpartition('@')[2] or 'ldor-gateway'}>"
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders must not answer it
+    message = _headed(item_id, sender, to, subject, when)
     message.set_content(body)
     for filename, mime_type, data in attachments:
         maintype, _, subtype = mime_type.partition("/")

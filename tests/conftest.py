@@ -80,6 +80,17 @@ def keys(tmp_path_factory) -> Keys:
 
 
 @pytest.fixture
+def ring(tmp_path):
+    """A fresh gateway keyring holding its own new secret key."""
+    from gateway.keys import Keyring
+
+    keyring = Keyring(tmp_path / "gateway-keyring")
+    keyring.generate("LDOR gateway", GATEWAY_ADDRESS)
+    yield keyring
+    keyring.stop_agent()
+
+
+@pytest.fixture
 def imap(tmp_path) -> Dovecot:
     with Dovecot(tmp_path / "imap", user=GATEWAY_ADDRESS, password="imap-secret") as server:
         yield server

@@ -10,15 +10,6 @@ import pytest
 from servers import export_public, gnupg_home, make_key
 
 from gateway.errors import KeyringError, NoUsableKey
-from gateway.keys import Keyring
-
-
-@pytest.fixture
-def ring(tmp_path):
-    keyring = Keyring(tmp_path / "gateway")
-    keyring.generate("LDOR gateway", "ldor@example.org")
-    yield keyring
-    keyring.stop_agent()
 
 
 @pytest.fixture

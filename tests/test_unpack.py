@@ -11,19 +11,10 @@ import pytest
 from servers import export_public, gnupg_home, make_key
 
 from gateway.errors import UnknownSender
-from gateway.keys import Keyring
 from gateway.rules import Provider, Rules
 from gateway.unpack import parse, sender_of, unpack
 
 SENDER = "mis@college.example"
-
-
-@pytest.fixture
-def ring(tmp_path):
-    keyring = Keyring(tmp_path / "gateway")
-    keyring.generate("LDOR gateway", "ldor@example.org")
-    yield keyring
-    keyring.stop_agent()
 
 
 @pytest.fixture
