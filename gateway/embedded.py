@@ -37,7 +37,8 @@ class ImapServer:
         command = [
             sys.executable, "-c", "from pymap.main import main; main()",
             "--host", self.host, "--port", str(self.port), "--no-tls",
-            "dict", "--demo-user", self.user, "--demo-password", self.password,
+            # "=" form: a generated password may begin with "-", which argparse would take for an option.
+            "dict", f"--demo-user={self.user}", f"--demo-password={self.password}",
         ]
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
