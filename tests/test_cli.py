@@ -148,3 +148,14 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(SystemExit):
         main(["demo", "--dir", str(tmp_path)])
     assert (tmp_path / "mine.txt").exists()
+
+
+def test_validate_shows_progress_on_a_large_file(deployment, directory, tmp_path, capsys):
+    crowd = people(directory, {"E09000019": 40})
+    rows = [p.cells() for p in crowd] * 80  # 3,200 rows
+    path = tmp_path / "big.xlsx"
+    path.write_bytes(workbook("Example College", "10001234", rows))
+    main(["--config", str(deployment.config), "validate", str(path), "--json"])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["rows_read"] == 3200
+    assert "checked 1,000 of 3,200 rows" in captured.err and "checked 3,000 of 3,200 rows" in captured.err
