@@ -11,13 +11,12 @@ from pathlib import Path
 
 from . import config as config_module
 from . import logs, rules as rules_module
-from .errors import GatewayError, KeyringError, NoUsableKey
+from .errors import GatewayError
 from .keys import Keyring
 from .ledger import Ledger
 from .outbox import Outbox
 from .pipeline import Gateway, run_once
 from .postcodes import Directory
-from .tomlfile import Problem
 
 log = logging.getLogger("gateway")
 
@@ -46,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="the daemon: watch the mailbox, forward returns, send receipts")
     run.add_argument("--once", action="store_true", help="process everything waiting, deliver the outbox once, and exit")
-    run.add_argument("--interval", type=float, default=60.0, help="seconds between mailbox checks (default 60)")
+    run.add_argument("--interval", type=float, default=30.0, help="longest wait between two looks at the mailbox when it cannot say at once that mail arrived (default 30 s)")
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="check config, rules and keys without connecting; exit 1 on any problem")
@@ -57,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print the findings as JSON")
     validate.add_argument("--provider", help="UKPRN of the provider the file is from (default: the header block's)")
     validate.set_defaults(handler=_validate)
+    outbox = commands.add_parser("outbox", help="list what is queued, held, failed or bounced, and why")
+    outbox.add_argument("--retry", metavar="ID", help="put a failed message back in the queue (after fixing the cause)")
+    outbox.set_defaults(handler=_outbox)
+
+    route = commands.add_parser("route", help="dry run: where each row of a return would go, and why any would not; nothing is sent")
+    route.add_argument("file", type=Path, help="the return (.xlsx, .csv, ... or encrypted)")
+    route.add_argument("--json", action="store_true", help="print the result as JSON")
+    route.add_argument("--provider", help="UKPRN of the provider the file is from (default: the header block's)")
+    route.set_defaults(handler=_route)
+
     template = commands.add_parser("template", help="write the blank return template for providers")
     template.add_argument("out", type=Path, help="where to write it, e.g. LDOR-return.xlsx")
     template.set_defaults(handler=_template)
@@ -71,82 +80,41 @@ def build(path: Path) -> Gateway:
     """Config, rules, keyring, ledger, outbox and postcode directory for one process."""
     settings = config_module.load(path)
     directory = Directory()
-    rules = rules_module.load(settings.paths.rules, _known_authority(directory))
-    keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env))
+    rules = rules_module.load(settings.paths.rules, rules_module.known_authorities(directory))
+    keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env), pins=rules.pins())
     for problem in keyring.import_folder(settings.paths.keys):
         log.warning("key file problem: %s", problem)
     return Gateway(settings, rules, keyring, Ledger(settings.paths.database), Outbox(settings.paths.outbox), directory)
 
 
-def _known_authority(directory: Directory):
-    cache: dict[str, set[str]] = {}
-
-    def known(code: str) -> bool:
-        if code in rules_module.LONDON:
-            return True
-        if "all" not in cache:
-            cache["all"] = directory.authorities()
-        return code in cache["all"]
-
-    return known
-
-
 def _run(args: argparse.Namespace) -> int:
-    gateway = build(args.config)
     if args.once:
-        result = run_once(gateway)
+        result = run_once(build(args.config))
         print(f"{result.seen} message(s): {result.processed} processed, {result.quarantined} quarantined; "
               f"outbox: {result.delivery.sent} sent, {result.delivery.deferred} deferred, {result.delivery.failed} failed")
         return 0
-    from .scheduler import serve
+    from .scheduler import Daemon, Timing
 
-    serve(gateway, args.interval)
-    return 0
+    return Daemon(args.config, build, Timing(wait=args.interval)).run()
 
 
 def _check(args: argparse.Namespace) -> int:
-    problems: list[Problem] = []
-    settings, found = config_module.check(args.config)
-    problems += found
+    from .routing_check import Advisory, check_installation
+
+    settings, problems = config_module.check(args.config)
     if settings is not None:
-        directory = Directory()
-        rules, found = rules_module.check(settings.paths.rules, _known_authority(directory))
-        problems += found
-        problems += _check_keys(settings, rules)
-        for variable, what in ((settings.mailbox.password_env, "mailbox password"),):
-            if config_module.secret(variable) is None:
-                problems.append(Problem(settings.path, None, f"the {what} variable {variable} is not set in this environment (the daemon will need it)"))
+        problems += check_installation(settings)
     for problem in problems:
         print(problem)
-    if problems:
-        print(f"{len(problems)} problem(s) found.")
+    errors = [p for p in problems if not isinstance(p, Advisory)]
+    if errors:
+        print(f"{len(errors)} problem(s) found" + (f", and {len(problems) - len(errors)} warning(s)." if len(problems) > len(errors) else "."))
         return 1
+    if problems:
+        print(f"No problems, {len(problems)} warning(s): act on them before they become problems.")
+        return 0
     print("config, rules and keys: no problems found.")
     return 0
-
-
-def _check_keys(settings: config_module.Config, rules: rules_module.Rules) -> list[Problem]:
-    problems: list[Problem] = []
-    keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env))
-    problems += keyring.import_folder(settings.paths.keys)
-    try:
-        keyring.own_fingerprint()
-    except KeyringError as error:
-        problems.append(Problem(settings.gnupg.home, None, f"{error}: create it with gpg --homedir {settings.gnupg.home} --quick-gen-key ADDRESS"))
-    keys = keyring.public_keys()
-    boroughs_file = settings.paths.rules / "boroughs.toml"
-    for borough in rules.boroughs.values():
-        for recipient in borough.recipients:
-            try:
-                keyring.key_for(recipient, keys)
-            except NoUsableKey as why:
-                problems.append(Problem(boroughs_file, borough.line, f"[{borough.code}] {borough.name}: {why}; its packages would be held"))
-    known = {k.fingerprint for k in keys}
-    for provider in rules.providers.values():
-        for fingerprint in provider.signing_keys:
-            if fingerprint not in known:
-                problems.append(Problem(settings.paths.rules / "providers.toml", provider.line, f"provider {provider.ukprn}: signing key {fingerprint} is not in keys/"))
-    return problems
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -158,6 +126,28 @@ def _validate(args: argparse.Namespace) -> int:
     else:
         print(report.text())
     return 1 if report.blocking else 0
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from .send import outbox_report, requeue
+
+    gateway = build(args.config)
+    if args.retry:
+        if not requeue(gateway.outbox, gateway.ledger, args.retry):
+            print(f"No failed message {args.retry} in the outbox; `gateway outbox` lists them.")
+            return 1
+        print(f"{args.retry} is queued again; it goes out at the next delivery.")
+        return 0
+    print(outbox_report(gateway.ledger, gateway.outbox, gateway.config.smtp))
+    return 0
+
+
+def _route(args: argparse.Namespace) -> int:
+    from .offline import route_file
+
+    report = route_file(args.file, args.config, args.provider, ask_password=getpass.getpass)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
+    return 0 if report.complete else 1
 
 
 def _template(args: argparse.Namespace) -> int:

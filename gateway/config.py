@@ -35,8 +35,18 @@ class Smtp:
     from_address: str = ""
     user: str = ""
     password_env: str = ""
-    timeout: float = 60.0
+    timeout: float = 60.0  # seconds for each step of the conversation: a relay that hangs is given up on
     ca_file: Path | None = None
+    # A message the relay defers (4xx, no answer, dropped connection) is tried again after about
+    # retry_first_minutes, doubling up to retry_max_minutes, for retry_for_hours after it was queued;
+    # then it is set aside and the administrator told.
+    retry_for_hours: float = 48.0
+    retry_first_minutes: float = 5.0
+    retry_max_minutes: float = 60.0
+    # Envelope sender <local>+<message id>@<domain> (VERP), so a bounce names the message it is about
+    # even when it quotes nothing of it. Needs the mailbox to take plus-addresses; without it bounces
+    # are matched by the Message-ID they quote.
+    verp: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,8 +147,10 @@ def _build(path: Path) -> tuple[Config | None, list[Problem]]:
                 values[field.name] = (base / value).resolve()
             elif field.type == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
                 problems.append(toml.problem(f"{field.name} must be a whole number", name, field.name))
-            elif field.type == "float" and not isinstance(value, (int, float)):
-                problems.append(toml.problem(f"{field.name} must be a number of seconds", name, field.name))
+            elif field.type == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
+                # Every number of this kind is a duration: its unit ends its name, seconds when none does.
+                unit = field.name.rpartition("_")[2] if field.name.endswith(("_hours", "_minutes")) else "seconds"
+                problems.append(toml.problem(f"{field.name} must be a number of {unit} above 0", name, field.name))
             elif field.type == "bool" and not isinstance(value, bool):
                 problems.append(toml.problem(f"{field.name} must be true or false", name, field.name))
             elif field.type == "str" and not isinstance(value, str):

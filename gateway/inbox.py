@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import imaplib
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -17,6 +20,15 @@ from .errors import MailboxError
 class InboxMessage:
     uid: int
     raw: bytes  # exactly as the server holds it: its hash identifies the message
+
+
+@contextlib.contextmanager
+def _dropped() -> Iterator[None]:
+    """A connection lost mid-command (server restarted, network gone) becomes a retryable MailboxError."""
+    try:
+        yield
+    except (OSError, EOFError, imaplib.IMAP4.error, imap_tools.errors.ImapToolsError) as error:
+        raise MailboxError(f"the connection to the mailbox was lost ({type(error).__name__})") from None
 
 
 class Inbox:
@@ -68,17 +80,39 @@ class Inbox:
         return self._box
 
     def uidvalidity(self) -> int:
-        return int(self.box.folder.status(self.settings.folder, ["UIDVALIDITY"])["UIDVALIDITY"])
+        with _dropped():
+            return int(self.box.folder.status(self.settings.folder, ["UIDVALIDITY"])["UIDVALIDITY"])
 
     def messages(self) -> Iterator[InboxMessage]:
         """Every message now in the folder, oldest first, fetched one at a time without marking it seen."""
-        for uid in sorted(int(u) for u in self.box.uids("ALL")):
-            raw = self._fetch(uid)
+        with _dropped():
+            uids = sorted(int(u) for u in self.box.uids("ALL"))
+        for uid in uids:
+            with _dropped():
+                raw = self._fetch(uid)
             if raw is not None:
                 yield InboxMessage(uid, raw)
 
+    def wait_for_mail(self, seconds: float) -> bool:
+        """Block until the server reports a change in the folder (IMAP IDLE, RFC 2177) or `seconds`
+        pass; True when something arrived. Without IDLE, sleep and say yes, so the caller polls."""
+        with _dropped():
+            # Mail that arrived between two IDLE sessions is announced to no one: look first.
+            if int(self.box.folder.status(self.settings.folder, ["MESSAGES"])["MESSAGES"]):
+                return True
+        if "IDLE" not in self.box.client.capabilities:
+            time.sleep(seconds)
+            return True
+        with _dropped():
+            # RFC 2177: re-issue IDLE at least every 29 minutes, or the server may log us off.
+            responses = self.box.idle.wait(timeout=min(seconds, 25 * 60))
+            # An EXISTS sent just before the server confirmed IDLE is kept by imaplib, not returned.
+            early = self.box.client.untagged_responses.pop("EXISTS", None)
+        return bool(early) or any(b"EXISTS" in line or b"RECENT" in line for line in responses)
+
     def move(self, uid: int, folder: str) -> None:
-        self.box.move(str(uid), folder)
+        with _dropped():
+            self.box.move(str(uid), folder)
 
     def _fetch(self, uid: int) -> bytes | None:
         # imap-tools parses what it fetches; the ledger needs the exact bytes, so ask imaplib for them.

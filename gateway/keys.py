@@ -1,4 +1,5 @@
-"""The keyring: import keys/, find the one valid key for a recipient, encrypt, and decrypt safely.
+"""The keyring: import keys/, find a recipient's key (the pinned one, else the one valid key), expiry,
+encrypt, and decrypt safely.
 
 python-gnupg logs the data it reads at DEBUG (decrypted text included): logs.py keeps its logger at
 WARNING, whatever level the gateway runs at.
@@ -12,7 +13,9 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Mapping
 
 import gnupg
 
@@ -28,12 +31,23 @@ _UNUSABLE_TRUST = {"e", "r", "i", "d", "n"}
 class PublicKey:
     fingerprint: str
     addresses: tuple[str, ...]
-    expires: int | None  # seconds since the epoch, None for never
+    expires: int | None  # seconds since the epoch, None for never: when it can no longer encrypt
     usable: bool
     why_not: str = ""
 
-    def expires_within(self, seconds: int, now: float | None = None) -> bool:
+    def expires_within(self, seconds: float, now: float | None = None) -> bool:
         return self.expires is not None and self.expires - (now or time.time()) < seconds
+
+    @property
+    def expires_on(self) -> date | None:
+        """The day (UTC) it stops working, for messages: "expires on 2026-05-31"."""
+        return None if self.expires is None else datetime.fromtimestamp(self.expires, timezone.utc).date()
+
+    def trouble(self) -> str:
+        """Why it cannot be used, in words an administrator can act on."""
+        if self.why_not == "expired" and self.expires_on is not None:
+            return f"expired on {self.expires_on:%Y-%m-%d}"
+        return self.why_not
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,8 @@ class Decrypted:
 class Keyring:
     """The gateway's GnuPG home: its own secret key plus the public keys administrators put in keys/."""
 
-    def __init__(self, home: Path, passphrase: str | None = None) -> None:
+    def __init__(self, home: Path, passphrase: str | None = None, pins: Mapping[str, str] | None = None) -> None:
+        """`pins`: recipient address -> the fingerprint of the key its packages must use (rules/boroughs.toml)."""
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.home, 0o700)
@@ -66,6 +81,7 @@ class Keyring:
         self._gpg = gnupg.GPG(gnupghome=str(self.home))
         self._gpg.encoding = "utf-8"
         self._passphrase = passphrase
+        self._pins = {address.lower(): fingerprint.upper() for address, fingerprint in (pins or {}).items()}
         self._from_folder: set[str] = set()
 
     # -- keys ---------------------------------------------------------------------------------
@@ -95,29 +111,27 @@ class Keyring:
 
     def public_keys(self) -> list[PublicKey]:
         """Keys imported from keys/, with whether each can be used to encrypt now."""
-        keys = []
-        now = time.time()
+        return [_public_key(key) for key in self._gpg.list_keys() if key["fingerprint"] in self._from_folder]
+
+    def own_key(self) -> PublicKey:
+        """The gateway's own key (providers encrypt to it), described like the keys in keys/."""
+        fingerprint = self.own_fingerprint()
         for key in self._gpg.list_keys():
-            if key["fingerprint"] not in self._from_folder:
-                continue
-            addresses = tuple(sorted({a for uid in key.get("uids", []) for a in _addresses(uid)}))
-            expires = int(key["expires"]) if key.get("expires") else None
-            why = ""
-            if key.get("trust") == "r":
-                why = "revoked"
-            elif key.get("trust") == "e" or (expires is not None and expires <= now):
-                why = "expired"
-            elif key.get("trust") in _UNUSABLE_TRUST:
-                why = "invalid"
-            elif "E" not in key.get("cap", ""):
-                why = "has no usable encryption subkey"
-            keys.append(PublicKey(key["fingerprint"], addresses, expires, not why, why))
-        return keys
+            if key["fingerprint"] == fingerprint:
+                return _public_key(key)
+        raise KeyringError(f"the gateway's keyring {self.home} holds its secret key {fingerprint} but not the public half")
+
+    def pinned(self, address: str) -> str | None:
+        """The fingerprint rules/boroughs.toml pins for this recipient, if any."""
+        return self._pins.get(address.lower())
 
     def key_for(self, address: str, keys: list[PublicKey] | None = None) -> str:
-        """The fingerprint of the single usable key for `address`; NoUsableKey says why not."""
+        """The fingerprint of the key for `address`: the pinned one, else the single usable one; NoUsableKey says why not."""
         address = address.lower()
         keys = self.public_keys() if keys is None else keys
+        pinned = self.pinned(address)
+        if pinned is not None:
+            return _pinned_key(address, pinned, keys).fingerprint
         mine = [k for k in keys if address in k.addresses]
         usable = [k for k in mine if k.usable]
         if len(usable) == 1:
@@ -125,9 +139,12 @@ class Keyring:
         if not mine:
             raise NoUsableKey(f"no public key in keys/ has a user ID with {address}")
         if not usable:
-            reasons = ", ".join(sorted({k.why_not for k in mine}))
+            if all(k.why_not == "expired" for k in mine):
+                latest = max(mine, key=lambda k: k.expires or 0)
+                raise NoUsableKey(f"the key for {address} ({latest.fingerprint}) {latest.trouble()}; ask {address} for a renewed key")
+            reasons = ", ".join(sorted({k.trouble() for k in mine}))
             raise NoUsableKey(f"the key for {address} cannot be used ({reasons})")
-        raise NoUsableKey(f"{len(usable)} valid keys in keys/ are for {address}; keep exactly one")
+        raise NoUsableKey(f"{len(usable)} valid keys in keys/ are for {address}; keep exactly one, or pin one in rules/boroughs.toml")
 
     def generate(self, name: str, address: str) -> str:
         """Create a passphrase-less ed25519/cv25519 key in this keyring; return its fingerprint."""
@@ -191,6 +208,50 @@ class Keyring:
             handle.flush()
             result = self._gpg.verify_data(handle.name, data)
         return _signature(dict(_STATUS.findall(result.stderr or "")))
+
+
+def _public_key(key: dict) -> PublicKey:
+    """What gpg lists of one key, as the gateway judges it: its addresses, when it stops working, whether usable now."""
+    addresses = tuple(sorted({a for uid in key.get("uids", []) for a in _addresses(uid)}))
+    expires = _encryption_expiry(key)
+    why = ""
+    if key.get("trust") == "r":
+        why = "revoked"
+    elif key.get("trust") == "e" or (expires is not None and expires <= time.time()):
+        why = "expired"
+    elif key.get("trust") in _UNUSABLE_TRUST:
+        why = "invalid"
+    elif "E" not in key.get("cap", ""):
+        why = "has no usable encryption subkey"
+    return PublicKey(key["fingerprint"], addresses, expires, not why, why)
+
+
+def _encryption_expiry(key: dict) -> int | None:
+    """When the key can no longer encrypt: the primary key's expiry, or its encryption subkeys' when sooner.
+
+    A key whose primary was extended but whose encryption subkey was not stops working on the subkey's date.
+    """
+    primary = int(key["expires"]) if key.get("expires") else None
+    subkeys = [info for info in key.get("subkey_info", {}).values() if "e" in info.get("cap", "") and info.get("trust") != "r"]
+    ends = [int(info["expires"]) if info.get("expires") else None for info in subkeys]
+    if not ends or None in ends:
+        return primary
+    return max(ends) if primary is None else min(primary, max(ends))
+
+
+def _pinned_key(address: str, fingerprint: str, keys: list[PublicKey]) -> PublicKey:
+    """The pinned key, used even when other keys in keys/ carry the address; never a substitute for it."""
+    key = next((k for k in keys if k.fingerprint == fingerprint), None)
+    if key is None:
+        raise NoUsableKey(f"the key pinned for {address} ({fingerprint}) is not in keys/")
+    if address not in key.addresses:
+        holder = ", ".join(key.addresses) or "no email address"
+        raise NoUsableKey(f"the key pinned for {address} ({fingerprint}) has a user ID with {holder}, not {address}: pin {address}'s own key")
+    if key.why_not == "expired":
+        raise NoUsableKey(f"the key pinned for {address} ({fingerprint}) {key.trouble()}; ask {address} for a renewed key and pin its fingerprint")
+    if not key.usable:
+        raise NoUsableKey(f"the key pinned for {address} ({fingerprint}) cannot be used ({key.trouble()})")
+    return key
 
 
 _SIGNATURE_STATUSES = {"GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"}

@@ -58,6 +58,10 @@ class Ledger:
                 pk="id",
             )
             db["outgoing"].create_index(["reference"])
+        # Added after the first release: a ledger written by it gains them on opening.
+        for column in ("next_attempt_at", "status"):  # when to try again; a bounce's status code (5.1.1)
+            if column not in db["outgoing"].columns_dict:
+                db["outgoing"].add_column(column, str)
         if "files" not in db.table_names():
             # The hash of each decrypted return that was forwarded, to notice the same file sent again.
             db["files"].create({"provider": str, "sha256": str, "reference": str, "first_seen": str}, pk=("provider", "sha256"))
@@ -102,11 +106,7 @@ class Ledger:
             for item in outgoing:
                 if self.outgoing_state(item["id"]) == "sent":
                     continue
-                self.db["outgoing"].upsert(
-                    {**item, "reference": record.reference, "state": item.get("state", "queued"),
-                     "attempts": 0, "queued_at": now},
-                    pk="id",
-                )
+                self._upsert_outgoing(record.reference, item, now)
             self.db["messages"].update(record.sha256, {**outcome, "updated": now})
             self._event(record.reference, outcome.get("state", "queued"), **_counts(outcome))
 
@@ -137,27 +137,85 @@ class Ledger:
         rows = list(self.db["outgoing"].rows_where("id = ?", [item_id]))
         return rows[0] if rows else None
 
+    def add_outgoing(self, reference: str, items: list[dict]) -> None:
+        """Record mail the gateway queued on its own (alerts about delivery), not for a received message."""
+        now = utcnow()
+        with self.db.conn:
+            for item in items:
+                if self.outgoing_state(item["id"]) != "sent":
+                    self._upsert_outgoing(reference, item, now)
+                    self._event(reference, "queued", id=item["id"], kind=item["kind"])
+
+    def outgoing_in(self, *states: str) -> list[dict]:
+        """Outgoing mail in these states, oldest first (for the outbox report)."""
+        marks = ", ".join("?" for _ in states)
+        return list(self.db.query(f"select * from outgoing where state in ({marks}) order by queued_at, id", list(states)))
+
+    def sent_since(self, since: str) -> list[dict]:
+        return list(self.db.query("select * from outgoing where state = 'sent' and sent_at >= ? order by sent_at", [since]))
+
     def mark_sent(self, item_id: str) -> None:
         with self.db.conn:
             self.db.conn.execute(
-                "update outgoing set state = 'sent', sent_at = ?, attempts = attempts + 1, last_error = null where id = ?",
+                "update outgoing set state = 'sent', sent_at = ?, attempts = attempts + 1, last_error = null, "
+                "next_attempt_at = null where id = ?",
                 [utcnow(), item_id],
             )
             self._event(self._reference_of(item_id), "sent", id=item_id)
 
-    def mark_failed(self, item_id: str, error: str, permanent: bool) -> None:
+    def mark_failed(self, item_id: str, error: str, permanent: bool, next_attempt_at: str | None = None) -> None:
+        """Count a failed attempt: permanent ones end as 'failed'; others stay queued until next_attempt_at."""
         state = "failed" if permanent else "queued"
         with self.db.conn:
             self.db.conn.execute(
-                "update outgoing set state = ?, attempts = attempts + 1, last_error = ? where id = ?",
-                [state, error, item_id],
+                "update outgoing set state = ?, attempts = attempts + 1, last_error = ?, next_attempt_at = ? where id = ?",
+                [state, error, None if permanent else next_attempt_at, item_id],
             )
             self._event(self._reference_of(item_id), "send-failed" if permanent else "send-deferred", id=item_id)
+
+    def give_up(self, item_id: str, error: str) -> None:
+        """Stop trying a message without counting an attempt (too old, or its file is not what was queued)."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "update outgoing set state = 'failed', last_error = ?, next_attempt_at = null where id = ?", [error, item_id])
+            self._event(self._reference_of(item_id), "send-failed", id=item_id)
+
+    def requeue(self, item_id: str) -> None:
+        """A set-aside message queued again by the administrator: tried at once, for a full retry period."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "update outgoing set state = 'queued', attempts = 0, last_error = null, next_attempt_at = null, "
+                "status = null, queued_at = ? where id = ?", [utcnow(), item_id])
+            self._event(self._reference_of(item_id), "requeued", id=item_id)
+
+    def mark_bounced(self, item_id: str, status: str, action: str) -> None:
+        """A delivery status notification said the message failed after the relay took it."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "update outgoing set state = 'bounced', status = ?, last_error = ?, next_attempt_at = null where id = ?",
+                [status, f"bounced ({action}, status {status or 'not given'})", item_id],
+            )
+            self._event(self._reference_of(item_id), "bounced", id=item_id, status=status)
+
+    def release(self, item_id: str, sha256: str) -> None:
+        """A held package, now built for its recipient's key and in the outbox: queued like any other."""
+        with self.db.conn:
+            self.db.conn.execute(
+                "update outgoing set state = 'queued', sha256 = ?, attempts = 0, last_error = null, "
+                "next_attempt_at = null, queued_at = ? where id = ? and state = 'held'", [sha256, utcnow(), item_id])
+            self._event(self._reference_of(item_id), "released", id=item_id)
 
     def mark_held(self, item_id: str, why: str) -> None:
         with self.db.conn:
             self.db.conn.execute("update outgoing set state = 'held', last_error = ? where id = ?", [why, item_id])
             self._event(self._reference_of(item_id), "held", id=item_id)
+
+    def _upsert_outgoing(self, reference: str, item: dict, now: str) -> None:
+        self.db["outgoing"].upsert(
+            {**item, "reference": reference, "state": item.get("state", "queued"), "attempts": 0,
+             "queued_at": now, "next_attempt_at": None, "status": None},
+            pk="id",
+        )
 
     # -- events -------------------------------------------------------------------------------
     def event(self, reference: str, event: str, **detail: object) -> None:

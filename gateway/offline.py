@@ -1,4 +1,5 @@
-"""`gateway validate FILE`: the findings a provider would get, worked out offline, nothing sent."""
+"""`gateway validate FILE` and `gateway route FILE`: what the gateway would make of a return, worked out
+offline with nothing sent: the findings a provider would get, and where each row would go."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from typing import Callable
 from . import config as config_module
 from . import rules as rules_module
 from .containers import open_file
-from .errors import ConfigError, KeyringError, ReadError, RulesError, UnpackError
+from .errors import ConfigError, KeyringError, NoUsableKey, ReadError, RulesError, UnpackError
 from .keys import Keyring
 from .postcodes import Directory
 from .read import read_return
 from .receipt import FileFacts, report_lines
-from .route import Routed, route
-from .rules import LONDON, Borough, Provider, Rules
+from .route import Batch, Routed, route
+from .rules import LONDON, Borough, Provider, Rules, known_authorities
 from .unpack import ENCRYPTED_SUFFIXES
 from .validate import Finding, sort_findings, validate
 
@@ -52,10 +53,25 @@ class Report:
 
 def validate_file(path: Path, config_path: Path, ukprn: str | None = None,
                   ask_password: Callable[[str], str] | None = None) -> Report:
-    """`ask_password(prompt)` is asked when the file is a password-protected workbook or zip."""
-    data = Path(path).read_bytes()
+    """`ask_password(prompt)` is asked when the file is a password-protected workbook or zip.
+
+    Works without a usable config.toml too (a plain file, the 33 London boroughs taken as served)."""
     settings = _settings(config_path)
     directory = Directory()
+    return _examine(path, config_path, settings, _rules(settings, directory), directory, ukprn, ask_password).report
+
+
+@dataclass(frozen=True)
+class _Examined:
+    report: Report
+    provider: Provider  # the registered provider, or a stand-in named from the header block
+    edition: str
+
+
+def _examine(path: Path, config_path: Path, settings: config_module.Config | None, rules: Rules, directory: Directory,
+             ukprn: str | None, ask_password: Callable[[str], str] | None) -> _Examined:
+    """Decrypt, open, read, validate and route the file, as the pipeline would."""
+    data = Path(path).read_bytes()
     if _encrypted(path, data):
         if settings is None:
             raise ConfigError(f"{path} is encrypted: decrypting it needs the gateway's keyring, named in {config_path}")
@@ -64,23 +80,212 @@ def validate_file(path: Path, config_path: Path, ukprn: str | None = None,
             data = keyring.decrypt(data).data
         except KeyringError as error:
             raise ReadError(str(error), str(error)) from None
-    rules = _rules(settings)
+    unknown = Provider(ukprn or "unknown", "(not registered)", ())
     try:
         data = _opened(path, data, ask_password)
     except UnpackError as error:
-        return _refused(error.advice)
+        return _Examined(_refused(error.advice), unknown, directory.edition)
     facts = FileFacts("(offline check)", datetime.now(timezone.utc), 1, 1, len(data), hashlib.sha256(data).hexdigest()[:12])
     try:
         table = read_return(data)
     except ReadError as error:
-        return _refused(error.advice)
+        return _Examined(_refused(error.advice), unknown, directory.edition)
     number = ukprn or table.header.get("provider_number", "")
-    provider = rules.providers.get(number) or Provider(number or "unknown", table.header.get("provider_name", "") or "(not registered)", ())
-    checked = validate(table, rules.providers.get(number), progress=_progress if len(table.rows) > PROGRESS_ROWS else None)
-    routed = route(table, checked.accepted, rules, directory) if not checked.fatal else Routed((), ())
+    registered = rules.providers.get(number)
+    provider = registered or Provider(number or "unknown", table.header.get("provider_name", "") or "(not registered)", ())
+    checked = validate(table, registered, progress=_progress if len(table.rows) > PROGRESS_ROWS else None)
+    routed = route(table, checked.accepted, rules, directory, registered) if not checked.fatal else Routed((), ())
     findings = tuple(sort_findings(list(checked.findings + routed.findings)))
     lines = report_lines(facts, provider, len(table.rows), list(findings), routed, directory.edition)
-    return Report(len(table.rows), findings, routed, tuple(lines))
+    return _Examined(Report(len(table.rows), findings, routed, tuple(lines)), provider, directory.edition)
+
+
+@dataclass(frozen=True)
+class Package:
+    """One package `gateway run` would send: one borough's rows, for one of its recipients."""
+
+    recipient: str
+    borough: Borough
+    reasons: tuple[tuple[str, int], ...]  # (reason, rows), in the order Leaver, Joiner, At risk
+    key: str | None  # the fingerprint it would be encrypted to
+    held: str | None  # or why it would be held instead
+    row_numbers: tuple[int, ...] = ()  # the rows it holds, as numbered in the provider's sheet
+
+    @property
+    def rows(self) -> int:
+        return sum(count for _, count in self.reasons)
+
+
+@dataclass(frozen=True)
+class RouteReport:
+    """`gateway route FILE`: where each row of a return would go, and why any would not. Row numbers, never values."""
+
+    provider: Provider
+    edition: str
+    rows_read: int
+    rows_forwarded: int  # including rows whose every package would be held
+    rows_held: int  # rows of boroughs none of whose recipients has a usable key
+    packages: tuple[Package, ...]
+    not_forwarded: tuple[Finding, ...]  # F and E findings: why a row (or the file) would not be forwarded
+    notes: tuple[Finding, ...]  # a row forwarded somewhere other than its home borough (Route_03, Route_04)
+    warnings: int  # other W findings, which `gateway validate` lists
+
+    @property
+    def complete(self) -> bool:
+        """Every row would be forwarded and every package sent."""
+        return not self.not_forwarded and not any(p.held for p in self.packages)
+
+    def recipients(self) -> dict[str, tuple[Package, ...]]:
+        found: dict[str, list[Package]] = {}
+        for package in self.packages:
+            found.setdefault(package.recipient, []).append(package)
+        return {address: tuple(found[address]) for address in sorted(found)}
+
+    def text(self) -> str:
+        refused = [f for f in self.not_forwarded if f.severity == "F"]
+        lines = [
+            "Where the rows of this return would go (a dry run: nothing has been sent)",
+            f"Provider: {self.provider.name} (UKPRN {self.provider.ukprn})",
+            f"Postcode directory used: {self.edition}",
+            "",
+        ]
+        if refused:
+            return "\n".join(lines + ["This file would be refused, so nothing in it would be forwarded:", *(f"  {f.message}" for f in refused)])
+        lines += [
+            f"Rows read:                        {self.rows_read}",
+            f"Rows that would be forwarded:     {self.rows_forwarded}"
+            + (f" ({self.rows_held} of them held until a recipient's key is put right)" if self.rows_held else ""),
+            f"Rows that would not be forwarded: {len({f.row for f in self.not_forwarded})}",
+        ]
+        if self.packages:
+            lines += ["", "Recipients (each gets one package per borough it receives for)"]
+            for address, packages in self.recipients().items():
+                lines.append(f"  {address}: {_counted(_reason_totals(packages))}{_in_packages(packages)}")
+                for package in packages:
+                    lines.append(f"      {package.borough.name} ({package.borough.code}): {_counted(package.reasons)}, {_fate(package)}")
+                    lines.append(f"          {'rows' if package.rows > 1 else 'row'} {_ranges(package.row_numbers)}")
+        if self.not_forwarded:
+            lines += ["", "Rows that would not be forwarded, and why", *map(_finding_line, self.not_forwarded)]
+        if self.notes:
+            lines += ["", "Rows that would go somewhere other than their home borough", *map(_finding_line, self.notes)]
+        if self.warnings:
+            lines += ["", f"Also {self.warnings} warning(s) about the rows' contents; `gateway validate` lists them."]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {
+            "provider": {"ukprn": self.provider.ukprn, "name": self.provider.name},
+            "rows_read": self.rows_read,
+            "rows_forwarded": self.rows_forwarded,
+            "rows_held": self.rows_held,
+            "rows_not_forwarded": len({f.row for f in self.not_forwarded}),
+            "recipients": {
+                address: {
+                    "rows": sum(p.rows for p in packages),
+                    "reasons": dict(_reason_totals(packages)),
+                    "packages": [
+                        {"borough": p.borough.code, "name": p.borough.name, "rows": p.rows, "reasons": dict(p.reasons),
+                         "key": p.key, "held": p.held, "row_numbers": list(p.row_numbers)}
+                        for p in packages
+                    ],
+                }
+                for address, packages in self.recipients().items()
+            },
+            "not_forwarded": [_finding_dict(f) for f in self.not_forwarded],
+            "notes": [_finding_dict(f) for f in self.notes],
+            "warnings": self.warnings,
+        }
+
+
+def route_file(path: Path, config_path: Path, provider: str | None = None,
+               ask_password: Callable[[str], str] | None = None) -> RouteReport:
+    """Where each row of the return at `path` would go under the installation's rules and keys; nothing is sent.
+
+    `provider` is the UKPRN the file is from (default: its header block's). Unlike validate_file, this needs a
+    good config.toml and rules/: ConfigError or RulesError says what is wrong with them.
+    """
+    settings = config_module.load(config_path)
+    directory = Directory()
+    rules = rules_module.load(settings.paths.rules, known_authorities(directory))
+    examined = _examine(path, config_path, settings, rules, directory, provider, ask_password)
+    report = examined.report
+    routed = report.routed or Routed((), ())
+    routing_notes = tuple(f for f in report.findings if f.severity == "W" and f.rule.startswith("Route_"))
+    packages = _packages(routed.batches, settings, rules)
+    sent_to = {p.borough.code for p in packages if p.key}
+    return RouteReport(
+        provider=examined.provider,
+        edition=examined.edition,
+        rows_read=report.rows_read,
+        rows_forwarded=routed.forwarded,
+        rows_held=sum(len(batch.rows) for batch in routed.batches if batch.borough.code not in sent_to),
+        packages=packages,
+        not_forwarded=tuple(f for f in report.findings if f.severity in ("F", "E")),
+        notes=routing_notes,
+        warnings=sum(1 for f in report.findings if f.severity == "W") - len(routing_notes),
+    )
+
+
+def _packages(batches: tuple[Batch, ...], settings: config_module.Config, rules: Rules) -> tuple[Package, ...]:
+    """A package per borough and recipient, with the key each would be encrypted to, as `gateway run` chooses it."""
+    keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env), pins=rules.pins())
+    keyring.import_folder(settings.paths.keys)  # problems with key files are `gateway check`'s to report
+    keys = keyring.public_keys()
+    packages = []
+    for batch in batches:
+        counts = batch.by_reason()
+        reasons = tuple((r, counts[r]) for r in _REASON_ORDER if r in counts)
+        numbers = tuple(item.row.number for item in batch.rows)
+        for recipient in batch.borough.recipients:
+            try:
+                packages.append(Package(recipient, batch.borough, reasons, keyring.key_for(recipient, keys), None, numbers))
+            except NoUsableKey as why:
+                packages.append(Package(recipient, batch.borough, reasons, None, str(why), numbers))
+    return tuple(packages)
+
+
+_REASON_ORDER = ("Leaver", "Joiner", "At risk")  # as packages and receipts list them
+
+
+def _reason_totals(packages: tuple[Package, ...]) -> tuple[tuple[str, int], ...]:
+    totals: dict[str, int] = {}
+    for package in packages:
+        for reason, count in package.reasons:
+            totals[reason] = totals.get(reason, 0) + count
+    return tuple((r, totals[r]) for r in _REASON_ORDER if r in totals)
+
+
+def _counted(reasons: tuple[tuple[str, int], ...]) -> str:
+    rows = sum(count for _, count in reasons)
+    return f"{rows} row{'s' if rows != 1 else ''} ({', '.join(f'{reason} {count}' for reason, count in reasons)})"
+
+
+def _in_packages(packages: tuple[Package, ...]) -> str:
+    return f" in {len(packages)} packages" if len(packages) > 1 else ""
+
+
+def _ranges(numbers: tuple[int, ...]) -> str:
+    """Row numbers, runs shortened: 9-11, 15."""
+    runs: list[list[int]] = []
+    for number in sorted(numbers):
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
+
+
+def _fate(package: Package) -> str:
+    return f"encrypted to key {package.key}" if package.key else f"HELD, not sent: {package.held}"
+
+
+def _finding_line(f: Finding) -> str:
+    row = f"row {f.row}" if f.row else "file"
+    return f"  {row:<9} {f.rule:<15} {f.message}"
+
+
+def _finding_dict(f: Finding) -> dict:
+    return {"severity": f.severity, "row": f.row, "column": f.column, "rule": f.rule, "message": f.message}
 
 
 PROGRESS_ROWS = 3000
@@ -111,10 +316,10 @@ def _settings(path: Path) -> config_module.Config | None:
         return None
 
 
-def _rules(settings: config_module.Config | None) -> Rules:
+def _rules(settings: config_module.Config | None, directory: Directory) -> Rules:
     if settings is not None:
         try:
-            return rules_module.load(settings.paths.rules)
+            return rules_module.load(settings.paths.rules, known_authorities(directory))
         except RulesError:
             pass
     # Without usable rules, take the 33 London boroughs as the ones served.

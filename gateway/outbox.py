@@ -1,11 +1,14 @@
 """The durable queue of outgoing messages: write to tmp, fsync, rename into new (Maildir-style).
 
 A file in new/ is complete or absent, never half written. Packages in it are ciphertext; receipts
-and alerts hold no personal data.
+and alerts hold no personal data. bad/ keeps what must not be sent (corrupt, refused, given up);
+held/ keeps packages waiting for a recipient's key, encrypted to the gateway's own key, each beside
+a small JSON of ids and counts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -19,25 +22,17 @@ class Outbox:
         self.tmp = self.folder / "tmp"
         self.new = self.folder / "new"
         self.bad = self.folder / "bad"
-        for sub in (self.tmp, self.new, self.bad):
+        self.held = self.folder / "held"
+        for sub in (self.tmp, self.new, self.bad, self.held):
             sub.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def put(self, item_id: str, raw: bytes) -> Path:
         """Queue a complete message under its id; replacing an unsent one with the same id is harmless."""
-        target = self.new / f"{item_id}{_SUFFIX}"
-        temporary = self.tmp / f"{item_id}.{os.getpid()}{_SUFFIX}"
-        with open(temporary, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-        _sync_folder(self.new)
-        return target
+        return self._write(self.new, f"{item_id}{_SUFFIX}", raw)
 
     def pending(self) -> list[str]:
         """Ids of queued messages, oldest first."""
-        files = sorted(self.new.glob(f"*{_SUFFIX}"), key=lambda p: (p.stat().st_mtime, p.name))
-        return [p.name[: -len(_SUFFIX)] for p in files]
+        return _ids(self.new, _SUFFIX)
 
     def read(self, item_id: str) -> bytes:
         return (self.new / f"{item_id}{_SUFFIX}").read_bytes()
@@ -55,7 +50,65 @@ class Outbox:
         source = self.new / f"{item_id}{_SUFFIX}"
         if source.exists():
             os.replace(source, self.bad / source.name)
+            _sync_folder(self.bad)
             _sync_folder(self.new)
+
+    def set_aside_ids(self) -> list[str]:
+        return _ids(self.bad, _SUFFIX)
+
+    def restore(self, item_id: str) -> bool:
+        """Put a set-aside message back in the queue (the administrator fixed the cause); False if absent."""
+        source = self.bad / f"{item_id}{_SUFFIX}"
+        if not source.exists():
+            return False
+        os.replace(source, self.new / source.name)
+        os.utime(self.new / source.name)  # queued now: pending() is oldest first
+        _sync_folder(self.new)
+        _sync_folder(self.bad)
+        return True
+
+    # -- held packages ------------------------------------------------------------------------
+    def hold(self, item_id: str, ciphertext: bytes, facts: dict) -> None:
+        """Keep a package that cannot be sent yet: ciphertext first, then its facts, whose file marks it whole."""
+        self._write(self.held, f"{item_id}.gpg", ciphertext)
+        self._write(self.held, f"{item_id}.json", json.dumps(facts, sort_keys=True, indent=1).encode())
+
+    def held_ids(self) -> list[str]:
+        """Ids of held packages, oldest first."""
+        return _ids(self.held, ".json")
+
+    def held_facts(self, item_id: str) -> dict:
+        return json.loads((self.held / f"{item_id}.json").read_text())
+
+    def held_ciphertext(self, item_id: str) -> bytes:
+        return (self.held / f"{item_id}.gpg").read_bytes()
+
+    def unhold(self, item_id: str) -> None:
+        """Forget a held package (released): the facts go first, so a crash never leaves facts without data."""
+        (self.held / f"{item_id}.json").unlink(missing_ok=True)
+        (self.held / f"{item_id}.gpg").unlink(missing_ok=True)
+        _sync_folder(self.held)
+
+    def _write(self, folder: Path, name: str, data: bytes) -> Path:
+        target = folder / name
+        temporary = self.tmp / f"{name}.{os.getpid()}.part"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        _sync_folder(folder)
+        return target
+
+
+def _ids(folder: Path, suffix: str) -> list[str]:
+    files = []
+    for path in folder.glob(f"*{suffix}"):
+        try:
+            files.append((path.stat().st_mtime, path.name))
+        except FileNotFoundError:  # sent and removed meanwhile
+            continue
+    return [name[: -len(suffix)] for _, name in sorted(files)]
 
 
 def _sync_folder(folder: Path) -> None:

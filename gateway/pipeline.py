@@ -4,6 +4,8 @@
                                                             \\-> receipt to the provider (same outbox)
 
 A message leaves the mailbox folder only after everything it gave rise to is durably queued.
+A delivery status notification (bounce) is told apart first: it is about a message the gateway sent,
+never a return, and its sender is no provider.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .bounce import parse_bounce, record_bounce
 from .config import Config, secret
-from .errors import GatewayError, NoUsableKey, ReadError, UnknownSender
+from .errors import NoUsableKey, ReadError, UnknownSender
+from .held import HeldPackage, held_notices, hold, release_held
 from .inbox import Inbox, InboxMessage
 from .keys import Keyring, PublicKey
 from .ledger import Ledger, MessageRecord
@@ -54,7 +58,7 @@ class Result:
 
     state: str  # queued | quarantined
     outgoing: list[Outgoing] = field(default_factory=list)
-    held: list[dict] = field(default_factory=list)
+    held: list[HeldPackage] = field(default_factory=list)
     counts: dict = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
     outcome: str = "accepted"
     provider: str = ""
@@ -67,30 +71,41 @@ class MailboxRun:
     processed: int = 0
     quarantined: int = 0
     delivery: Delivery = Delivery()
+    released: int = 0  # held packages whose recipient now has a key
 
 
-def run_once(gateway: Gateway) -> MailboxRun:
-    """Handle everything waiting in the mailbox, then try the outbox once."""
+def run_once(gateway: Gateway, retry_now: bool = True) -> MailboxRun:
+    """Release held packages that now can be, handle everything waiting in the mailbox, then try the outbox once.
+
+    `retry_now` tries deferred messages before their next attempt is due, as an administrator's
+    `run --once` expects; the daemon's periodic runs pass False to follow the backoff.
+    """
     settings = gateway.config.mailbox
     processed = quarantined = seen = 0
-    with Inbox(settings) as inbox:
-        uidvalidity = inbox.uidvalidity()
-        for message in inbox.messages():
-            seen += 1
-            state = handle(gateway, settings.folder, uidvalidity, message)
-            folder = settings.quarantine_folder if state == "quarantined" else settings.processed_folder
-            inbox.move(message.uid, folder)
-            record = gateway.ledger.find_message(settings.folder, uidvalidity, message.uid, _sha256(message.raw))
-            if record is not None:
-                gateway.ledger.set_state(record, "done" if state != "quarantined" else "quarantined")
-            if state == "quarantined":
-                quarantined += 1
-            else:
-                processed += 1
-    delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp)
-    log.info("mailbox run: %d messages, %d processed, %d quarantined; outbox: %d sent, %d deferred, %d failed",
-             seen, processed, quarantined, delivery.sent, delivery.deferred, delivery.failed)
-    return MailboxRun(seen, processed, quarantined, delivery)
+    released = release_held(gateway)
+    try:
+        with Inbox(settings) as inbox:
+            uidvalidity = inbox.uidvalidity()
+            for message in inbox.messages():
+                seen += 1
+                state = handle(gateway, settings.folder, uidvalidity, message)
+                folder = settings.quarantine_folder if state == "quarantined" else settings.processed_folder
+                inbox.move(message.uid, folder)
+                record = gateway.ledger.find_message(settings.folder, uidvalidity, message.uid, _sha256(message.raw))
+                if record is not None:
+                    gateway.ledger.set_state(record, "done" if state != "quarantined" else "quarantined")
+                if state == "quarantined":
+                    quarantined += 1
+                else:
+                    processed += 1
+    finally:
+        # Even when the mailbox cannot be reached, what is queued goes out.
+        delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email,
+                         retry_now=retry_now)
+    log.info("mailbox run: %d messages, %d processed, %d quarantined; %d held package(s) released; "
+             "outbox: %d sent, %d deferred, %d failed, %d waiting",
+             seen, processed, quarantined, released, delivery.sent, delivery.deferred, delivery.failed, delivery.waiting)
+    return MailboxRun(seen, processed, quarantined, delivery, released)
 
 
 def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessage) -> str:
@@ -102,6 +117,10 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
         return "queued"
     if record.state == "quarantined":
         return "quarantined"
+    bounce = parse_bounce(message.raw)
+    if bounce is not None:  # before the sender check: a bounce comes from a mail daemon, never a provider
+        _queue(gateway, record, Result("queued", record_bounce(ledger, gateway.config, record.reference, bounce), outcome="bounce"))
+        return "queued"
     try:
         result = _work(gateway, record, message.raw)
     except Hostile:
@@ -134,10 +153,11 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes) -> Result:
     result = Result("queued", provider=provider.ukprn)
     received = datetime.fromisoformat(record.first_seen)
     keys = gateway.keyring.public_keys()
-    head = _letterhead(gateway, unpacked.sender, keys)
+    answer_to = provider.receipts_to or unpacked.sender  # a provider may want receipts at another address
+    head = _letterhead(gateway, answer_to, keys)
     if unpacked.error is not None:
         facts = FileFacts(record.reference, received, 1, 1, len(raw), _sha256(raw)[:12])
-        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, unpacked.sender, head, head.seal))
+        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, answer_to, head, head.seal))
         result.outcome = "rejected"
         ledger.event(record.reference, "rejected", reason=type(unpacked.error).__name__)
         return result
@@ -148,22 +168,10 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes) -> Result:
     for attachment in unpacked.attachments:
         reference = record.reference if count == 1 else f"{record.reference}-{attachment.index}"
         facts = FileFacts(reference, received, attachment.index, count, attachment.size, attachment.short_hash)
-        answered += _answer(gateway, result, facts, attachment, unpacked.sender, head, keys)
+        answered += _answer(gateway, result, facts, attachment, answer_to, head, keys)
     if answered == 0:
         result.outcome = "rejected"
-    for held in result.held:
-        borough = held["borough"]
-        result.outgoing.append(alert(
-            held["reference"], config.admin.email, config.smtp.from_address,
-            f"package for {borough.name} held: no usable key",
-            f"A package of {held['rows']} notification(s) for {borough.name} ({borough.code}), recipient "
-            f"{held['recipient']}, from gateway reference {held['reference']} is held and has NOT been sent.\n\n"
-            f"Why: {held['why']}.\n\n"
-            "What to do: put the recipient's current public key (one .asc file) in keys/, run `gateway check`, "
-            "and tell the borough. Nothing is ever sent unencrypted. The provider's receipt says these rows "
-            "are accepted but not yet sent.",
-            key=held["recipient"],
-        ))
+    result.outgoing += held_notices(result.held, config)
     return result
 
 
@@ -196,7 +204,7 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
         result.outgoing.append(rejection(facts, provider, advice or "", sender, head, head.seal))
         ledger.event(reference, "file-rejected", attachment=attachment.index)
         return 0
-    routed = route(table, checked.accepted, gateway.rules, gateway.directory)
+    routed = route(table, checked.accepted, gateway.rules, gateway.directory, provider)
     source = Source(provider, reference, facts.received)
     held_boroughs = set()
     for batch in routed.batches:
@@ -205,7 +213,8 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
             try:
                 fingerprint = gateway.keyring.key_for(recipient, keys)
             except NoUsableKey as why:
-                result.held.append({"recipient": recipient, "borough": batch.borough, "rows": len(batch.rows), "why": str(why), "reference": reference})
+                # Kept encrypted to the gateway's own key until the recipient has one: never sent in clear, never dropped.
+                result.held.append(hold(table, batch, source, recipient, str(why), gateway.keyring, gateway.keyring.own_fingerprint()))
                 continue
             result.outgoing.append(package_message(table, batch, source, recipient, gateway.keyring, fingerprint, config.smtp.from_address, config.admin.email))
             queued += 1
@@ -265,11 +274,10 @@ def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
     for item in result.outgoing:
         if gateway.ledger.outgoing_state(item.id) != "sent":
             gateway.outbox.put(item.id, item.raw)
-    rows = [item.ledger_row() for item in result.outgoing]
     for held in result.held:
-        rows.append({"id": f"held-{held['reference']}-{held['borough'].code}-{held['recipient']}", "kind": "package",
-                     "recipient": held["recipient"], "borough": held["borough"].code, "rows": held["rows"],
-                     "sha256": "", "state": "held", "last_error": held["why"]})
+        if gateway.ledger.outgoing_state(held.id) in (None, "held"):
+            gateway.outbox.hold(held.id, held.ciphertext, held.facts())
+    rows = [item.ledger_row() for item in result.outgoing] + [held.ledger_row() for held in result.held]
     outcome = {"state": result.state, "outcome": result.outcome, "provider": result.provider, **result.counts}
     gateway.ledger.record_outcome(record, outcome, rows, result.files)
 

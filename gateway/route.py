@@ -1,4 +1,10 @@
-"""Accepted rows -> one batch per home borough, by the ONS postcode directory and rules/boroughs.toml."""
+"""Accepted rows -> one batch per borough that takes them, by the ONS postcode directory and rules/.
+
+Where a row goes: its postcode's override in routing.toml, else the directory, names the home authority;
+a borough in boroughs.toml takes it if it takes that reason. routing.toml says what becomes of a row
+whose postcode the directory cannot place, or whose authority has no table. Every row not forwarded
+gets a finding that says why.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from dataclasses import dataclass
 
 from .postcodes import Directory
 from .read import Return
-from .rules import LONDON, Borough, Rules
+from .rules import HOST_BOROUGH, LONDON, Borough, Provider, Rules
 from .validate import Accepted, Finding, finding
 
 
@@ -27,7 +33,7 @@ class Batch:
 @dataclass(frozen=True)
 class Routed:
     batches: tuple[Batch, ...]
-    findings: tuple[Finding, ...]  # rows that could not be routed (severity E: not forwarded)
+    findings: tuple[Finding, ...]  # E: a row not forwarded, and why; W: a row forwarded somewhere unusual
 
     @property
     def forwarded(self) -> int:
@@ -38,17 +44,59 @@ class Routed:
         return sum(len(batch.rows) for batch in self.batches if batch.borough.code not in held)
 
 
-def route(table: Return, accepted: tuple[Accepted, ...], rules: Rules, directory: Directory) -> Routed:
-    """Place each row in its home borough; a row that cannot be placed is rejected with a finding."""
+def route(table: Return, accepted: tuple[Accepted, ...], rules: Rules, directory: Directory,
+          provider: Provider | None = None) -> Routed:
+    """Place each row with the borough that takes it. `provider` (the registered sender) is needed for
+    routing.toml's unplaceable = "host_borough"; without it such rows are rejected."""
+    destinations: dict[str, Borough] = {}
     groups: dict[str, list[Accepted]] = {}
-    findings = []
+    findings: list[Finding] = []
     for item in accepted:
-        code = directory.authority(item.postcode)
-        if code is None:
-            findings.append(finding(table, "Postcode_15", item.row.number, source=item.row))
-        elif code not in rules.boroughs:
-            findings.append(finding(table, "Route_01", item.row.number, f" ({LONDON.get(code, 'local authority code')} {code})", item.row))
-        else:
-            groups.setdefault(code, []).append(item)
-    batches = tuple(Batch(rules.boroughs[code], tuple(rows)) for code, rows in sorted(groups.items()))
+        borough, said = _destination(table, item, rules, directory, provider)
+        findings += said
+        if borough is not None:
+            destinations[borough.code] = borough
+            groups.setdefault(borough.code, []).append(item)
+    batches = tuple(Batch(destinations[code], tuple(rows)) for code, rows in sorted(groups.items()))
     return Routed(batches, tuple(findings))
+
+
+def _destination(table: Return, item: Accepted, rules: Rules, directory: Directory,
+                 provider: Provider | None) -> tuple[Borough | None, list[Finding]]:
+    """The borough a row goes to (None: not forwarded), with the finding that explains anything unusual."""
+    row, routing = item.row, rules.routing
+    code = routing.override(item.postcode) or directory.authority(item.postcode)
+    note = None
+    if code is None:
+        host = _host_borough(rules, provider)
+        if host is None:
+            return None, [finding(table, "Postcode_15", row.number, source=row)]
+        borough, note = host, finding(table, "Route_04", row.number, f" ({host.name})", row)
+    elif code in rules.boroughs:
+        borough = rules.boroughs[code]
+    elif routing.outside_borough is not None:
+        borough = routing.outside_borough
+        note = finding(table, "Route_03", row.number, f" ({authority(code)}; sent to {', '.join(borough.recipients)})", row)
+    else:
+        return None, [finding(table, "Route_01", row.number, f" ({authority(code)})", row)]
+    if not borough.takes(item.reason):
+        return None, [finding(table, "Route_02", row.number, _not_taken(borough, item.reason), row)]
+    return borough, [note] if note else []
+
+
+def _host_borough(rules: Rules, provider: Provider | None) -> Borough | None:
+    """Where routing.toml sends a row the directory cannot place: the provider's own borough, if asked and served."""
+    if rules.routing.unplaceable != HOST_BOROUGH or provider is None or not provider.host_la:
+        return None
+    return rules.boroughs.get(provider.host_la)
+
+
+def authority(code: str) -> str:
+    """An authority as a receipt names it: "Camden E09000007", or "local authority code E08000003"."""
+    return f"{LONDON.get(code, 'local authority code')} {code}"
+
+
+def _not_taken(borough: Borough, reason: str) -> str:
+    taken = " and ".join(borough.reasons)
+    return (f" ({borough.name} takes {taken} notifications only). Nothing more is needed from you, unless "
+            f"{borough.name} has asked you for {reason} notifications: then send them to {borough.name} directly")

@@ -1,7 +1,9 @@
-"""Read rules/boroughs.toml and rules/providers.toml into typed objects; each problem names file and line."""
+"""Read rules/ (boroughs.toml, providers.toml, the optional routing.toml) into typed objects; each problem
+names its file and line. rules/README.md documents every key."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +11,7 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 from .errors import RulesError
+from .postcodes import Directory, is_valid, normalise
 from .tomlfile import Problem, TomlError, TomlFile
 
 LONDON = MappingProxyType({
@@ -25,13 +28,27 @@ LONDON = MappingProxyType({
 })
 
 FORMATS = ("xlsx", "csv")
+REASONS = ("Joiner", "Leaver", "At risk")  # the same words as validate.REASONS (which imports this module)
+_REASON_WORDS = {**{reason.lower(): reason for reason in REASONS}, "at risk of dropping out": "At risk"}
+
+# routing.toml: what happens to a row no borough in boroughs.toml takes.
+REJECT, HOST_BOROUGH, RECIPIENT = "reject", "host_borough", "recipient"
+UNPLACEABLE_CHOICES = (REJECT, HOST_BOROUGH)  # postcode not in the ONS directory
+OUTSIDE_CHOICES = (REJECT, RECIPIENT)  # home authority not in boroughs.toml
+OUTSIDE = "OUTSIDE"  # the code of the pseudo-borough that stands for outside_recipient
+OUTSIDE_NAME = "Other local authorities"
+
 _AUTHORITY_CODE = re.compile(r"^[ENSW]\d{8}$")
 _UKPRN = re.compile(r"^1\d{7}$|^[2-9]\d{7}$")
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DOMAIN = re.compile(r"^@[^@\s]+\.[^@\s]+$")
+_FINGERPRINT = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
+# The outward half of the GOV.UK postcode pattern (postcodes.py), alone: a postcode district such as N1C or E20.
+_DISTRICT = re.compile(r"^(?:[A-Z][0-9]{1,2}|[A-Z][A-HJ-Y][0-9]{1,2}|[A-Z][0-9][A-Z]|[A-Z][A-HJ-Y][0-9]?[A-Z])$")
 
-_BOROUGH_KEYS = {"name", "recipients", "format"}
-_PROVIDER_KEYS = {"name", "senders", "host_la", "password_env", "signing_keys", "require_signature"}
+_BOROUGH_KEYS = {"name", "recipients", "format", "reasons", "keys"}
+_PROVIDER_KEYS = {"name", "senders", "host_la", "password_env", "signing_keys", "require_signature", "receipts_to"}
+_ROUTING_KEYS = {"unplaceable", "outside", "outside_recipient", "outside_format", "overrides"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,12 @@ class Borough:
     recipients: tuple[str, ...]
     format: str = "xlsx"
     line: int | None = field(default=None, compare=False)  # of its recipients, for problems about them
+    reasons: tuple[str, ...] = REASONS  # the notifications it takes; rows of another reason are not forwarded
+    pins: tuple[tuple[str, str], ...] = ()  # (recipient, fingerprint): that recipient's packages use that key
+    pins_line: int | None = field(default=None, compare=False)
+
+    def takes(self, reason: str) -> bool:
+        return reason in self.reasons
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,7 @@ class Provider:
     signing_keys: tuple[str, ...] = ()
     require_signature: bool = False
     line: int | None = field(default=None, compare=False)
+    receipts_to: str | None = None  # where its receipts go; None: back to the address that sent the return
 
     def sends_from(self, address: str) -> bool:
         address = address.strip().lower()
@@ -61,10 +85,24 @@ class Provider:
 
 
 @dataclass(frozen=True)
+class Routing:
+    """rules/routing.toml: rows that no borough in boroughs.toml takes. Without the file, they are rejected."""
+
+    unplaceable: str = REJECT  # or HOST_BOROUGH: to the provider's host_la, when that is a borough here
+    outside_borough: Borough | None = None  # outside_recipient as a pseudo-borough, when outside = "recipient"
+    overrides: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # postcode or district -> code
+
+    def override(self, postcode: str) -> str | None:
+        """The authority an override gives a normalised postcode: its own override, else its district's."""
+        return self.overrides.get(postcode) or self.overrides.get(postcode.partition(" ")[0])
+
+
+@dataclass(frozen=True)
 class Rules:
     boroughs: Mapping[str, Borough]
     providers: Mapping[str, Provider]
     files: tuple[Path, ...] = field(default=())
+    routing: Routing = field(default_factory=Routing)
 
     def provider_for_sender(self, address: str) -> Provider | None:
         """The provider that registered this exact From address, else the one that registered its @domain."""
@@ -74,7 +112,30 @@ class Rules:
         return matches[0] if len(matches) == 1 else None
 
     def recipients(self) -> set[str]:
-        return {r for borough in self.boroughs.values() for r in borough.recipients}
+        return {r for borough in self.receiving() for r in borough.recipients}
+
+    def receiving(self) -> tuple[Borough, ...]:
+        """Every table that receives packages: the boroughs, then the pseudo-borough of outside_recipient."""
+        outside = self.routing.outside_borough
+        return tuple(self.boroughs.values()) + ((outside,) if outside else ())
+
+    def pins(self) -> dict[str, str]:
+        """recipient address -> the fingerprint pinned for it (a pin holds wherever the address is listed)."""
+        return {address: fingerprint for borough in self.boroughs.values() for address, fingerprint in borough.pins}
+
+
+def known_authorities(directory: Directory) -> Callable[[str], bool]:
+    """Whether a code is a local authority: London's at once, any other by the ONS directory (read once, when first needed)."""
+    every: set[str] = set()
+
+    def known(code: str) -> bool:
+        if code in LONDON:
+            return True
+        if not every:
+            every.update(directory.authorities())
+        return code in every
+
+    return known
 
 
 def load(directory: Path, known_authority: Callable[[str], bool] | None = None) -> Rules:
@@ -108,7 +169,16 @@ def check(directory: Path, known_authority: Callable[[str], bool] | None = None)
         if provider.host_la and provider.host_la not in boroughs and not known(provider.host_la):
             problems.append(Problem(files[1], provider.line, f"provider {provider.ukprn}: host_la '{provider.host_la}' is not a known local authority code"))
     _claimed_twice(providers, files[1], problems)
-    rules = Rules(MappingProxyType(boroughs), MappingProxyType(providers), tuple(files))
+    _pinned_twice(boroughs, files[0], problems)
+    routing = Routing()
+    path = Path(directory) / "routing.toml"
+    if path.exists():  # optional: without it, rows no borough takes are rejected
+        files.append(path)
+        try:
+            routing = _routing(TomlFile.load(path), known, problems)
+        except TomlError as error:
+            problems.append(error.problem)
+    rules = Rules(MappingProxyType(boroughs), MappingProxyType(providers), tuple(files), routing)
     return rules, problems
 
 
@@ -140,8 +210,47 @@ def _boroughs(toml: TomlFile, known: Callable[[str], bool], problems: list[Probl
         if fmt not in FORMATS:
             problems.append(toml.problem(f"[{code}] format must be \"xlsx\" or \"csv\", not {fmt!r}", code, "format"))
         line = toml.line(code, "recipients") or toml.line(code)
-        found[code] = Borough(code, str(name), tuple(clean), fmt if fmt in FORMATS else "xlsx", line)
+        reasons = _reasons(toml, code, table.get("reasons"), problems)
+        pins = _pins(toml, code, table.get("keys", {}), clean, problems)
+        found[code] = Borough(code, str(name), tuple(clean), fmt if fmt in FORMATS else "xlsx", line, reasons, pins, _pins_line(toml, code))
     return found
+
+
+def _reasons(toml: TomlFile, code: str, given: object, problems: list[Problem]) -> tuple[str, ...]:
+    """The reasons a borough takes, in the usual order; all of them when it does not say."""
+    if given is None:
+        return REASONS
+    choices = ", ".join(f'"{r}"' for r in REASONS)
+    if not isinstance(given, list) or not given:
+        problems.append(toml.problem(f"[{code}] reasons must list the notifications it takes, one or more of {choices}", code, "reasons"))
+        return REASONS
+    taken = set()
+    for word in given:
+        reason = _REASON_WORDS.get(str(word).strip().lower()) if isinstance(word, str) else None
+        if reason is None:
+            problems.append(toml.problem(f"[{code}] reasons: {word!r} is not a reason{_did_you_mean(str(word), REASONS)}; the reasons are {choices}", code, "reasons"))
+        else:
+            taken.add(reason)
+    return tuple(r for r in REASONS if r in taken) or REASONS
+
+
+def _pins(toml: TomlFile, code: str, given: object, recipients: list[str], problems: list[Problem]) -> tuple[tuple[str, str], ...]:
+    """keys = { "address" = "FINGERPRINT" }: the key each named recipient's packages must be encrypted to."""
+    line = _pins_line(toml, code)
+    if not isinstance(given, dict):
+        problems.append(Problem(toml.path, line, f'[{code}] keys must name each pinned key by its recipient: keys = {{ "ldor@example.org" = "FINGERPRINT" }}'))
+        return ()
+    pins = []
+    for address, fingerprint in given.items():
+        address = address.strip().lower()
+        compact = fingerprint.replace(" ", "").upper() if isinstance(fingerprint, str) else ""
+        if address not in recipients:
+            problems.append(Problem(toml.path, line, f"[{code}] keys: {address} is not one of its recipients; a key can be pinned only for an address in recipients"))
+        elif not _FINGERPRINT.match(compact):
+            problems.append(Problem(toml.path, line, f"[{code}] keys: the key for {address} must be given by its full fingerprint, 40 letters and digits (gpg --fingerprint shows it), not {fingerprint!r}"))
+        else:
+            pins.append((address, compact))
+    return tuple(pins)
 
 
 def _providers(toml: TomlFile, known: Callable[[str], bool], problems: list[Problem]) -> dict[str, Provider]:
@@ -183,6 +292,10 @@ def _providers(toml: TomlFile, known: Callable[[str], bool], problems: list[Prob
         if password_env is not None and not isinstance(password_env, str):
             problems.append(toml.problem(f"provider {ukprn}: password_env must be the name of an environment variable", ukprn, "password_env"))
             password_env = None
+        receipts_to = table.get("receipts_to")
+        if receipts_to is not None and (not isinstance(receipts_to, str) or not _ADDRESS.match(receipts_to.strip())):
+            problems.append(toml.problem(f"provider {ukprn}: receipts_to must be one email address (where its receipts go instead of to the sender), not {receipts_to!r}", ukprn, "receipts_to"))
+            receipts_to = None
         found[ukprn] = Provider(
             ukprn=ukprn,
             name=str(name).strip(),
@@ -192,6 +305,7 @@ def _providers(toml: TomlFile, known: Callable[[str], bool], problems: list[Prob
             signing_keys=tuple(s.replace(" ", "").upper() for s in signing),
             require_signature=require,
             line=toml.line(ukprn),
+            receipts_to=receipts_to.strip().lower() if receipts_to else None,
         )
     return found
 
@@ -203,3 +317,89 @@ def _claimed_twice(providers: dict[str, Provider], path: Path, problems: list[Pr
             if sender in owner and owner[sender] != provider.ukprn:
                 problems.append(Problem(path, provider.line, f"sender {sender} is claimed by providers {owner[sender]} and {provider.ukprn}: each address may belong to one provider"))
             owner[sender] = provider.ukprn
+
+
+def _pins_line(toml: TomlFile, code: str) -> int | None:
+    """Where a borough's keys are: `keys = { ... }`, or a [CODE.keys] table of their own."""
+    return toml.line(code, "keys") or toml.line(f"{code}.keys") or toml.line(code)
+
+
+def _pinned_twice(boroughs: dict[str, Borough], path: Path, problems: list[Problem]) -> None:
+    pinned: dict[str, tuple[str, str]] = {}  # address -> (fingerprint, borough code)
+    for borough in boroughs.values():
+        for address, fingerprint in borough.pins:
+            first = pinned.setdefault(address, (fingerprint, borough.code))
+            if first[0] != fingerprint:
+                problems.append(Problem(path, borough.pins_line, f"{address} has one key pinned in [{first[1]}] and another in [{borough.code}]: a recipient has one key, so pin the same fingerprint in both"))
+
+
+def _routing(toml: TomlFile, known: Callable[[str], bool], problems: list[Problem]) -> Routing:
+    problems += toml.unknown_keys(None, toml.data, _ROUTING_KEYS)
+    unplaceable = _choice(toml, "unplaceable", UNPLACEABLE_CHOICES, problems)
+    outside = _choice(toml, "outside", OUTSIDE_CHOICES, problems)
+    outside_borough = _outside_borough(toml, problems) if outside == RECIPIENT else None
+    if toml.data.get("outside", REJECT) == REJECT and "outside_recipient" in toml.data:
+        problems.append(toml.problem('outside_recipient is set but not used, because outside is "reject": set outside = "recipient" to send it those rows, or remove the line', None, "outside_recipient"))
+    return Routing(unplaceable, outside_borough, MappingProxyType(_overrides(toml, known, problems)))
+
+
+def _choice(toml: TomlFile, key: str, choices: tuple[str, ...], problems: list[Problem]) -> str:
+    value = toml.data.get(key, choices[0])
+    if value in choices:
+        return value
+    listed = " or ".join(f'"{c}"' for c in choices)
+    problems.append(toml.problem(f"{key} must be {listed}, not {value!r}{_did_you_mean(str(value), choices)}", None, key))
+    return choices[0]
+
+
+def _outside_borough(toml: TomlFile, problems: list[Problem]) -> Borough | None:
+    """outside_recipient as a borough of its own, so it gets packages and keys like one."""
+    recipient = toml.data.get("outside_recipient")
+    line = toml.line(None, "outside_recipient")
+    fmt = toml.data.get("outside_format", "xlsx")
+    if fmt not in FORMATS:
+        problems.append(toml.problem(f'outside_format must be "xlsx" or "csv", not {fmt!r}', None, "outside_format"))
+        fmt = "xlsx"
+    if not isinstance(recipient, str) or not _ADDRESS.match(recipient.strip()):
+        got = "it is missing" if recipient is None else f"{recipient!r} is not an email address"
+        problems.append(Problem(toml.path, line or toml.line(None, "outside"), f'outside = "recipient" needs outside_recipient = "address@..." (who receives rows of authorities not in boroughs.toml); {got}'))
+        return None
+    return Borough(OUTSIDE, OUTSIDE_NAME, (recipient.strip().lower(),), fmt, line)
+
+
+def _overrides(toml: TomlFile, known: Callable[[str], bool], problems: list[Problem]) -> dict[str, str]:
+    """[overrides]: a full postcode or a postcode district -> the authority code its rows go to."""
+    table = toml.data.get("overrides", {})
+    if not isinstance(table, dict):
+        problems.append(toml.problem('overrides must be a table: [overrides] followed by lines such as N1C = "E09000007"', None, "overrides"))
+        return {}
+    found: dict[str, str] = {}
+    for key, code in table.items():
+        line = toml.line("overrides", key) or toml.line("overrides")  # TomlFile cannot find a quoted key with a space
+        place = _postcode_or_district(key)
+        hint = " (London boroughs are E09000001 to E09000033)" if isinstance(code, str) and code.startswith("E09") else ""
+        if key in _ROUTING_KEYS:
+            problems.append(Problem(toml.path, line, f"{key} is inside [overrides], so it is read as an override: move the line above [overrides] (a line belongs to the [table] heading above it)"))
+        elif place is None:
+            problems.append(Problem(toml.path, line, f'override "{key}": not a full postcode (such as "N1C 4AA") or a postcode district (such as "N1C" or "E20")'))
+        elif not isinstance(code, str) or not _AUTHORITY_CODE.match(code) or not known(code):
+            problems.append(Problem(toml.path, line, f'override "{key}": {code!r} is not a known local authority code{hint}'))
+        elif place in found:
+            problems.append(Problem(toml.path, line, f'override "{key}": {place} is overridden twice; keep one line for it'))
+        else:
+            found[place] = code
+    return found
+
+
+def _postcode_or_district(key: str) -> str | None:
+    """A full postcode, normalised ("N1C 4AA"), or a district ("N1C"); None when it is neither."""
+    compact = "".join(key.split()).upper()
+    if is_valid(normalise(compact)):
+        return normalise(compact)
+    return compact if _DISTRICT.match(compact) else None
+
+
+def _did_you_mean(word: str, choices: tuple[str, ...]) -> str:
+    lowered = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.5)
+    return f' (did you mean "{lowered[close[0]]}"?)' if close else ""

@@ -1,39 +1,192 @@
-"""The periodic jobs (APScheduler), calling the pipeline; nothing else imports APScheduler."""
+"""The daemon: watch the mailbox (IMAP IDLE, or polling) and run the periodic jobs (APScheduler).
+
+APScheduler decides when each job is due. The jobs themselves run on the main thread, between two
+looks at the mailbox, because the ledger's SQLite connection belongs to that thread and one message
+is always finished before anything else starts.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
 import signal
+import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 
-from .errors import GatewayError
+from .alerts import notify_admin
+from .errors import GatewayError, MailboxError
+from .inbox import Inbox
 from .pipeline import Gateway, run_once
+from .held import release_held
+from .send import flush
 
 log = logging.getLogger(__name__)
 
 
-def serve(gateway: Gateway, interval: float) -> None:
-    """Check the mailbox and deliver the outbox every `interval` seconds until SIGTERM or SIGINT."""
-    scheduler = BlockingScheduler(timezone="UTC")
+@dataclass(frozen=True)
+class Timing:
+    """How often the daemon looks and acts; the defaults suit a council's mailbox."""
 
-    def check_mailbox() -> None:
+    wait: float = 30.0  # longest IDLE (or poll) wait before looking at signals and due jobs again
+    outbox_every: float = 60.0  # seconds between outbox deliveries (retries included)
+    heartbeat_after: float = 30 * 60.0  # alert when no mailbox check has succeeded for this long
+    reconnect_max: float = 300.0  # longest wait between two reconnection attempts
+
+
+class Daemon:
+    """`gateway run`: handles each return within seconds of its arrival, for years."""
+
+    def __init__(self, config_path: Path, build: Callable[[Path], Gateway], timing: Timing = Timing(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config_path = config_path
+        self.build = build
+        self.timing = timing
+        self.clock = clock
+        self.gateway = build(config_path)
+        self.last_check = clock()
+        self._stopping = False
+        self._waiting = False
+        self._due: "queue.Queue[str]" = queue.Queue()
+        self._stamp = self._rules_stamp()
+        self._alerted_silence = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        scheduler = BackgroundScheduler(timezone="UTC")
+        scheduler.add_job(self._due.put, "interval", args=["outbox"], seconds=self.timing.outbox_every, id="outbox")
+        scheduler.add_job(self._due.put, "interval", args=["heartbeat"], seconds=60, id="heartbeat")
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        scheduler.start()
+        log.info("gateway running: watching the mailbox")
         try:
-            run_once(gateway)
-        except GatewayError as error:  # a dropped connection is retried at the next tick
-            log.warning("mailbox check failed, will retry: %s", error)
+            self._watch()
+        finally:
+            scheduler.shutdown(wait=False)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("gateway stopped")
+        return 0
 
-    # One run at a time; missed ticks collapse into one, so a slow run never piles up work.
-    scheduler.add_job(check_mailbox, "interval", seconds=interval, id="mailbox", max_instances=1,
-                      coalesce=True, next_run_time=datetime.now(timezone.utc))
+    def stop(self) -> None:
+        self._stopping = True
 
-    def stop(signum: int, _frame: object) -> None:
-        log.info("signal %d: finishing the message in hand, then stopping", signum)
-        scheduler.shutdown(wait=True)
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        log.info("signal %d: finishing the work in hand, then stopping", signum)
+        self._stopping = True
+        if self._waiting:  # only an idle wait is interrupted; a message in hand is always finished
+            raise _Stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("gateway running: mailbox checked every %.0f s", interval)
-    scheduler.start()
+    # -- the loop -----------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stopping:
+            try:
+                with Inbox(self.gateway.config.mailbox) as watcher:
+                    backoff = 1.0
+                    self._round()
+                    while not self._stopping:
+                        arrived = self._wait(watcher)
+                        self._reload_if_edited()
+                        if arrived:
+                            self._round()
+                        self._run_due()
+            except _Stop:
+                break
+            except MailboxError as error:
+                log.warning("mailbox unavailable (%s); trying again in %.0f s", error, backoff)
+                self._run_due()
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.timing.reconnect_max)
 
+    def _wait(self, watcher: Inbox) -> bool:
+        self._waiting = True
+        try:
+            return watcher.wait_for_mail(self.timing.wait)
+        finally:
+            self._waiting = False
+
+    def _round(self) -> None:
+        run_once(self.gateway, retry_now=False)  # deferred mail waits for its turn in the backoff
+        self.last_check = self.clock()
+        self._alerted_silence = False
+
+    def _sleep(self, seconds: float) -> None:
+        end = self.clock() + seconds
+        while not self._stopping and self.clock() < end:
+            self._waiting = True
+            try:
+                time.sleep(min(1.0, max(0.0, end - self.clock())))
+            except _Stop:
+                return
+            finally:
+                self._waiting = False
+
+    # -- jobs ---------------------------------------------------------------------------------------
+    def _run_due(self) -> None:
+        while True:
+            try:
+                job = self._due.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                {"outbox": self._outbox, "heartbeat": self._heartbeat}[job]()
+            except GatewayError as error:
+                log.warning("job %s failed, will run again: %s", job, error)
+
+    def _outbox(self) -> None:
+        gateway = self.gateway
+        release_held(gateway)  # a key added since the last run lets held packages go
+        flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email)
+
+    def _heartbeat(self) -> None:
+        silent = self.clock() - self.last_check
+        if silent < self.timing.heartbeat_after or self._alerted_silence:
+            return
+        gateway = self.gateway
+        minutes = int(silent // 60)
+        log.error("no successful mailbox check for %d minutes", minutes)
+        notify_admin(
+            gateway.config, gateway.ledger, gateway.outbox, "daemon", "mailbox not checked",
+            f"The gateway has not managed to check the mailbox for {minutes} minutes. Returns may be waiting.\n\n"
+            f"What to do: check that the mail server {gateway.config.mailbox.host} is up and that the gateway's "
+            "password is still valid; the gateway's log says what went wrong. It keeps trying by itself.",
+            key=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H"),
+        )
+        self._alerted_silence = True
+        self._outbox()
+
+    # -- hot reload ---------------------------------------------------------------------------------
+    def _rules_stamp(self) -> tuple:
+        paths = self.gateway.config.paths
+        files = sorted(paths.rules.glob("*.toml")) + sorted(paths.keys.glob("*.asc"))
+        return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+
+    def _reload_if_edited(self) -> None:
+        stamp = self._rules_stamp()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.gateway = self.build(self.config_path)
+        except GatewayError as error:
+            log.error("edited rules or keys refused; the previous ones stay in force")
+            gateway = self.gateway
+            notify_admin(
+                gateway.config, gateway.ledger, gateway.outbox, "rules", "edited rules refused",
+                "The rule files or keys were edited, but the new version has problems, so the gateway goes on "
+                f"with the previous rules.\n\nWhat `gateway check` says:\n{error}\n\n"
+                "What to do: correct the files and save them again; the gateway picks them up by itself.",
+                key=str(hash(stamp)),
+            )
+            self._outbox()
+            return
+        log.info("rules and keys reloaded")
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler only while the daemon is waiting, never mid-message."""

@@ -75,6 +75,9 @@ RULES = _registry(
     Rule("Formula_01", "W", "", "This cell holds a formula: the value Excel last saved was used; please type values, not formulas"),
     Rule("Formula_02", "E", "", "This cell holds a formula with no saved value, so it cannot be read; please type the value"),
     Rule("Route_01", "E", "postcode", "The young person lives in a local authority this gateway does not serve; please notify that authority directly"),
+    Rule("Route_02", "E", "reason", "The young person's local authority does not take this kind of notification through this gateway, so the row was not forwarded"),
+    Rule("Route_03", "W", "postcode", "The young person lives in a local authority this gateway does not serve; the row was forwarded to the recipient who takes such notifications"),
+    Rule("Route_04", "W", "postcode", "Postcode not found in the postcode directory, so the row was sent to the local authority your organisation is in; please check the postcode"),
 )
 
 REASONS = ("Joiner", "Leaver", "At risk")
@@ -227,10 +230,10 @@ def academic_age(born: date, today: date) -> int:
 def reason_of(table: Return, row: Row) -> tuple[str | None, str | None]:
     """(reason, None) or (None, rule name of the problem)."""
     ticked, odd = [], False
-    for field, reason in zip(("joiner", "leaver", "at_risk"), REASONS):
-        if field not in table.columns:
+    for tick, reason in zip(("joiner", "leaver", "at_risk"), REASONS):
+        if tick not in table.columns:
             continue
-        mark = _as_text(row.get(table, field)).lower()
+        mark = _as_text(row.get(table, tick)).lower()
         if mark in _TICKS:
             ticked.append(reason)
         elif mark not in _NOT_TICKED:

@@ -159,3 +159,32 @@ def test_validate_shows_progress_on_a_large_file(deployment, directory, tmp_path
     captured = capsys.readouterr()
     assert json.loads(captured.out)["rows_read"] == 3200
     assert "checked 1,000 of 3,200 rows" in captured.err and "checked 3,000 of 3,200 rows" in captured.err
+
+
+def test_receipts_go_to_the_providers_receipts_address_when_it_has_one(deployment, directory, keys):
+    providers = deployment.root / "rules" / "providers.toml"
+    providers.write_text(providers.read_text() + 'receipts_to = "data-team@example-college.example"\n')
+    rows = [p.cells() for p in people(directory, {"E09000019": 1})]
+    deployment.deliver(provider_message([("r.xlsx.gpg", keys.encrypt_for_gateway(workbook("Example College", "10001234", rows)))]))
+    assert deployment.run_once() == 0
+    assert sorted(str(m["To"]) for m in deployment.captured()) == ["data-team@example-college.example", "ldor@islington.example"]
+
+
+def test_route_shows_where_rows_would_go_without_sending(deployment, directory, tmp_path, capsys):
+    path = tmp_path / "return.xlsx"
+    path.write_bytes(workbook("Example College", "10001234", [p.cells() for p in people(directory, {"E09000019": 2, "E09000028": 1})]))
+    assert main(["--config", str(deployment.config), "route", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "ldor@islington.example" in out and "Route_01" in out
+    assert deployment.smtp.messages == []
+
+
+def test_outbox_lists_what_is_waiting(deployment, directory, keys, capsys):
+    rows = [p.cells() for p in people(directory, {"E09000019": 1})]
+    deployment.deliver(provider_message([("r.xlsx.gpg", keys.encrypt_for_gateway(workbook("Example College", "10001234", rows)))]))
+    deployment.smtp.fail_with = "451 4.3.0 Try again later"
+    deployment.run_once()
+    capsys.readouterr()
+    assert main(["--config", str(deployment.config), "outbox"]) == 0
+    out = capsys.readouterr().out
+    assert "Queued: 2" in out and "package E09000019" in out and "SMTP 451" in out

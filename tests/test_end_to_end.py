@@ -141,8 +141,6 @@ def test_a_return_reaches_each_home_borough_and_nothing_else(deployment, messy_r
 
 
 def deployment_code(person, code) -> bool:
-    from gateway.postcodes import Directory
-
     return _DIRECTORY.authority(person.postcode) == code
 
 

@@ -175,3 +175,78 @@ def test_unknown_ids(ledger):
     assert ledger.outgoing("nope") is None
     assert ledger.message("LDOR-00000000-0000000000") is None
     assert ledger.find_message("INBOX", 1, 1, SHA_A) is None
+
+
+def test_a_deferred_message_keeps_its_next_try(ledger):
+    record = ledger.receive("INBOX", 7, 1, SHA_A)
+    ledger.record_outcome(record, {"state": "queued"}, [outgoing("p1")])
+    assert ledger.outgoing("p1")["next_attempt_at"] is None
+    ledger.mark_failed("p1", "451 greylisted", permanent=False, next_attempt_at="2025-01-06T10:05:00+00:00")
+    assert ledger.outgoing("p1")["next_attempt_at"] == "2025-01-06T10:05:00+00:00"
+    ledger.mark_sent("p1")
+    assert ledger.outgoing("p1")["next_attempt_at"] is None
+
+
+def test_give_up_fails_without_counting_an_attempt(ledger):
+    record = ledger.receive("INBOX", 7, 1, SHA_A)
+    ledger.record_outcome(record, {"state": "queued"}, [outgoing("p1")])
+    ledger.mark_failed("p1", "451", permanent=False, next_attempt_at="2025-01-06T10:05:00+00:00")
+    ledger.give_up("p1", "given up after 48 hours")
+    row = ledger.outgoing("p1")
+    assert (row["state"], row["attempts"], row["last_error"], row["next_attempt_at"]) == ("failed", 1, "given up after 48 hours", None)
+    ledger.requeue("p1")
+    row = ledger.outgoing("p1")
+    assert (row["state"], row["attempts"], row["last_error"]) == ("queued", 0, None)
+    assert [e["event"] for e in ledger.events(record.reference)][-2:] == ["send-failed", "requeued"]
+
+
+def test_mark_bounced(ledger):
+    record = ledger.receive("INBOX", 7, 1, SHA_A)
+    ledger.record_outcome(record, {"state": "queued"}, [outgoing("p1")])
+    ledger.mark_sent("p1")
+    ledger.mark_bounced("p1", "5.1.1", "failed")
+    row = ledger.outgoing("p1")
+    assert (row["state"], row["status"]) == ("bounced", "5.1.1") and "5.1.1" in row["last_error"]
+    assert row["sent_at"]  # when it left stays known
+    assert json.loads(ledger.events(record.reference)[-1]["detail"]) == {"id": "p1", "status": "5.1.1"}
+
+
+def test_release_turns_a_held_package_into_a_queued_one(ledger):
+    record = ledger.receive("INBOX", 7, 1, SHA_A)
+    ledger.record_outcome(record, {"state": "queued"}, [outgoing("h1", sha256="", state="held", last_error="no key")])
+    ledger.release("h1", "ab" * 32)
+    row = ledger.outgoing("h1")
+    assert (row["state"], row["sha256"], row["last_error"], row["attempts"]) == ("queued", "ab" * 32, None, 0)
+    assert ledger.events(record.reference)[-1]["event"] == "released"
+    ledger.mark_sent("h1")
+    ledger.release("h1", "cd" * 32)  # only a held package is released
+    assert (ledger.outgoing_state("h1"), ledger.outgoing("h1")["sha256"]) == ("sent", "ab" * 32)
+
+
+def test_add_outgoing_records_the_gateways_own_mail_once(ledger):
+    ledger.add_outgoing("LDOR-X", [outgoing("a1", kind="alert", rows=0)])
+    assert ledger.outgoing("a1")["reference"] == "LDOR-X" and ledger.outgoing_state("a1") == "queued"
+    ledger.mark_sent("a1")
+    ledger.add_outgoing("LDOR-X", [outgoing("a1", kind="alert", rows=0)])
+    assert ledger.outgoing_state("a1") == "sent"
+
+
+def test_listings_by_state_and_recent_sending(ledger):
+    record = ledger.receive("INBOX", 7, 1, SHA_A)
+    ledger.record_outcome(record, {"state": "queued"}, [outgoing("p1"), outgoing("p2"), outgoing("h1", state="held")])
+    ledger.mark_sent("p2")
+    assert [r["id"] for r in ledger.outgoing_in("queued")] == ["p1"]
+    assert sorted(r["id"] for r in ledger.outgoing_in("queued", "held")) == ["h1", "p1"]
+    assert [r["id"] for r in ledger.sent_since("2000-01-01T00:00:00+00:00")] == ["p2"]
+    assert ledger.sent_since("2999-01-01T00:00:00+00:00") == []
+
+
+def test_a_ledger_from_before_the_retry_columns_gains_them(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table outgoing (id text primary key, reference text, kind text, recipient text, borough text, "
+                     "rows integer, sha256 text, state text, attempts integer, last_error text, queued_at text, sent_at text)")
+        conn.execute("insert into outgoing (id, state, attempts) values ('old', 'queued', 2)")
+    ledger = Ledger(path)
+    row = ledger.outgoing("old")
+    assert (row["state"], row["attempts"], row["next_attempt_at"], row["status"]) == ("queued", 2, None, None)

@@ -26,7 +26,7 @@ def test_put_read_pending_remove(tmp_path):
 
 def test_folders_are_private(tmp_path):
     box = Outbox(tmp_path / "outbox")
-    for folder in (box.tmp, box.new, box.bad):
+    for folder in (box.tmp, box.new, box.bad, box.held):
         assert folder.is_dir()
         assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0
 
@@ -114,3 +114,34 @@ def test_a_reader_never_sees_a_half_written_message(tmp_path):
         watcher.join()
     assert partial == []
     assert box.pending() == []
+
+
+def test_restore_puts_a_set_aside_message_back_in_the_queue(tmp_path):
+    box = Outbox(tmp_path)
+    box.put("refused", b"ciphertext")
+    box.set_aside("refused")
+    assert box.set_aside_ids() == ["refused"] and box.pending() == []
+    assert box.restore("refused") is True
+    assert box.pending() == ["refused"] and box.set_aside_ids() == []
+    assert box.read("refused") == b"ciphertext"
+    assert box.restore("refused") is False  # not set aside any more
+
+
+def test_a_held_package_is_kept_as_ciphertext_beside_its_facts(tmp_path):
+    box = Outbox(tmp_path)
+    box.hold("p1", b"\x85\x02 ciphertext", {"borough": "E09000012", "rows": 2})
+    assert box.held_ids() == ["p1"] and box.pending() == []
+    assert box.held_ciphertext("p1") == b"\x85\x02 ciphertext"
+    assert box.held_facts("p1") == {"borough": "E09000012", "rows": 2}
+    assert sorted(p.name for p in box.held.iterdir()) == ["p1.gpg", "p1.json"]
+    assert list(box.tmp.iterdir()) == []
+    assert Outbox(tmp_path).held_ids() == ["p1"]  # survives a restart
+    box.unhold("p1")
+    assert box.held_ids() == [] and list(box.held.iterdir()) == []
+    box.unhold("p1")  # twice is harmless (a release after a crash)
+
+
+def test_ciphertext_without_its_facts_is_not_a_held_package(tmp_path):
+    box = Outbox(tmp_path)
+    (box.held / "half.gpg").write_bytes(b"a crash came before the facts were written")
+    assert box.held_ids() == []

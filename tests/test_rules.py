@@ -214,3 +214,208 @@ def test_every_problem_in_both_files_at_once(tmp_path):
         ("boroughs.toml", line_of(boroughs, "[E09000099]")),
         ("providers.toml", line_of(providers, "[10005678]")),
     ]
+
+
+# -- boroughs.toml: reasons and pinned keys ---------------------------------------------------------
+
+FINGERPRINT = "0123456789ABCDEF0123456789ABCDEF01234567"
+
+
+def test_the_reasons_a_borough_takes(tmp_path):
+    text = BOROUGHS.replace('format = "csv"', 'format = "csv"\nreasons = ["leaver", "At risk of dropping out"]')
+    loaded = rules.load(folder(tmp_path, boroughs=text))
+    hackney = loaded.boroughs["E09000012"]
+    assert hackney.reasons == ("Leaver", "At risk")
+    assert hackney.takes("Leaver") and not hackney.takes("Joiner")
+    assert loaded.boroughs["E09000019"].reasons == ("Joiner", "Leaver", "At risk")  # all, when not said
+
+
+def test_the_reason_words_are_the_validators(tmp_path):
+    from gateway.validate import REASONS
+
+    assert set(rules.REASONS) == set(REASONS)
+
+
+@pytest.mark.parametrize(
+    "reasons, words",
+    [
+        ('["Leavers"]', "'Leavers' is not a reason (did you mean \"Leaver\"?)"),
+        ('["At-risk", "Joiner"]', "'At-risk' is not a reason (did you mean \"At risk\"?)"),
+        ("[]", "reasons must list the notifications it takes"),
+        ('"Leaver"', "reasons must list the notifications it takes"),
+    ],
+)
+def test_reasons_mistakes(tmp_path, reasons, words):
+    text = BOROUGHS.replace('format = "csv"', f"format = \"csv\"\nreasons = {reasons}")
+    problem = only_problem(folder(tmp_path, boroughs=text))
+    assert problem.file == tmp_path / "boroughs.toml"
+    assert problem.line == line_of(text, "reasons =")
+    assert words in problem.message and "[E09000012]" in problem.message
+
+
+def test_pinned_keys(tmp_path):
+    spaced = " ".join(FINGERPRINT[i:i + 4] for i in range(0, 40, 4)).lower()
+    text = BOROUGHS.replace('format = "xlsx"', f'format = "xlsx"\nkeys = {{ "LDOR@islington.example" = "{spaced}" }}')
+    loaded = rules.load(folder(tmp_path, boroughs=text))
+    islington = loaded.boroughs["E09000019"]
+    assert islington.pins == (("ldor@islington.example", FINGERPRINT),)
+    assert islington.pins_line == line_of(text, "keys =")
+    assert loaded.pins() == {"ldor@islington.example": FINGERPRINT}
+
+
+def test_pinned_keys_as_a_table_of_their_own(tmp_path):
+    text = BOROUGHS + f'\n[E09000019.keys]\n"backup@islington.example" = "{FINGERPRINT}"\n'
+    loaded = rules.load(folder(tmp_path, boroughs=text))
+    assert loaded.boroughs["E09000019"].pins == (("backup@islington.example", FINGERPRINT),)
+    assert loaded.boroughs["E09000019"].pins_line == line_of(text, "[E09000019.keys]")
+
+
+@pytest.mark.parametrize(
+    "keys, words",
+    [
+        (f'{{ "ldor@camden.example" = "{FINGERPRINT}" }}', "ldor@camden.example is not one of its recipients"),
+        ('{ "ldor@islington.example" = "0123 4567" }', "must be given by its full fingerprint"),
+        (f'["{FINGERPRINT}"]', "keys must name each pinned key by its recipient"),
+    ],
+)
+def test_pinned_key_mistakes(tmp_path, keys, words):
+    text = BOROUGHS.replace('format = "xlsx"', f'format = "xlsx"\nkeys = {keys}')
+    problem = only_problem(folder(tmp_path, boroughs=text))
+    assert problem.file == tmp_path / "boroughs.toml"
+    assert problem.line == line_of(text, "keys =")
+    assert words in problem.message and "[E09000019]" in problem.message
+
+
+def test_one_address_pinned_to_two_keys(tmp_path):
+    other = "F" * 40
+    text = (BOROUGHS.replace('format = "xlsx"', f'format = "xlsx"\nkeys = {{ "ldor@islington.example" = "{FINGERPRINT}" }}')
+            + f'\n[E09000007]\nrecipients = ["ldor@islington.example"]\nkeys = {{ "ldor@islington.example" = "{other}" }}\n')
+    problem = only_problem(folder(tmp_path, boroughs=text))
+    assert problem.line == line_of(text, f'"{other}"')
+    assert "one key pinned in [E09000019] and another in [E09000007]" in problem.message
+
+
+def test_a_sub_regional_unit_listed_in_two_boroughs_is_fine(tmp_path):
+    text = BOROUGHS + '\n[E09000007]\nrecipients = ["ldor@hackney.example"]\n'
+    loaded = rules.load(folder(tmp_path, boroughs=text))
+    assert loaded.boroughs["E09000007"].recipients == loaded.boroughs["E09000012"].recipients
+
+
+# -- providers.toml: receipts_to ----------------------------------------------------------------------
+
+def test_receipts_to(tmp_path):
+    text = PROVIDERS.replace('host_la = "E09000019"', 'host_la = "E09000019"\nreceipts_to = "Data-Team@Example-College.example"')
+    loaded = rules.load(folder(tmp_path, providers=text))
+    assert loaded.providers["10001234"].receipts_to == "data-team@example-college.example"
+    assert loaded.providers["10005678"].receipts_to is None
+
+
+@pytest.mark.parametrize("value", ['"the data team"', '["a@b.example"]', '"a@b.example, c@d.example"'])
+def test_receipts_to_that_is_not_an_address(tmp_path, value):
+    text = PROVIDERS.replace('host_la = "E09000019"', f'host_la = "E09000019"\nreceipts_to = {value}')
+    problem = only_problem(folder(tmp_path, providers=text))
+    assert problem.file == tmp_path / "providers.toml"
+    assert problem.line == line_of(text, "receipts_to")
+    assert "provider 10001234: receipts_to must be one email address" in problem.message
+
+
+# -- routing.toml ---------------------------------------------------------------------------------------
+
+ROUTING = textwrap.dedent("""\
+    # Rows no borough takes
+    unplaceable = "host_borough"
+    outside = "recipient"
+    outside_recipient = "LDOR-Unit@Example.org"
+    outside_format = "csv"
+
+    [overrides]
+    N1C = "E09000007"
+    n1c4aa = "E09000019"
+    "E20 1AA" = "E09000025"
+    """)
+
+
+def with_routing(tmp_path: Path, routing: str = ROUTING) -> Path:
+    folder(tmp_path)
+    (tmp_path / "routing.toml").write_text(routing)
+    return tmp_path
+
+
+def test_no_routing_file_means_reject(tmp_path):
+    loaded = rules.load(folder(tmp_path))
+    assert loaded.routing == rules.Routing()
+    assert loaded.routing.unplaceable == "reject" and loaded.routing.outside_borough is None
+    assert loaded.routing.override("N1C 4AA") is None
+
+
+def test_a_routing_file(tmp_path):
+    loaded = rules.load(with_routing(tmp_path))
+    routing = loaded.routing
+    assert routing.unplaceable == "host_borough"
+    outside = routing.outside_borough
+    assert (outside.code, outside.name, outside.recipients, outside.format) == (
+        rules.OUTSIDE, "Other local authorities", ("ldor-unit@example.org",), "csv")
+    assert outside.line == line_of(ROUTING, "outside_recipient")
+    assert dict(routing.overrides) == {"N1C": "E09000007", "N1C 4AA": "E09000019", "E20 1AA": "E09000025"}
+    assert routing.override("N1C 4AA") == "E09000019"  # the full postcode wins over its district
+    assert routing.override("N1C 4AB") == "E09000007"
+    assert routing.override("N1 4AB") is None
+    assert "ldor-unit@example.org" in loaded.recipients()
+    assert [b.code for b in loaded.receiving()] == ["E09000019", "E09000012", rules.OUTSIDE]
+    assert loaded.files[-1] == tmp_path / "routing.toml"
+
+
+@pytest.mark.parametrize(
+    "old, new, at, words",
+    [
+        ("unplaceable =", "unplacable =", "unplacable", "unknown key 'unplacable' in the top level (a [section] name?); did you mean 'unplaceable'?"),
+        ("[overrides]", "[overide]", "[overide]", "did you mean 'overrides'?"),
+        ('"host_borough"', '"host"', "unplaceable", 'unplaceable must be "reject" or "host_borough", not \'host\' (did you mean "host_borough"?)'),
+        ('outside = "recipient"', 'outside = "recipients"', "outside =", 'outside must be "reject" or "recipient"'),
+        ('outside_recipient = "LDOR-Unit@Example.org"\n', "", 'outside = "recipient"', 'outside = "recipient" needs outside_recipient = "address@..."'),
+        ('"LDOR-Unit@Example.org"', '"the unit"', "outside_recipient", "'the unit' is not an email address"),
+        ('outside = "recipient"', 'outside = "reject"', "outside_recipient", "outside_recipient is set but not used"),
+        ('outside_format = "csv"', 'outside_format = "pdf"', "outside_format", 'outside_format must be "xlsx" or "csv"'),
+        ('N1C = "E09000007"', 'N1C = "E09000099"', "N1C =", 'override "N1C": \'E09000099\' is not a known local authority code (London boroughs are E09000001 to E09000033)'),
+        ('N1C = "E09000007"', 'N1C = "Camden"', "N1C =", "'Camden' is not a known local authority code"),
+        ('N1C = "E09000007"', 'N1CC = "E09000007"', "N1CC =", 'override "N1CC": not a full postcode (such as "N1C 4AA") or a postcode district'),
+        ('n1c4aa = "E09000019"', 'n1c4a = "E09000019"', "n1c4a =", 'override "n1c4a": not a full postcode'),
+        ('"E20 1AA" = "E09000025"', '"E20 1AA" = "E09000025"\nE201AA = "E09000012"', "E201AA", 'override "E201AA": E20 1AA is overridden twice'),
+    ],
+)
+def test_routing_mistakes(tmp_path, old, new, at, words):
+    text = ROUTING.replace(old, new)
+    assert text != ROUTING
+    problem = only_problem(with_routing(tmp_path, text))
+    assert problem.file == tmp_path / "routing.toml"
+    assert problem.line == line_of(text, at)
+    assert words in problem.message
+
+
+def test_a_setting_written_below_overrides(tmp_path):
+    text = ROUTING.replace('unplaceable = "host_borough"\n', "") + 'unplaceable = "host_borough"\n'
+    problem = only_problem(with_routing(tmp_path, text))
+    assert problem.line == line_of(text, "unplaceable")
+    assert "unplaceable is inside [overrides], so it is read as an override: move the line above [overrides]" in problem.message
+
+
+def test_an_override_with_a_quoted_postcode_names_it(tmp_path):
+    text = ROUTING.replace('"E20 1AA" = "E09000025"', '"E20 1A" = "E09000025"')
+    problem = only_problem(with_routing(tmp_path, text))
+    assert problem.file == tmp_path / "routing.toml"
+    assert 'override "E20 1A": not a full postcode' in problem.message
+    # TomlFile finds the lines of unquoted keys only; a quoted one is pointed at by its table.
+    assert problem.line in (line_of(text, '"E20 1A"'), line_of(text, "[overrides]"))
+
+
+def test_an_override_to_an_authority_outside_london(tmp_path, directory):
+    text = ROUTING.replace('N1C = "E09000007"', 'M1 = "E08000003"')
+    path = with_routing(tmp_path, text)
+    assert "E08000003" in only_problem(path).message  # London only, unless told of the directory
+    loaded, problems = rules.check(path, rules.known_authorities(directory))
+    assert problems == [] and loaded.routing.override("M1 1AE") == "E08000003"
+
+
+def test_an_unreadable_routing_file(tmp_path):
+    problem = only_problem(with_routing(tmp_path, 'unplaceable = "reject\n'))
+    assert problem.file == tmp_path / "routing.toml" and problem.line == 1 and "not valid TOML" in problem.message

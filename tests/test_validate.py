@@ -244,6 +244,7 @@ def test_every_rule_has_a_test():
     tested |= {"File_02"}  # a warning about weak zip encryption: tests/test_intake.py (ZipCrypto)
     tested |= {"File_01"}  # an unreadable file: tests/test_cli.py (gateway validate)
     tested |= {"Formula_01", "Formula_02"}  # test_formula_cells below
+    tested |= {"Route_02", "Route_03", "Route_04"}  # tests/test_route.py
     assert tested == set(RULES)
 
 

@@ -1,0 +1,19 @@
+"""Telling the administrator: an alert queued through the one outbox, at most once per subject and key."""
+
+from __future__ import annotations
+
+from .config import Config
+from .ledger import Ledger
+from .outbox import Outbox
+from .receipt import alert
+
+
+def notify_admin(config: Config, ledger: Ledger, outbox: Outbox, reference: str, subject: str, text: str,
+                 key: str = "") -> bool:
+    """Queue an alert (ids and counts only); False when the same alert was queued before."""
+    item = alert(reference, config.admin.email, config.smtp.from_address, subject, text, key)
+    if ledger.outgoing_state(item.id) is not None:
+        return False
+    outbox.put(item.id, item.raw)
+    ledger.add_outgoing(reference, [item.ledger_row()])
+    return True

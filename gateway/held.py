@@ -1,0 +1,210 @@
+"""Packages held for want of a recipient's key: kept encrypted to the gateway's own key, sent by themselves
+once a usable key for the recipient is in keys/.
+
+Never sent in clear, never dropped. On disk a held package is ciphertext (outbox/held/<id>.gpg) beside
+a JSON of ids and counts; it is decrypted in memory only, at release, and encrypted again straight
+away to the recipient's key into the normal package message, under the id it would have had.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
+
+from .config import Config
+from .errors import GatewayError, NoUsableKey
+from .keys import Keyring
+from .ledger import utcnow
+from .mail import Outgoing, compose, outgoing_id
+from .pack import Source, package_message
+from .read import Return, Row
+from .receipt import alert
+from .route import Batch
+from .rules import Borough, Provider
+from .validate import Accepted
+
+if TYPE_CHECKING:
+    from .pipeline import Gateway
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeldPackage:
+    """One recipient's package that could not be encrypted to its key; what the outbox and ledger keep of it."""
+
+    id: str
+    reference: str
+    borough: Borough
+    recipient: str
+    rows: int
+    reasons: dict[str, int]
+    why: str
+    provider: str  # UKPRN
+    received: datetime
+    ciphertext: bytes = field(repr=False)  # the batch, encrypted to the gateway's own key
+
+    def facts(self) -> dict:
+        """What lies beside the ciphertext in clear: ids and counts only."""
+        return {
+            "id": self.id, "reference": self.reference, "borough": self.borough.code, "recipient": self.recipient,
+            "rows": self.rows, "reasons": self.reasons, "why": self.why, "provider": self.provider,
+            "received": self.received.isoformat(), "held_at": utcnow(),
+        }
+
+    def ledger_row(self) -> dict:
+        return {"id": self.id, "kind": "package", "recipient": self.recipient, "borough": self.borough.code,
+                "rows": self.rows, "sha256": "", "state": "held", "last_error": self.why}
+
+
+def hold(table: Return, batch: Batch, source: Source, recipient: str, why: str, keyring: Keyring,
+         own_fingerprint: str) -> HeldPackage:
+    """Encrypt one recipient's batch to the gateway's own key, to be kept until the recipient has a key."""
+    # The id package_message gives this package, so the released message is the one it would have been.
+    item_id = outgoing_id(source.reference, "package", batch.borough.code, recipient)
+    ciphertext = keyring.encrypt(_encode(table, batch), own_fingerprint)
+    return HeldPackage(item_id, source.reference, batch.borough, recipient, len(batch.rows), batch.by_reason(), why,
+                       source.provider.ukprn, source.received, ciphertext)
+
+
+def held_notices(held: list[HeldPackage], config: Config) -> list[Outgoing]:
+    """For each held package an alert to the administrator, and a note to the borough's other recipients
+    (ids and counts only: both travel in clear)."""
+    notices = []
+    for package in held:
+        borough = package.borough
+        notices.append(alert(
+            package.reference, config.admin.email, config.smtp.from_address,
+            f"package for {borough.name} held: no usable key",
+            f"A package of {package.rows} notification(s) for {borough.name} ({borough.code}), recipient "
+            f"{package.recipient}, from gateway reference {package.reference} is held and has NOT been sent.\n\n"
+            f"Why: {package.why}.\n\n"
+            f"It is kept in the outbox encrypted to the gateway's own key (package id {package.id}), and is sent "
+            "by itself at the first run after a usable key for the recipient is in keys/.\n\n"
+            "What to do: put the recipient's current public key (one .asc file) in keys/, run `gateway check`, "
+            "and tell the borough. Nothing is ever sent unencrypted. The provider's receipt says these rows "
+            "are accepted but not yet sent.",
+            key=package.recipient,
+        ))
+    by_borough: dict[tuple[str, str], list[HeldPackage]] = {}
+    for package in held:
+        by_borough.setdefault((package.reference, package.borough.code), []).append(package)
+    for (reference, code), packages in by_borough.items():
+        borough, waiting = packages[0].borough, {p.recipient for p in packages}
+        for to in borough.recipients:
+            others = sorted(waiting - {to})
+            if not others:
+                continue
+            own = ("Your own copy is held too, for the same reason: please send the administrator your current public key."
+                   if to in waiting else "Your own copy has been sent to you separately.")
+            text = (
+                f"A package of {packages[0].rows} notification(s) for {borough.name} ({code}), gateway reference "
+                f"{reference}, could not yet be sent to: {', '.join(others)}.\n\n"
+                "Why: the gateway holds no usable encryption key for that address. The package is kept encrypted "
+                "and will be sent by itself as soon as a current key is in place; nothing is ever sent unencrypted.\n\n"
+                f"{own}\n\nThe gateway's administrator ({config.admin.email}) has been told. This message holds no "
+                "personal data."
+            )
+            item_id = outgoing_id(reference, "notice", code, to)
+            raw = compose(item_id=item_id, sender=config.smtp.from_address, to=to,
+                          subject=f"LDOR notifications for {borough.name}: a copy is held [{reference}]", body=text)
+            notices.append(Outgoing(item_id, "notice", to, raw, code))
+    return notices
+
+
+def release_held(gateway: "Gateway") -> int:
+    """Queue every held package whose recipient now has a usable key; return how many were released.
+
+    Each is decrypted in memory, encrypted to the recipient's key into the normal package message with
+    the same id, queued, recorded (held -> queued; the next flush sends it), and its held copy removed.
+    """
+    outbox, ledger, keyring, rules = gateway.outbox, gateway.ledger, gateway.keyring, gateway.rules
+    waiting = outbox.held_ids()
+    if not waiting:
+        return 0
+    # A daemon imported keys/ when it started: a key put there since must count.
+    keyring.import_folder(gateway.config.paths.keys)
+    keys = keyring.public_keys()
+    released = 0
+    for item_id in waiting:
+        try:
+            facts = outbox.held_facts(item_id)
+        except (OSError, ValueError):
+            log.error("held package %s: its facts file cannot be read; left in place", item_id)
+            continue
+        state = ledger.outgoing_state(item_id)
+        if state is None:
+            continue  # its message is being handled again after a crash, which replaces this copy
+        if state != "held":
+            outbox.unhold(item_id)  # released already; the crash came before the copy was removed
+            continue
+        borough = rules.boroughs.get(facts["borough"])
+        recipient = facts["recipient"]
+        if borough is None or recipient not in borough.recipients:
+            log.warning("held package %s: its recipient is no longer listed for borough %s; kept until the rules say who gets it",
+                        item_id, facts["borough"])
+            continue
+        try:
+            fingerprint = keyring.key_for(recipient, keys)
+        except NoUsableKey:
+            continue
+        provider = rules.providers.get(facts["provider"]) or Provider(facts["provider"], facts["provider"], ())
+        source = Source(provider, facts["reference"], datetime.fromisoformat(facts["received"]))
+        try:
+            table, batch = _decode(keyring.decrypt(outbox.held_ciphertext(item_id)).data, borough)
+            message = package_message(table, batch, source, recipient, keyring, fingerprint,
+                                      gateway.config.smtp.from_address, gateway.config.admin.email)
+        except (GatewayError, OSError, ValueError, KeyError, TypeError) as error:
+            log.error("held package %s cannot be released (%s); kept", item_id, type(error).__name__)
+            continue
+        if message.id != item_id:
+            log.error("held package %s was rebuilt under another id; kept", item_id)
+            continue
+        outbox.put(item_id, message.raw)
+        ledger.release(item_id, message.ledger_row()["sha256"])
+        outbox.unhold(item_id)
+        released += 1
+        log.info("held package %s released for borough %s (%d rows)", item_id, borough.code, len(batch.rows))
+    return released
+
+
+# -- the batch, as JSON, for the gateway's eyes only ----------------------------------------------
+def _encode(table: Return, batch: Batch) -> bytes:
+    return json.dumps({
+        "headings": list(table.headings),
+        "rows": [[a.row.number, [_value(v) for v in a.row.values], a.postcode, a.reason] for a in batch.rows],
+    }).encode()
+
+
+def _decode(data: bytes, borough: Borough) -> tuple[Return, Batch]:
+    held = json.loads(data)
+    table = Return(sheet="", header={}, headings=tuple(held["headings"]), columns={}, heading_row=0, rows=())
+    rows = tuple(Accepted(Row(number, tuple(_unvalue(v) for v in values)), postcode, reason)
+                 for number, values, postcode, reason in held["rows"])
+    return table, Batch(borough, rows)
+
+
+_TYPES = (("datetime", datetime), ("date", date), ("time", time))  # datetime first: it is also a date
+
+
+def _value(value: object) -> object:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    for tag, kind in _TYPES:
+        if isinstance(value, kind):
+            return {tag: value.isoformat()}
+    if isinstance(value, timedelta):
+        return {"timedelta": value.total_seconds()}
+    return str(value)
+
+
+def _unvalue(value: object) -> object:
+    if not isinstance(value, dict):
+        return value
+    (tag, text), = value.items()
+    if tag == "timedelta":
+        return timedelta(seconds=text)
+    return dict(_TYPES)[tag].fromisoformat(text)

@@ -1,0 +1,102 @@
+"""`gateway run` as a daemon against a real Dovecot: IDLE latency, reconnection, hot reload, clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ADMIN, PROVIDER_SENDER, provider_message
+from gateway.cli import build
+from gateway.sample import people, workbook
+from gateway.scheduler import Daemon, Timing
+
+
+def _return(directory, keys, seed=1, **where):
+    rows = [p.cells() for p in people(directory, where or {"E09000019": 2}, seed=seed)]
+    return provider_message([("r.xlsx.gpg", keys.encrypt_for_gateway(workbook("Example College", "10001234", rows)))])
+
+
+@pytest.fixture
+def daemon(deployment):
+    """The real `gateway run` in a child process; stopped with SIGTERM at the end."""
+    env = {**os.environ, "TEST_IMAP_PASSWORD": deployment.imap.password}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--config", str(deployment.config), "run", "--interval", "20"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    time.sleep(1.5)  # let it log in and enter IDLE
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    print(process.stderr.read().decode(errors="replace")[-4000:])  # shown when a test fails
+
+
+def _wait_for(predicate, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"not done within {timeout} s")
+
+
+def test_a_return_is_handled_within_seconds_of_arriving_and_sigterm_stops_cleanly(deployment, daemon, directory, keys):
+    assert daemon.poll() is None
+    deployment.deliver(_return(directory, keys))
+    # The wait between looks is 20 s: finishing well inside it shows IDLE woke the daemon.
+    took = _wait_for(lambda: len(deployment.smtp.messages) >= 2, timeout=15)
+    assert took < 10
+    assert deployment.imap.list_uids("Processed")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=10) == 0
+    assert b"gateway stopped" in daemon.stderr.read()
+
+
+def test_the_daemon_reconnects_after_the_mail_server_restarts(deployment, daemon, directory, keys):
+    deployment.imap.restart()
+    deployment.deliver(_return(directory, keys, seed=2))
+    _wait_for(lambda: len(deployment.smtp.messages) >= 2, timeout=30)
+    assert daemon.poll() is None
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=10) == 0
+
+
+def test_edited_rules_are_picked_up_and_a_broken_edit_is_refused(deployment, daemon, directory, keys):
+    boroughs = deployment.root / "rules" / "boroughs.toml"
+    good = boroughs.read_text()
+    boroughs.write_text(good + "\n[E09000099]\nname = \"Nowhere\"\nrecipients = [\"x@nowhere.example\"]\n")
+    _wait_for(lambda: any(ADMIN in m.rcpt_tos for m in deployment.smtp.messages), timeout=30)
+    alert = next(m for m in deployment.smtp.messages if ADMIN in m.rcpt_tos).data.decode()
+    assert "edited rules refused" in alert and "E09000099" in alert
+    # The previous rules still route Islington's residents.
+    deployment.deliver(_return(directory, keys, seed=3))
+    _wait_for(lambda: any("ldor@islington.example" in m.rcpt_tos for m in deployment.smtp.messages), timeout=15)
+    # A good edit takes effect: Islington is removed, so its residents are now rejected in the receipt.
+    assert good.startswith("[E09000019]")  # Islington's table comes first: drop it
+    boroughs.write_text(good[good.index("[E09000007]"):])
+    time.sleep(1)
+    before = len(deployment.smtp.messages)
+    deployment.deliver(_return(directory, keys, seed=4))
+    _wait_for(lambda: any(PROVIDER_SENDER in m.rcpt_tos for m in deployment.smtp.messages[before:]), timeout=30)
+    receipt = next(m for m in deployment.smtp.messages[before:] if PROVIDER_SENDER in m.rcpt_tos).data.decode()
+    assert "Route_01" in receipt
+    assert not any("ldor@islington.example" in m.rcpt_tos for m in deployment.smtp.messages[before:])
+
+
+def test_the_administrator_is_told_when_the_mailbox_has_not_been_checked_for_long(deployment, monkeypatch):
+    now = [1000.0]
+    daemon = Daemon(deployment.config, build, Timing(heartbeat_after=600), clock=lambda: now[0])
+    daemon._heartbeat()
+    assert deployment.smtp.messages == []
+    now[0] += 601
+    daemon._heartbeat()
+    daemon._heartbeat()  # once, not at every tick
+    assert len(deployment.smtp.messages) == 1
+    text = deployment.smtp.messages[0].data.decode()
+    assert "mailbox not checked" in text and "10 minutes" in text
