@@ -97,9 +97,10 @@ def report_lines(
     if ordered:
         lines += ["Findings (E = row not forwarded, W = forwarded with a note)", *_table(ordered, values), ""]
         lines += [
-            "What to do: correct each row marked E in your records and send those young people again",
-            "in your next return (or a new return now). Rows marked W have been forwarded; please check",
-            "them. Each rule name (such as ULN_04) is explained in the instructions sheet of the template.",
+            "What to do: rows marked E were not forwarded; each message says why. Where it asks for a",
+            "correction, correct the row in your records and send that young person again in your next",
+            "return (or a new return now). Rows marked W have been forwarded; please check them. Each rule",
+            "name (such as ULN_04) is explained in the Instructions sheet of the template.",
         ]
     else:
         lines.append("No problems found: every row was forwarded. Thank you.")

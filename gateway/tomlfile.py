@@ -23,7 +23,7 @@ class Problem:
 
 
 _TABLE = re.compile(r"^\s*\[\s*\"?([^\]\"]+?)\"?\s*\]\s*(#.*)?$")
-_KEY = re.compile(r"^\s*\"?([A-Za-z0-9_.-]+)\"?\s*=")
+_KEY = re.compile(r'^\s*(?:"([^"]+)"|([A-Za-z0-9_.-]+))\s*=')  # quoted keys may hold spaces: "N1C 4AA" = ...
 
 
 class TomlFile:
@@ -63,7 +63,7 @@ class TomlFile:
                 continue
             if key is not None and current == table:
                 assignment = _KEY.match(text)
-                if assignment and assignment.group(1) == key:
+                if assignment and (assignment.group(1) or assignment.group(2)) == key:
                     return number
         return None
 
