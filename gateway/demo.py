@@ -10,11 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import secrets
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Callable
+
+import pyzipper
 
 from .embedded import ImapServer, Relay
 from .keys import Keyring
@@ -44,7 +48,7 @@ class DemoProvider:
 PROVIDERS = (
     DemoProvider("10004321", "Northbank College", "mis@northbank.demo", "PGP-encrypted workbook (.xlsx.gpg)"),
     DemoProvider("10005678", "St Aidan's Sixth Form", "office@st-aidans.demo", "armoured PGP workbook (.asc), with mistakes"),
-    DemoProvider("10007890", "Eastway Training", "returns@eastway.demo", "PGP-encrypted csv export with a Reason column"),
+    DemoProvider("10007890", "Eastway Training", "returns@eastway.demo", "AES-256 zip (7-Zip style) of a csv export, password agreed with the administrator"),
 )
 STRANGER = "someone@unknown.demo"
 
@@ -111,13 +115,20 @@ def _keys(folder: Path) -> tuple[Keyring, dict[str, Keyring], dict[str, Keyring]
     return gateway, officers, senders
 
 
+ZIP_PASSWORD_ENV = "LDOR_DEMO_PW_10007890"
+
+
 def _configure(folder: Path, imap: ImapServer, relay: Relay) -> Path:
     os.environ["LDOR_DEMO_IMAP_PASSWORD"] = imap.password
-    return write_installation(
+    os.environ[ZIP_PASSWORD_ENV] = secrets.token_urlsafe(12)
+    config = write_installation(
         folder, imap=(imap.host, imap.port, MAILBOX, "LDOR_DEMO_IMAP_PASSWORD"), smtp=(relay.host, relay.port),
         sender=MAILBOX, admin=ADMIN, boroughs=BOROUGHS,
         providers=[(p.ukprn, p.name, p.sender, "E09000019") for p in PROVIDERS],
     )
+    providers = folder / "rules" / "providers.toml"  # Eastway protects its zips with an agreed password
+    providers.write_text(providers.read_text() + f'password_env = "{ZIP_PASSWORD_ENV}"\n')
+    return config
 
 
 def _returns(directory: Directory, senders: dict[str, Keyring], gateway_key: str):
@@ -140,12 +151,20 @@ def _returns(directory: Directory, senders: dict[str, Keyring], gateway_key: str
                            _encrypt(senders[aidans.ukprn], gateway_key, workbook(aidans.name, aidans.ukprn, rows), armour=True))
 
     trainees = people(directory, {"E09000012": 4, "E09000019": 2}, seed=13)
-    yield eastway, _message(eastway.sender, "export.csv.gpg", _encrypt(senders[eastway.ukprn], gateway_key, reason_csv(trainees)))
+    yield eastway, _message(eastway.sender, "export.zip", _aes_zip("export.csv", reason_csv(trainees), os.environ[ZIP_PASSWORD_ENV]))
 
 
 def _encrypt(sender: Keyring, gateway_key: str, data: bytes, armour: bool = False) -> bytes:
     fingerprint = sender.import_key(gateway_key)
     return sender.encrypt(data, fingerprint, armour=armour)
+
+
+def _aes_zip(name: str, data: bytes, password: str) -> bytes:
+    buffer = io.BytesIO()
+    with pyzipper.AESZipFile(buffer, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES) as archive:
+        archive.setpassword(password.encode())
+        archive.writestr(name, data)
+    return buffer.getvalue()
 
 
 def _message(sender: str, filename: str, data: bytes) -> bytes:
@@ -200,5 +219,12 @@ def _receipts(relay: Relay, say: Callable[[str], None]) -> None:
     say("\n8. Receipts and alerts (these travel in clear, so they hold no personal data):")
     for recipients, path in relay.received:
         message = parse(path.read_bytes())
-        if "receipt" in str(message["Subject"]).lower() or "not accepted" in str(message["Subject"]).lower() or "gateway:" in str(message["Subject"]):
-            say(f"     to {', '.join(recipients):<28} {message['Subject']}  ({path.relative_to(relay.folder.parent)})")
+        subject = str(message["Subject"])
+        if not subject.startswith(("LDOR receipt", "LDOR return not accepted", "LDOR gateway:")):
+            continue
+        say(f"     to {', '.join(recipients):<28} {subject}  ({path.relative_to(relay.folder.parent)})")
+        for part in message.iter_attachments():
+            if (part.get_filename() or "").endswith("findings.csv"):
+                rows = list(csv.DictReader(io.StringIO(part.get_content().lstrip("\ufeff"))))
+                counts = Counter((row["Severity"], row["Rule"]) for row in rows)
+                say("        findings: " + ", ".join(f"{sev} {rule} x{n}" for (sev, rule), n in sorted(counts.items())))

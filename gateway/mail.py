@@ -38,6 +38,14 @@ def outgoing_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+def _attach(message: EmailMessage, attachments: tuple[tuple[str, str, bytes], ...]) -> None:
+    for filename, mime_type, data in attachments:
+        maintype, _, subtype = mime_type.partition("/")
+        # The gateway's text attachments (findings csv) are UTF-8: say so, or readers guess ASCII.
+        params = {"charset": "utf-8"} if maintype == "text" else None
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename, params=params)
+
+
 def _headed(item_id: str, sender: str, to: str, subject: str, when: datetime | None) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
@@ -53,9 +61,7 @@ def entity(body: str, attachments: tuple[tuple[str, str, bytes], ...] = ()) -> b
     """A MIME entity (no envelope headers) holding a text and attachments: what PGP/MIME encrypts."""
     part = EmailMessage()
     part.set_content(body)
-    for filename, mime_type, data in attachments:
-        maintype, _, subtype = mime_type.partition("/")
-        part.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    _attach(part, attachments)
     del part["MIME-Version"]
     return part.as_bytes(policy=_WIRE)
 
@@ -94,7 +100,5 @@ def compose(
     """A plain-text message; attachments are (file name, MIME type, bytes)."""
     message = _headed(item_id, sender, to, subject, when)
     message.set_content(body)
-    for filename, mime_type, data in attachments:
-        maintype, _, subtype = mime_type.partition("/")
-        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    _attach(message, attachments)
     return message.as_bytes(policy=_WIRE)
