@@ -66,6 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--provider", help="UKPRN of the provider the file is from (default: the header block's)")
     route.set_defaults(handler=_route)
 
+    report = commands.add_parser("report", help="the monthly monitoring report: who returned, on time or late, notifications per borough")
+    report.add_argument("--month", required=True, metavar="YYYY-MM", help="the month, e.g. 2026-11")
+    report.add_argument("--out", type=Path, metavar="FILE.xlsx", help="also write the report as a workbook with charts")
+    report.add_argument("--due-day", type=int, help="day of the month returns are due (default: [schedule] due_day, 10)")
+    report.set_defaults(handler=_report)
+
+    status = commands.add_parser("status", help="queues, held packages and why, the last mailbox check, keys expiring soon")
+    status.set_defaults(handler=_status)
+
+    audit = commands.add_parser("audit", help="the hash-chained audit trail: `gateway audit verify` checks nobody altered it")
+    audit.add_argument("action", choices=["verify"], help="verify: recompute the chain and name any entry edited, removed or moved")
+    audit.set_defaults(handler=_audit)
+
     template = commands.add_parser("template", help="write the blank return template for providers")
     template.add_argument("out", type=Path, help="where to write it, e.g. LDOR-return.xlsx")
     template.set_defaults(handler=_template)
@@ -89,7 +102,9 @@ def build(path: Path) -> Gateway:
 
 def _run(args: argparse.Namespace) -> int:
     if args.once:
-        result = run_once(build(args.config))
+        gateway = build(args.config)
+        result = run_once(gateway)
+        gateway.ledger.event("daemon", "mailbox-checked")
         print(f"{result.seen} message(s): {result.processed} processed, {result.quarantined} quarantined; "
               f"outbox: {result.delivery.sent} sent, {result.delivery.deferred} deferred, {result.delivery.failed} failed")
         return 0
@@ -148,6 +163,34 @@ def _route(args: argparse.Namespace) -> int:
     report = route_file(args.file, args.config, args.provider, ask_password=getpass.getpass)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
     return 0 if report.complete else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import monthly_report, write_xlsx
+
+    gateway = build(args.config)
+    due_day = args.due_day or gateway.config.schedule.due_day
+    report = monthly_report(gateway.ledger, gateway.rules, args.month, due_day)
+    print(report.text())
+    if args.out:
+        write_xlsx(report, args.out)
+        print(f"\nWorkbook written to {args.out}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .status import status_text
+
+    print(status_text(build(args.config)))
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .audit import audit_verify_text
+
+    code, text = audit_verify_text(Ledger(config_module.load(args.config).paths.database))
+    print(text, end="")
+    return code
 
 
 def _template(args: argparse.Namespace) -> int:

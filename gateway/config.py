@@ -72,6 +72,18 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """[schedule], optional: when the daemon's periodic jobs run (London time) and how long the ledger keeps details."""
+
+    hour: int = 7  # the hour (London time) at which the daily and monthly jobs run
+    reminder_day: int = 5  # providers without an accepted return this month are reminded from this day
+    due_day: int = 10  # the day of the month returns are due (said in reminders and the monthly report)
+    report_day: int = 1  # the monitoring report for the month before is emailed to the administrator on this day
+    retention_days: int = 400  # ledger details and set-aside copies older than this are purged; counts are kept
+    heartbeat_minutes: int = 30  # alert when no mailbox check has succeeded for this long
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     mailbox: Mailbox
@@ -79,9 +91,21 @@ class Config:
     gnupg: Gnupg
     paths: Paths
     admin: Admin
+    schedule: Schedule = Schedule()
 
 
-_SECTIONS = {"mailbox": Mailbox, "smtp": Smtp, "gnupg": Gnupg, "paths": Paths, "admin": Admin}
+_SECTIONS = {"mailbox": Mailbox, "smtp": Smtp, "gnupg": Gnupg, "paths": Paths, "admin": Admin, "schedule": Schedule}
+_OPTIONAL = ("gnupg", "paths", "schedule")  # sections that may be left out: every key has a default
+# Whole numbers with a range; days of the month stop at 28 so that every month has the day.
+_RANGES = {
+    ("schedule", "hour"): (0, 23, "an hour of the day, 0 to 23 (London time)"),
+    ("schedule", "reminder_day"): (1, 28, "a day of the month, 1 to 28"),
+    ("schedule", "due_day"): (1, 28, "a day of the month, 1 to 28"),
+    ("schedule", "report_day"): (1, 28, "a day of the month, 1 to 28"),
+    # Not below the 90 days within which the same file is recognised as sent before (pipeline.DUPLICATE_DAYS).
+    ("schedule", "retention_days"): (90, 100 * 366, "a number of days, at least 90"),
+    ("schedule", "heartbeat_minutes"): (1, 7 * 24 * 60, "a number of minutes above 0"),
+}
 _PATH_KEYS = {("mailbox", "ca_file"), ("smtp", "ca_file"), ("gnupg", "home"), ("paths", "rules"), ("paths", "keys"), ("paths", "outbox"), ("paths", "database")}
 _DEFAULT_PATHS = {"rules": "rules", "keys": "keys", "outbox": "outbox", "database": "var/gateway.db"}
 
@@ -122,7 +146,7 @@ def _build(path: Path) -> tuple[Config | None, list[Problem]]:
     problems = toml.unknown_keys(None, toml.data, set(_SECTIONS))
     sections = {}
     for name, cls in _SECTIONS.items():
-        table = toml.data.get(name, {} if name in ("gnupg", "paths") else None)
+        table = toml.data.get(name, {} if name in _OPTIONAL else None)
         if table is None:
             problems.append(toml.problem(f"the [{name}] section is missing"))
             continue
@@ -147,6 +171,8 @@ def _build(path: Path) -> tuple[Config | None, list[Problem]]:
                 values[field.name] = (base / value).resolve()
             elif field.type == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
                 problems.append(toml.problem(f"{field.name} must be a whole number", name, field.name))
+            elif (name, field.name) in _RANGES and not _RANGES[name, field.name][0] <= value <= _RANGES[name, field.name][1]:
+                problems.append(toml.problem(f"{field.name} must be {_RANGES[name, field.name][2]}", name, field.name))
             elif field.type == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
                 # Every number of this kind is a duration: its unit ends its name, seconds when none does.
                 unit = field.name.rpartition("_")[2] if field.name.endswith(("_hours", "_minutes")) else "seconds"

@@ -57,7 +57,8 @@ class HeldPackage:
 
     def ledger_row(self) -> dict:
         return {"id": self.id, "kind": "package", "recipient": self.recipient, "borough": self.borough.code,
-                "rows": self.rows, "sha256": "", "state": "held", "last_error": self.why}
+                "rows": self.rows, "sha256": "", "state": "held", "last_error": self.why,
+                "reasons": json.dumps(self.reasons, sort_keys=True)}
 
 
 def hold(table: Return, batch: Batch, source: Source, recipient: str, why: str, keyring: Keyring,

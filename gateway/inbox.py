@@ -104,9 +104,17 @@ class Inbox:
             time.sleep(seconds)
             return True
         with _dropped():
-            # RFC 2177: re-issue IDLE at least every 29 minutes, or the server may log us off.
-            responses = self.box.idle.wait(timeout=min(seconds, 25 * 60))
-            # An EXISTS sent just before the server confirmed IDLE is kept by imaplib, not returned.
+            idle = self.box.idle
+            idle.start()
+            try:
+                # An EXISTS the server sent just before confirming IDLE was read and kept by imaplib:
+                # waiting on the socket would not see it again.
+                if self.box.client.untagged_responses.pop("EXISTS", None):
+                    return True
+                # RFC 2177: re-issue IDLE at least every 29 minutes, or the server may log us off.
+                responses = idle.poll(timeout=min(seconds, 25 * 60))
+            finally:
+                idle.stop()
             early = self.box.client.untagged_responses.pop("EXISTS", None)
         return bool(early) or any(b"EXISTS" in line or b"RECENT" in line for line in responses)
 

@@ -1,6 +1,15 @@
 """The SQLite ledger (sqlite-utils): messages, outgoing mail and events, with counts, hashes and ids only.
 
 Never a cell value, a name, a subject or an attachment name: the ledger outlives the data it describes.
+Every event is also chained into the audit trail (audit.py) in the same transaction.
+
+Retention (`purge`) drops the details of what happened before a date and keeps the counts, so the
+monthly report can still be made for those months: a message keeps its reference, provider, dates,
+outcome and row counts, losing its hash and its place in the mailbox; a package keeps its id,
+reference, borough, recipient (an address from rules/boroughs.toml), rows, reasons, state and dates,
+losing its hash and error text; other outgoing mail (receipts, alerts, notices, reminders) is
+deleted, and so are the events and the hashes of forwarded files; the audit trail is cut at a
+checkpoint (audit.py). Nothing still queued or held is touched.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlite_utils
+
+from . import audit
 
 
 def utcnow() -> str:
@@ -59,7 +70,8 @@ class Ledger:
             )
             db["outgoing"].create_index(["reference"])
         # Added after the first release: a ledger written by it gains them on opening.
-        for column in ("next_attempt_at", "status"):  # when to try again; a bounce's status code (5.1.1)
+        # when to try again; a bounce's status code (5.1.1); a package's counts by reason, as JSON {"Leaver": 3, ...}
+        for column in ("next_attempt_at", "status", "reasons"):
             if column not in db["outgoing"].columns_dict:
                 db["outgoing"].add_column(column, str)
         if "files" not in db.table_names():
@@ -69,6 +81,14 @@ class Ledger:
             db["events"].create(
                 {"id": int, "at": str, "reference": str, "event": str, "detail": str}, pk="id"
             )
+        db["events"].create_index(["reference"], if_not_exists=True)
+        if "audit" not in db.table_names():
+            with db.conn:
+                db.conn.execute("begin immediate")  # two processes opening an older ledger at once: one backfills
+                if audit.create(db):  # a ledger older than the trail: its events so far open it
+                    for row in db.query("select * from events order by id"):
+                        audit.append(db.conn, row["id"], row["at"], row["reference"], row["event"],
+                                     self._audited(json.loads(row["detail"]) if row["detail"] else {}))
 
     # -- messages -----------------------------------------------------------------------------
     def find_message(self, mailbox: str, uidvalidity: int, uid: int, sha256: str) -> MessageRecord | None:
@@ -226,10 +246,51 @@ class Ledger:
         return list(self.db["events"].rows_where("reference = ?", [reference], order_by="id"))
 
     def _event(self, reference: str, event: str, **detail: object) -> None:
-        self.db["events"].insert({
-            "at": utcnow(), "reference": reference, "event": event,
-            "detail": json.dumps(detail, sort_keys=True) if detail else "",
-        })
+        """Write one event and its audit entry; always inside the caller's transaction."""
+        at = utcnow()
+        cursor = self.db.conn.execute(
+            "insert into events (at, reference, event, detail) values (?, ?, ?, ?)",
+            [at, reference, event, json.dumps(detail, sort_keys=True) if detail else ""])
+        audit.append(self.db.conn, cursor.lastrowid, at, reference, event, self._audited(detail))
+
+    def _audited(self, detail: dict) -> dict:
+        """What the audit trail keeps of an event about outgoing mail: which message it was (kind,
+        borough, rows, the hash of the message as queued). The recipient is bound by the id."""
+        item = self.outgoing(str(detail["id"])) if "id" in detail else None
+        if item is None:
+            return detail
+        return {**detail, "kind": item["kind"], "borough": item["borough"] or "", "rows": item["rows"] or 0,
+                "sha256": item["sha256"] or ""}
+
+    # -- retention ----------------------------------------------------------------------------
+    def purge(self, before: str) -> dict[str, int]:
+        """Drop the details of what was finished before `before` (ISO UTC), keeping counts (module docstring).
+
+        One transaction; a second run finds nothing more to do. Returns how much of each kind went.
+        """
+        conn = self.db.conn
+        done = "state in ('sent', 'failed', 'bounced') and coalesce(sent_at, queued_at) < ?"
+        with conn:
+            counts = {
+                "messages": conn.execute(
+                    "update messages set sha256 = 'purged-' || reference, mailbox = null, uidvalidity = null, uid = null "
+                    "where first_seen < ? and state in ('done', 'quarantined') and sha256 not like 'purged-%'",
+                    [before]).rowcount,
+                "packages": conn.execute(
+                    f"update outgoing set sha256 = '', last_error = null, status = null "
+                    f"where kind = 'package' and {done} and (sha256 != '' or last_error is not null)", [before]).rowcount,
+                "outgoing": conn.execute(f"delete from outgoing where kind != 'package' and {done}", [before]).rowcount,
+                "files": conn.execute("delete from files where first_seen < ?", [before]).rowcount,
+                # The newest event always stays, so event ids (which the audit trail shares) never start again.
+                "events": conn.execute("delete from events where at < ? and id < (select max(id) from events)",
+                                       [before]).rowcount,
+            }
+            first_kept = conn.execute("select min(id) from events").fetchone()[0]
+            point = audit.purge(conn, first_kept - 1, utcnow()) if first_kept else None
+            if any(counts.values()) or point is not None:
+                marks = {"audit_through": point.through, "audit_hash": point.hash} if point else {}
+                self._event("retention", audit.PURGE_EVENT, before=before, **counts, **marks)
+        return counts
 
     def _reference_of(self, item_id: str) -> str:
         rows = list(self.db.query("select reference from outgoing where id = ?", [item_id]))

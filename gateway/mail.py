@@ -25,11 +25,12 @@ class Outgoing:
     raw: bytes
     borough: str = ""
     rows: int = 0
+    reasons: str | None = None  # a package's counts by reason, JSON {"Leaver": 3, ...}, for the monthly report
 
     def ledger_row(self) -> dict:
         return {
             "id": self.id, "kind": self.kind, "recipient": self.recipient, "borough": self.borough,
-            "rows": self.rows, "sha256": hashlib.sha256(self.raw).hexdigest(),
+            "rows": self.rows, "sha256": hashlib.sha256(self.raw).hexdigest(), "reasons": self.reasons,
         }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -137,4 +138,4 @@ the gateway reference. (Replies to this address are not read by a person.)
         body=body, attachments=((filename, "application/octet-stream", ciphertext),),
         when=source.received,
     )
-    return Outgoing(item_id, "package", recipient, raw, borough.code, len(batch.rows))
+    return Outgoing(item_id, "package", recipient, raw, borough.code, len(batch.rows), json.dumps(counts, sort_keys=True))

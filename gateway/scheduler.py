@@ -3,6 +3,11 @@
 APScheduler decides when each job is due. The jobs themselves run on the main thread, between two
 looks at the mailbox, because the ledger's SQLite connection belongs to that thread and one message
 is always finished before anything else starts.
+
+The dated jobs (jobs.py: key expiry warnings, reminders, retention, the monthly report) run at [schedule]
+hour, London time: daily, or on their day of the month. Each also runs once as the daemon starts, before
+it first looks at the mailbox, to catch up on a day it missed while stopped; each knows whether it
+already did its work for the period.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from .alerts import notify_admin
 from .errors import GatewayError, MailboxError
 from .inbox import Inbox
+from .jobs import JOBS
+from .logs import describe
 from .pipeline import Gateway, run_once
 from .held import release_held
+from .report import LOCAL
 from .send import flush
 
 log = logging.getLogger(__name__)
@@ -34,7 +42,8 @@ class Timing:
 
     wait: float = 30.0  # longest IDLE (or poll) wait before looking at signals and due jobs again
     outbox_every: float = 60.0  # seconds between outbox deliveries (retries included)
-    heartbeat_after: float = 30 * 60.0  # alert when no mailbox check has succeeded for this long
+    heartbeat_after: float | None = None  # alert when no mailbox check has succeeded for this long (seconds);
+    # None: [schedule] heartbeat_minutes
     reconnect_max: float = 300.0  # longest wait between two reconnection attempts
 
 
@@ -42,13 +51,17 @@ class Daemon:
     """`gateway run`: handles each return within seconds of its arrival, for years."""
 
     def __init__(self, config_path: Path, build: Callable[[Path], Gateway], timing: Timing = Timing(),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        """`clock` measures waits; `now` is the date the dated jobs work for (tests pass their own)."""
         self.config_path = config_path
         self.build = build
         self.timing = timing
         self.clock = clock
+        self.now = now
         self.gateway = build(config_path)
         self.last_check = clock()
+        self._recorded_check = float("-inf")
         self._stopping = False
         self._waiting = False
         self._due: "queue.Queue[str]" = queue.Queue()
@@ -58,12 +71,12 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
         scheduler = BackgroundScheduler(timezone="UTC")
-        scheduler.add_job(self._due.put, "interval", args=["outbox"], seconds=self.timing.outbox_every, id="outbox")
-        scheduler.add_job(self._due.put, "interval", args=["heartbeat"], seconds=60, id="heartbeat")
+        self.schedule(scheduler)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler.start()
         log.info("gateway running: watching the mailbox")
         try:
+            self._run_due()  # the catch-up, before the first look at the mailbox
             self._watch()
         finally:
             scheduler.shutdown(wait=False)
@@ -71,6 +84,17 @@ class Daemon:
                 signal.signal(sig, handler)
         log.info("gateway stopped")
         return 0
+
+    def schedule(self, scheduler: BackgroundScheduler) -> None:
+        """Register every job with its trigger, and queue each dated job once now, to catch up."""
+        settings = self.gateway.config.schedule
+        scheduler.add_job(self._due.put, "interval", args=["outbox"], seconds=self.timing.outbox_every, id="outbox")
+        scheduler.add_job(self._due.put, "interval", args=["heartbeat"], seconds=60, id="heartbeat")
+        days = {"key-expiry": "*", "reminders": settings.reminder_day, "retention": "*", "monthly-report": settings.report_day}
+        for minute, name in enumerate(JOBS):  # a few minutes apart, so the log tells them apart
+            scheduler.add_job(self._due.put, "cron", args=[name], id=name, day=days[name], hour=settings.hour,
+                              minute=minute, timezone=LOCAL)
+            self._due.put(name)
 
     def stop(self) -> None:
         self._stopping = True
@@ -91,6 +115,7 @@ class Daemon:
                     self._round()
                     while not self._stopping:
                         arrived = self._wait(watcher)
+                        self._checked()  # a quiet mailbox, looked at successfully, is a healthy one
                         self._reload_if_edited()
                         if arrived:
                             self._round()
@@ -112,7 +137,15 @@ class Daemon:
 
     def _round(self) -> None:
         run_once(self.gateway, retry_now=False)  # deferred mail waits for its turn in the backoff
-        self.last_check = self.clock()
+        self._checked()
+
+    def _checked(self) -> None:
+        """Note a successful look at the mailbox; `gateway status` reads it (at most every 5 minutes)."""
+        now = self.clock()
+        if now - self._recorded_check >= 300:
+            self.gateway.ledger.event("daemon", "mailbox-checked")
+            self._recorded_check = now
+        self.last_check = now
         self._alerted_silence = False
 
     def _sleep(self, seconds: float) -> None:
@@ -133,10 +166,25 @@ class Daemon:
                 job = self._due.get_nowait()
             except queue.Empty:
                 return
+            if job in JOBS:
+                self._dated(job)
+                continue
             try:
                 {"outbox": self._outbox, "heartbeat": self._heartbeat}[job]()
             except GatewayError as error:
                 log.warning("job %s failed, will run again: %s", job, error)
+
+    def _dated(self, job: str) -> None:
+        try:
+            queued = JOBS[job](self.gateway, self.now())
+        except GatewayError as error:
+            log.warning("job %s failed, will run again at its next time: %s", job, error)
+            return
+        except Exception as error:  # a job that fails must not stop the daemon; it runs again at its next time
+            log.error("job %s failed, will run again at its next time: %s", job, describe(error))
+            return
+        if queued:
+            self._outbox()  # its mail goes now, not at the next outbox round
 
     def _outbox(self) -> None:
         gateway = self.gateway
@@ -145,7 +193,8 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         silent = self.clock() - self.last_check
-        if silent < self.timing.heartbeat_after or self._alerted_silence:
+        after = self.timing.heartbeat_after or self.gateway.config.schedule.heartbeat_minutes * 60.0
+        if silent < after or self._alerted_silence:
             return
         gateway = self.gateway
         minutes = int(silent // 60)

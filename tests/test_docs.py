@@ -30,6 +30,6 @@ def test_every_command_has_help_and_is_in_the_readme():
 def test_every_config_key_is_in_the_readme():
     section = README[README.index("## config.toml"):]
     for name, cls in (("mailbox", config.Mailbox), ("smtp", config.Smtp), ("gnupg", config.Gnupg),
-                      ("paths", config.Paths), ("admin", config.Admin)):
+                      ("paths", config.Paths), ("admin", config.Admin), ("schedule", config.Schedule)):
         for field in dataclasses.fields(cls):
             assert re.search(rf"\b{field.name}\b", section), f"[{name}] {field.name} is not documented"

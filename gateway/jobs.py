@@ -1,0 +1,377 @@
+"""The daemon's dated jobs: key expiry warnings, reminders to providers, retention, the monthly report.
+
+Each is a plain function of (gateway, now) that queues mail through the one outbox and returns how many
+messages it queued; scheduler.py decides when each is due, tests pass their own `now`. Each does its
+work for a period once: it records a "job-done" event under a name for the job and the period (for
+example "reminder 2026-11 10001234") and looks for it first, so a restart, or a job run again to catch
+up, repeats nothing. The mail it queues has ids derived from the same names, so a crash between
+queueing and recording sends nothing twice either.
+
+Months and days are London time, as in the monthly report.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from . import audit
+from .alerts import notify_admin
+from .errors import KeyringError, NoUsableKey
+from .keys import Keyring, PublicKey
+from .ledger import Ledger
+from .mail import Outgoing, compose, outgoing_id
+from .report import LOCAL, monthly_report, write_xlsx
+from .rules import Borough, Provider
+
+if TYPE_CHECKING:
+    from .pipeline import Gateway
+
+log = logging.getLogger(__name__)
+
+WARN_DAYS = (30, 14, 1)  # a key's recipients and the administrator are told when this many days are left
+DONE = "job-done"
+
+
+def already_done(ledger: Ledger, name: str) -> bool:
+    """Whether the job named `name` (job and period) did its work before."""
+    return any(event["event"] == DONE for event in ledger.events(name))
+
+
+def _done_names(ledger: Ledger, prefix: str) -> set[str]:
+    """The names starting with `prefix` of the jobs done: one look at the events for a whole month's reminders."""
+    return {row["reference"] for row in ledger.db.query(
+        "select reference from events where event = ? and substr(reference, 1, ?) = ?", [DONE, len(prefix), prefix])}
+
+
+def _record_done(ledger: Ledger, name: str, **counts: int) -> None:
+    ledger.event(name, DONE, **counts)
+
+
+def _running_before(ledger: Ledger, moment: datetime) -> bool:
+    """Whether the gateway was at work before `moment` (the ledger has an earlier event): a gateway
+    installed in the middle of a month does not remind for, or report on, a month it did not see."""
+    since = moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return bool(list(ledger.db.query("select 1 from events where at < ? limit 1", [since])))
+
+
+def _queue(gateway: "Gateway", reference: str, item: Outgoing) -> int:
+    """Put one message in the outbox and the ledger, unless it was queued before; 1 if queued now."""
+    if gateway.ledger.outgoing_state(item.id) is not None:
+        return 0
+    gateway.outbox.put(item.id, item.raw)
+    gateway.ledger.add_outgoing(reference, [item.ledger_row()])
+    return 1
+
+
+def _day(moment: date) -> str:
+    return f"{moment.day} {moment:%B %Y}"
+
+
+# -- key expiry ---------------------------------------------------------------------------------------
+@dataclass
+class _Holder:
+    """A key that packages are encrypted to, with the recipients that use it and the boroughs they receive for."""
+
+    key: PublicKey
+    recipients: dict[str, list[Borough]]
+
+
+def key_expiry_warnings(gateway: "Gateway", now: datetime) -> int:
+    """Tell each recipient whose key is within 30, 14 or 1 days of expiring (or has expired), and the
+    administrator, once per key and stage; the gateway's own key too (to the administrator)."""
+    holders = _holders(gateway.keyring, gateway.rules.receiving())
+    queued = 0
+    for holder in holders.values():
+        stage = _stage(holder.key, now)
+        if stage is None:
+            continue
+        name = f"key-expiry {holder.key.fingerprint} {holder.key.expires_on} {stage}"
+        if already_done(gateway.ledger, name):
+            continue
+        for recipient, boroughs in holder.recipients.items():
+            queued += _queue(gateway, "keys", _recipient_warning(gateway, holder.key, stage, recipient, boroughs, now, name))
+        queued += _admin_warning(gateway, holder, stage, now, name)
+        _record_done(gateway.ledger, name, recipients=len(holder.recipients))
+        log.info("key %s: expiry warning (%s) queued for %d recipient(s) and the administrator",
+                 holder.key.fingerprint, stage, len(holder.recipients))
+    queued += _own_key_warning(gateway, now)
+    return queued
+
+
+def _holders(keyring: Keyring, boroughs: tuple[Borough, ...]) -> dict[str, _Holder]:
+    keys = keyring.public_keys()
+    holders: dict[str, _Holder] = {}
+    for borough in boroughs:
+        for recipient in borough.recipients:
+            key = _recipient_key(keyring, recipient, keys)
+            if key is not None and key.expires is not None:
+                holder = holders.setdefault(key.fingerprint, _Holder(key, {}))
+                holder.recipients.setdefault(recipient, []).append(borough)
+    return holders
+
+
+def _recipient_key(keyring: Keyring, recipient: str, keys: list[PublicKey]) -> PublicKey | None:
+    """The key the recipient's packages are encrypted to; when it has expired, the one that did."""
+    try:
+        fingerprint = keyring.key_for(recipient, keys)
+        return next(k for k in keys if k.fingerprint == fingerprint)
+    except NoUsableKey:
+        pinned = keyring.pinned(recipient)
+        mine = [k for k in keys if (k.fingerprint == pinned if pinned else recipient in k.addresses)]
+        # Only expiry is this job's business: no key, several keys or a revoked one are `gateway check`'s.
+        if mine and all(k.why_not == "expired" for k in mine):
+            return max(mine, key=lambda k: k.expires or 0)
+        return None
+
+
+def _stage(key: PublicKey, now: datetime) -> str | None:
+    """"expired", or the smallest of WARN_DAYS that the days left are within, or None when none is reached."""
+    if key.expires is None or key.expires_on is None:
+        return None
+    if key.expires <= now.timestamp():
+        return "expired"
+    left = (key.expires_on - now.astimezone(timezone.utc).date()).days
+    reached = [days for days in WARN_DAYS if left <= days]
+    return f"{min(reached)}d" if reached else None
+
+
+def _left(key: PublicKey, now: datetime) -> str:
+    days = (key.expires_on - now.astimezone(timezone.utc).date()).days if key.expires_on else 0
+    return "today" if days <= 0 else "tomorrow" if days == 1 else f"in {days} days"
+
+
+def _recipient_warning(gateway: "Gateway", key: PublicKey, stage: str, recipient: str, boroughs: list[Borough],
+                       now: datetime, name: str) -> Outgoing:
+    config = gateway.config
+    expired = stage == "expired"
+    when = f"expired on {key.expires_on:%Y-%m-%d}" if expired else f"expires on {key.expires_on:%Y-%m-%d} ({_left(key, now)})"
+    effect = ("Since then, notifications for you are held, encrypted, and NOT sent: they go out by themselves as "
+              "soon as the administrator has put your renewed key in place."
+              if expired else
+              "After that date the gateway cannot encrypt to this key: notifications for you would be held, "
+              "encrypted, until the administrator has your renewed key. Nothing is ever sent unencrypted.")
+    text = "\n".join([
+        "The gateway that sends you leavers and joiners notifications encrypts them to your OpenPGP key.",
+        "",
+        f"Key fingerprint: {key.fingerprint}",
+        f"Your address:    {recipient}",
+        f"Receiving for:   {', '.join(f'{b.name} ({b.code})' for b in boroughs)}",
+        f"The key {when}.",
+        "",
+        effect,
+        "",
+        "What to do: extend the key's expiry date, the key's and its encryption subkey's:",
+        f"    gpg --quick-set-expire {key.fingerprint} 2y",
+        f"    gpg --quick-set-expire {key.fingerprint} 2y '*'",
+        "or make a new key; then send the public key (gpg --armor --export "
+        f"{recipient}) to the gateway's administrator, {config.admin.email}.",
+        "",
+        "This message holds no personal data.",
+    ]) + "\n"
+    item_id = outgoing_id(name, recipient)
+    subject = f"LDOR gateway: your encryption key {when}"
+    raw = compose(item_id=item_id, sender=config.smtp.from_address, to=recipient, subject=subject, body=text)
+    return Outgoing(item_id, "notice", recipient, raw, boroughs[0].code)
+
+
+def _admin_warning(gateway: "Gateway", holder: _Holder, stage: str, now: datetime, name: str) -> int:
+    key = holder.key
+    expired = stage == "expired"
+    when = f"expired on {key.expires_on:%Y-%m-%d}" if expired else f"expires on {key.expires_on:%Y-%m-%d} ({_left(key, now)})"
+    who = [f"  {recipient}, for {', '.join(f'{b.name} ({b.code})' for b in boroughs)}"
+           for recipient, boroughs in sorted(holder.recipients.items())]
+    text = "\n".join([
+        f"The key {key.fingerprint} {when}. Packages are encrypted to it for:",
+        *who,
+        "",
+        ("Packages for these recipients are held (encrypted, never sent in clear) until a usable key is in keys/."
+         if expired else "After that date their packages will be held until a renewed key is in keys/."),
+        "Each recipient has been sent the same warning, asking for a renewed key.",
+        "",
+        "What to do: put each recipient's renewed public key in keys/ (replacing the old .asc file) and run "
+        "`gateway check`; held packages are then sent by themselves.",
+    ]) + "\n"
+    names = ", ".join(sorted({b.name for boroughs in holder.recipients.values() for b in boroughs}))
+    return int(notify_admin(gateway.config, gateway.ledger, gateway.outbox, "keys",
+                            f"encryption key for {names} {when.split(' (')[0]}", text, key=name))
+
+
+def _own_key_warning(gateway: "Gateway", now: datetime) -> int:
+    """Providers encrypt their returns to the gateway's own key: once it expires they cannot."""
+    try:
+        key = gateway.keyring.own_key()
+    except KeyringError:
+        return 0
+    stage = _stage(key, now)
+    if stage is None:
+        return 0
+    name = f"key-expiry {key.fingerprint} {key.expires_on} {stage}"
+    if already_done(gateway.ledger, name):
+        return 0
+    when = f"expired on {key.expires_on:%Y-%m-%d}" if stage == "expired" else f"expires on {key.expires_on:%Y-%m-%d} ({_left(key, now)})"
+    text = (
+        f"The gateway's own key {key.fingerprint}, which providers encrypt their returns to, {when}.\n\n"
+        "Once it has expired, providers' encryption programs refuse it, and returns stop arriving.\n\n"
+        f"What to do: extend it (gpg --homedir {gateway.config.gnupg.home} --quick-set-expire {key.fingerprint} 2y, "
+        "and again with '*' after it for its encryption subkey), then restart the gateway. Its receipts carry "
+        "the public key, so providers pick up the new date from their next receipt.\n"
+    )
+    queued = int(notify_admin(gateway.config, gateway.ledger, gateway.outbox, "keys",
+                              f"the gateway's own key {when.split(' (')[0]}", text, key=name))
+    _record_done(gateway.ledger, name)
+    return queued
+
+
+# -- reminders ------------------------------------------------------------------------------------------
+def send_reminders(gateway: "Gateway", now: datetime) -> int:
+    """From [schedule] reminder_day, remind each known provider without an accepted return this month, once.
+
+    "Returned" is the monthly report's: a message of its received this month was accepted.
+    """
+    schedule = gateway.config.schedule
+    local = now.astimezone(LOCAL)
+    reminder_day = local.replace(day=schedule.reminder_day, hour=0, minute=0, second=0, microsecond=0)
+    if local < reminder_day or not _running_before(gateway.ledger, reminder_day):
+        return 0
+    month = f"{local:%Y-%m}"
+    figures = monthly_report(gateway.ledger, gateway.rules, month, schedule.due_day, now=now)
+    returned = {line.ukprn for line in figures.providers if line.returned}
+    due = local.date().replace(day=schedule.due_day)
+    done = _done_names(gateway.ledger, f"reminder {month} ")
+    queued, unreachable = 0, []
+    for provider in gateway.rules.providers.values():
+        name = f"reminder {month} {provider.ukprn}"
+        if provider.ukprn in returned or name in done:
+            continue
+        to = provider.receipts_to or next((s for s in provider.senders if not s.startswith("@")), None)
+        if to is None:
+            unreachable.append(provider)
+            continue
+        queued += _queue(gateway, name, _reminder(gateway, provider, to, month, local.date(), due, name))
+        _record_done(gateway.ledger, name)
+    if unreachable:
+        queued += _unreachable(gateway, unreachable, month)
+    if queued:
+        log.info("reminders for %s: %d queued", month, queued)
+    return queued
+
+
+def _reminder(gateway: "Gateway", provider: Provider, to: str, month: str, today: date, due: date, name: str) -> Outgoing:
+    config = gateway.config
+    first = date.fromisoformat(f"{month}-01")
+    late = today > due
+    text = "\n".join([
+        "Leavers and joiners return: reminder",
+        "",
+        f"Provider: {provider.name} (UKPRN {provider.ukprn})",
+        f"Month:    {first:%B %Y}",
+        f"Due by:   {_day(due)}",
+        "",
+        ("The gateway has not received an accepted return from you this month, and it was due by "
+         f"{_day(due)}. Please send it as soon as you can." if late else
+         f"The gateway has not yet received an accepted return from you this month. Please send it by {_day(due)}."),
+        "",
+        f"Send it as before: the return attached, encrypted to the gateway's key, to {config.smtp.from_address}. "
+        "If you sent one and its receipt says NOT ACCEPTED, please correct it and send it again: a return "
+        "counts once it has been accepted. If you sent it in the last few hours, please disregard this reminder.",
+        "",
+        f"Questions: the gateway's administrator, {config.admin.email}.",
+        "This message holds no personal data.",
+    ]) + "\n"
+    item_id = outgoing_id(name, to)
+    subject = f"LDOR return for {first:%B %Y}: {'overdue' if late else 'reminder'} (UKPRN {provider.ukprn})"
+    raw = compose(item_id=item_id, sender=config.smtp.from_address, to=to, subject=subject, body=text)
+    return Outgoing(item_id, "reminder", to, raw)
+
+
+def _unreachable(gateway: "Gateway", providers: list[Provider], month: str) -> int:
+    lines = [f"  {p.ukprn}  {p.name}" for p in sorted(providers, key=lambda p: p.ukprn)]
+    text = (
+        f"These providers have not returned for {month}, but could not be reminded: rules/providers.toml gives "
+        "them only @domain senders and no receipts_to address.\n\n" + "\n".join(lines) + "\n\n"
+        "What to do: remind them yourself, and give each an exact sender address or receipts_to.\n"
+    )
+    return int(notify_admin(gateway.config, gateway.ledger, gateway.outbox, "reminders",
+                            f"providers not reminded for {month}", text, key=month))
+
+
+# -- retention ------------------------------------------------------------------------------------------
+def purge_old_details(gateway: "Gateway", now: datetime) -> int:
+    """Once a day: purge the ledger's details (ledger.Ledger.purge) and the set-aside copies in the outbox
+    older than [schedule] retention_days, keeping counts and the audit trail's chain. Queues nothing."""
+    name = f"retention {now.astimezone(timezone.utc):%Y-%m-%d}"
+    if already_done(gateway.ledger, name):
+        return 0
+    before = (now - timedelta(days=gateway.config.schedule.retention_days)).astimezone(timezone.utc)
+    stamp = before.isoformat(timespec="seconds")
+    removed = _purge_set_aside(gateway, before)  # first: their ledger rows say what they were
+    counts = gateway.ledger.purge(stamp)
+    _record_done(gateway.ledger, name, set_aside=removed, **counts)
+    log.info("retention: details before %s purged (%s; %d set-aside copies)", stamp,
+             ", ".join(f"{kind} {count}" for kind, count in counts.items()), removed)
+    return 0
+
+
+def _purge_set_aside(gateway: "Gateway", before: datetime) -> int:
+    """Delete copies in outbox/bad/ of mail that failed or bounced before `before`, and of files no ledger
+    row describes that were set aside before it."""
+    removed = 0
+    for item_id in gateway.outbox.set_aside_ids():
+        path = gateway.outbox.bad / f"{item_id}.eml"
+        row = gateway.ledger.outgoing(item_id)
+        try:
+            if row is None:
+                when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+            elif row["state"] in ("failed", "bounced"):
+                when = datetime.fromisoformat(row["sent_at"] or row["queued_at"])
+            else:
+                continue
+        except (OSError, TypeError, ValueError):
+            continue
+        if when < before:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+# -- the monthly report ---------------------------------------------------------------------------------
+def email_monthly_report(gateway: "Gateway", now: datetime) -> int:
+    """From [schedule] report_day, email the administrator the report for the month before, once: the text in
+    the body, the xlsx attached (counts and organisations' names only), and the audit trail's head."""
+    schedule = gateway.config.schedule
+    local = now.astimezone(LOCAL)
+    month_start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if local.day < schedule.report_day or not _running_before(gateway.ledger, month_start):
+        return 0
+    month = f"{(local.date().replace(day=1) - timedelta(days=1)):%Y-%m}"
+    name = f"monthly-report {month}"
+    if already_done(gateway.ledger, name):
+        return 0
+    report = monthly_report(gateway.ledger, gateway.rules, month, schedule.due_day, now=now)
+    with tempfile.TemporaryDirectory() as folder:
+        xlsx = write_xlsx(report, Path(folder) / f"ldor-report-{month}.xlsx").read_bytes()
+    _, check = audit.audit_verify_text(gateway.ledger)
+    text = report.text() + "\nThe gateway's audit trail (gateway audit verify):\n" + check
+    config = gateway.config
+    item_id = outgoing_id(name, config.admin.email)
+    raw = compose(item_id=item_id, sender=config.smtp.from_address, to=config.admin.email,
+                  subject=f"LDOR monitoring report for {month} [{name}]", body=text,
+                  attachments=((f"ldor-report-{month}.xlsx",
+                                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", xlsx),))
+    queued = _queue(gateway, name, Outgoing(item_id, "report", config.admin.email, raw))
+    _record_done(gateway.ledger, name)
+    log.info("monthly report for %s queued for the administrator", month)
+    return queued
+
+
+JOBS: dict[str, Callable[["Gateway", datetime], int]] = {
+    "key-expiry": key_expiry_warnings,
+    "reminders": send_reminders,
+    "retention": purge_old_details,
+    "monthly-report": email_monthly_report,
+}
