@@ -124,22 +124,25 @@ class Deployment:
         return [email.message_from_bytes(m.data, policy=email.policy.default) for m in self.smtp.messages]
 
 
-@pytest.fixture
-def deployment(tmp_path, imap, smtp, keys, monkeypatch) -> Deployment:
-    root = tmp_path / "gateway"
-    (root / "keys").mkdir(parents=True)
-    (root / "var").mkdir()
-    # The gateway's keyring is a copy of the session's, so each test starts from the same keys.
+def install(root: Path, keys: Keys, imap: tuple[str, int, str, str], smtp: tuple[str, int], **options) -> Path:
+    """An installation in `root` for the test servers: the session's gateway keyring (copied, so each
+    test starts from the same keys), the boroughs' public keys, and config and rules; its config path."""
     import shutil
 
+    (root / "keys").mkdir(parents=True)
     shutil.copytree(keys.gateway_home, root / "var" / "gnupg", ignore=shutil.ignore_patterns("S.*", "*.lock"))
     for address, public in keys.borough_public.items():
         (root / "keys" / f"{address}.asc").write_text(public)
-    config = write_installation(
-        root, imap=(imap.host, imap.port, imap.user, "TEST_IMAP_PASSWORD"), smtp=(smtp.host, smtp.port),
-        sender=GATEWAY_ADDRESS, admin=ADMIN, boroughs=BOROUGHS,
-        providers=[(PROVIDER_UKPRN, "Example College", PROVIDER_SENDER, "E09000019")], timeout=10,
+    return write_installation(
+        root, imap=imap, smtp=smtp, sender=GATEWAY_ADDRESS, admin=ADMIN, boroughs=BOROUGHS,
+        providers=[(PROVIDER_UKPRN, "Example College", PROVIDER_SENDER, "E09000019")], **options,
     )
+
+
+@pytest.fixture
+def deployment(tmp_path, imap, smtp, keys, monkeypatch) -> Deployment:
+    root = tmp_path / "gateway"
+    config = install(root, keys, (imap.host, imap.port, imap.user, "TEST_IMAP_PASSWORD"), (smtp.host, smtp.port), timeout=10)
     monkeypatch.setenv("TEST_IMAP_PASSWORD", imap.password)
     yield Deployment(root, config, imap, smtp, keys)
     from servers import kill_agents

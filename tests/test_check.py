@@ -15,13 +15,12 @@ from pathlib import Path
 import gnupg
 import pytest
 
-from conftest import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, PROVIDER_UKPRN
+from conftest import GATEWAY_ADDRESS, PROVIDER_SENDER, install
 from servers import export_public, gnupg_home, kill_agents, make_key
 
 from gateway import config as config_module
 from gateway.keys import Keyring
 from gateway.routing_check import Advisory, check_installation
-from gateway.scaffold import write_installation
 from gateway.tomlfile import Problem
 
 DAY = 86400
@@ -64,16 +63,7 @@ class Installation:
 def installation(tmp_path, keys, monkeypatch) -> Installation:
     """An installation as `gateway check` sees it: config, rules, keys/ and the gateway's keyring; no servers."""
     root = tmp_path / "gateway"
-    (root / "keys").mkdir(parents=True)
-    (root / "var").mkdir()
-    shutil.copytree(keys.gateway_home, root / "var" / "gnupg", ignore=shutil.ignore_patterns("S.*", "*.lock"))
-    for address, public in keys.borough_public.items():
-        (root / "keys" / f"{address}.asc").write_text(public)
-    config = write_installation(
-        root, imap=("127.0.0.1", 993, GATEWAY_ADDRESS, "TEST_IMAP_PASSWORD"), smtp=("127.0.0.1", 587),
-        sender=GATEWAY_ADDRESS, admin=ADMIN, boroughs=BOROUGHS,
-        providers=[(PROVIDER_UKPRN, "Example College", PROVIDER_SENDER, "E09000019")],
-    )
+    config = install(root, keys, ("127.0.0.1", 993, GATEWAY_ADDRESS, "TEST_IMAP_PASSWORD"), ("127.0.0.1", 587))
     monkeypatch.setenv("TEST_IMAP_PASSWORD", "secret")
     yield Installation(root, config_module.load(config), tmp_path)
     kill_agents(root / "var" / "gnupg")

@@ -6,10 +6,9 @@ import pytest
 
 from servers import Dovecot, SmtpCapture, make_tls_certificate
 
-from conftest import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, PROVIDER_UKPRN, provider_message
+from conftest import GATEWAY_ADDRESS, PROVIDER_UKPRN, install, provider_message
 from gateway.cli import main
 from gateway.sample import people, workbook
-from gateway.scaffold import write_installation
 
 
 @pytest.fixture
@@ -18,19 +17,9 @@ def certificate(tmp_path):
 
 
 def _install(tmp_path, keys, imap, smtp, imap_security, smtp_security, ca_file):
-    import shutil
-
-    root = tmp_path / "gateway"
-    (root / "keys").mkdir(parents=True)
-    shutil.copytree(keys.gateway_home, root / "var" / "gnupg", ignore=shutil.ignore_patterns("S.*", "*.lock"))
-    for address, public in keys.borough_public.items():
-        (root / "keys" / f"{address}.asc").write_text(public)
     port = imap.ssl_port if imap_security == "ssl" else imap.port
-    return write_installation(
-        root, imap=(imap.host, port, imap.user, "TLS_IMAP_PW"), smtp=(smtp.host, smtp.port), sender=GATEWAY_ADDRESS,
-        admin=ADMIN, boroughs=BOROUGHS, providers=[(PROVIDER_UKPRN, "Example College", PROVIDER_SENDER, "E09000019")],
-        timeout=10, imap_security=imap_security, smtp_security=smtp_security, ca_file=ca_file,
-    )
+    return install(tmp_path / "gateway", keys, (imap.host, port, imap.user, "TLS_IMAP_PW"), (smtp.host, smtp.port),
+                   timeout=10, imap_security=imap_security, smtp_security=smtp_security, ca_file=ca_file)
 
 
 @pytest.mark.parametrize("imap_security, smtp_security", [("ssl", "starttls"), ("starttls", "ssl")])
