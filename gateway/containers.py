@@ -377,7 +377,7 @@ def _read_entry(archive: pyzipper.AESZipFile, entry: pyzipper.ZipInfo, password:
             if pwd is None:
                 raise UnpackError("zip entry cannot be read", _DAMAGED_ZIP) from None
             continue
-        except Exception:  # BadZipFile (CRC, HMAC), zlib.error, EOFError, NotImplementedError
+        except Exception:  # BadZipFile (CRC, HMAC), zlib.error, EOFError, and zipfile refusing a method it lacks
             advice = _PASSWORD_OR_DAMAGED_ZIP if pwd is not None else _DAMAGED_ZIP
             raise UnpackError("zip entry failed to decompress or its check failed", advice) from None
         if len(output) != entry.file_size:
