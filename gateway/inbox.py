@@ -104,6 +104,8 @@ class Inbox:
             time.sleep(seconds)
             return True
         with _dropped():
+            # Forget counts reported earlier (SELECT's "* 0 EXISTS"): only news from now on counts.
+            self.box.client.untagged_responses.pop("EXISTS", None)
             idle = self.box.idle
             idle.start()
             try:

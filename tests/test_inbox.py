@@ -60,3 +60,40 @@ def test_no_server_listening_is_a_retryable_error(imap, monkeypatch):
     with pytest.raises(MailboxError, match="cannot reach") as caught:
         Inbox(_settings(imap, port=free_port())).__enter__()
     assert caught.value.retryable
+
+
+def test_without_idle_the_wait_becomes_a_poll(monkeypatch):
+    """pymap offers no IDLE: the gateway sleeps the interval and looks again, instead of hanging."""
+    import time
+
+    from gateway.embedded import ImapServer
+
+    with ImapServer("ldor@example.org") as server:
+        monkeypatch.setenv("T_IMAP_PW", server.password)
+        settings = Mailbox(host=server.host, port=server.port, security="none", user=server.user,
+                           password_env="T_IMAP_PW", timeout=5)
+        with Inbox(settings) as inbox:
+            assert "IDLE" not in inbox.box.client.capabilities
+            start = time.monotonic()
+            assert inbox.wait_for_mail(0.5) is True
+            assert 0.4 < time.monotonic() - start < 3
+            server.deliver(RAW)
+            start = time.monotonic()
+            assert inbox.wait_for_mail(30) is True  # mail waiting: no wait at all
+            assert time.monotonic() - start < 3
+
+
+def test_with_idle_a_new_message_ends_the_wait_at_once(imap, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setenv("T_IMAP_PW", imap.password)
+    with Inbox(_settings(imap)) as inbox:
+        assert "IDLE" in inbox.box.client.capabilities
+        timer = threading.Timer(0.5, imap.append, args=[RAW])
+        timer.start()
+        start = time.monotonic()
+        assert inbox.wait_for_mail(20) is True
+        took = time.monotonic() - start
+        timer.join()
+        assert 0.4 < took < 5  # woken by the new message, not before it and not by the timeout
