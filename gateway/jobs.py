@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import audit
-from .alerts import notify_admin
+from .alerts import notify_admin, queue_once
 from .errors import KeyringError, NoUsableKey
 from .keys import Keyring, PublicKey
 from .ledger import Ledger
@@ -60,12 +60,8 @@ def _running_before(ledger: Ledger, moment: datetime) -> bool:
 
 
 def _queue(gateway: "Gateway", reference: str, item: Outgoing) -> int:
-    """Put one message in the outbox and the ledger, unless it was queued before; 1 if queued now."""
-    if gateway.ledger.outgoing_state(item.id) is not None:
-        return 0
-    gateway.outbox.put(item.id, item.raw)
-    gateway.ledger.add_outgoing(reference, [item.ledger_row()])
-    return 1
+    """1 if the message was queued now, 0 if it had been before."""
+    return int(queue_once(gateway.ledger, gateway.outbox, reference, item))
 
 
 def _day(moment: date) -> str:

@@ -98,7 +98,11 @@ def _csv_cell(value: object) -> str:
         return ""
     if isinstance(value, (date, datetime)):
         return value.strftime("%d/%m/%Y")
-    text = str(value)
+    return csv_text(str(value))
+
+
+def csv_text(text: str) -> str:
+    """Text for a csv cell that Excel shows and never runs as a formula."""
     # OWASP's advice for CSV injection: a leading quote makes Excel treat the cell as text.
     return "'" + text if text.startswith(_FORMULA_START) else text
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Callable
 
 from .mail import Outgoing, compose, compose_encrypted, entity, outgoing_id
+from .pack import csv_text
 from .route import Routed
 from .rules import Provider
 from .validate import Finding, sort_findings
@@ -137,7 +138,7 @@ def findings_csv(findings: list[Finding] | tuple[Finding, ...], values: bool = F
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(["Severity", "Row", "Column", "Rule", "Message"] + (["Value"] if values else []))
     for f in findings:
-        writer.writerow([f.severity, f.row or "", f.column, f.rule, f.message] + ([_csv_safe(f.value)] if values else []))
+        writer.writerow([f.severity, f.row or "", f.column, f.rule, f.message] + ([csv_text(f.value)] if values else []))
     return buffer.getvalue().encode("utf-8-sig")
 
 
@@ -159,9 +160,6 @@ def _table(findings: list[Finding], values: bool = False) -> list[str]:
         rows.append(f"  {f.severity:<4}{row:>6}  {f.column:<{width}}  {f.rule:<15} {f.message}{shown}")
     return rows
 
-
-def _csv_safe(text: str) -> str:
-    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
 
 
 def _footer(head: Letterhead, sealed: bool = False) -> list[str]:
