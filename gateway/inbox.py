@@ -32,11 +32,19 @@ def _dropped() -> Iterator[None]:
 
 
 class Inbox:
-    """One logged-in session on the secure mailbox; use as a context manager."""
+    """One logged-in session on the secure mailbox; use as a context manager.
+
+    The daemon keeps one for as long as the server lets it: the same session watches the folder and
+    handles what arrives, so a quiet mailbox costs one login, not one per look. New mail is told by
+    UID (RFC 3501 2.3.1.1: UIDs only grow), never by a count: a count may include a message this
+    session has just moved away, and STATUS must not be asked of the selected folder (6.3.10).
+    """
 
     def __init__(self, settings: config.Mailbox) -> None:
         self.settings = settings
         self._box: imap_tools.BaseMailBox | None = None
+        self._uidvalidity: int | None = None
+        self.last_uid = 0  # the highest UID `messages` has listed in this session
 
     def __enter__(self) -> "Inbox":
         settings = self.settings
@@ -60,9 +68,13 @@ class Inbox:
         except (OSError, imap_tools.errors.ImapToolsError) as error:
             raise MailboxError(f"cannot reach the mailbox at {settings.host}:{settings.port} ({type(error).__name__})") from None
         self._box = box
-        for folder in (settings.processed_folder, settings.quarantine_folder):
-            if not box.folder.exists(folder):
-                box.folder.create(folder)
+        with _dropped():
+            # SELECT announced the folder's UIDVALIDITY (RFC 3501 6.3.1); it holds for the whole session.
+            announced = box.client.untagged_responses.get("UIDVALIDITY") or [None]
+            self._uidvalidity = int(announced[-1]) if announced[-1] is not None else None
+            for folder in (settings.processed_folder, settings.quarantine_folder):
+                if not box.folder.exists(folder):
+                    box.folder.create(folder)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -80,45 +92,60 @@ class Inbox:
         return self._box
 
     def uidvalidity(self) -> int:
-        with _dropped():
-            return int(self.box.folder.status(self.settings.folder, ["UIDVALIDITY"])["UIDVALIDITY"])
+        if self._uidvalidity is None:  # a server that did not announce it at SELECT
+            with _dropped():
+                self._uidvalidity = int(self.box.folder.status(self.settings.folder, ["UIDVALIDITY"])["UIDVALIDITY"])
+        return self._uidvalidity
 
     def messages(self) -> Iterator[InboxMessage]:
         """Every message now in the folder, oldest first, fetched one at a time without marking it seen."""
         with _dropped():
             uids = sorted(int(u) for u in self.box.uids("ALL"))
+        if uids:
+            self.last_uid = max(self.last_uid, uids[-1])
         for uid in uids:
             with _dropped():
                 raw = self._fetch(uid)
             if raw is not None:
                 yield InboxMessage(uid, raw)
 
+    def has_new(self) -> bool:
+        """Whether a message with a UID above `last_uid` is in the folder now (UID SEARCH on this session)."""
+        with _dropped():
+            # Some servers (pymap among them) show a session new messages only at a NOOP (RFC 3501 6.1.2).
+            self.box.client.noop()
+            # "n:*" also matches the highest UID when every UID is below n (RFC 3501 6.4.8): compare.
+            uids = self.box.uids(f"UID {self.last_uid + 1}:*")
+            self.box.client.untagged_responses.clear()  # what NOOP reported, kept by imaplib otherwise
+        return any(int(uid) > self.last_uid for uid in uids)
+
     def wait_for_mail(self, seconds: float) -> bool:
         """Block until the server reports a change in the folder (IMAP IDLE, RFC 2177) or `seconds`
-        pass; True when something arrived. Without IDLE, sleep and say yes, so the caller polls."""
-        with _dropped():
-            # Mail that arrived between two IDLE sessions is announced to no one: look first.
-            if int(self.box.folder.status(self.settings.folder, ["MESSAGES"])["MESSAGES"]):
-                return True
-        if "IDLE" not in self.box.client.capabilities:
-            time.sleep(seconds)
+        pass, then say whether a message arrived since the last `messages`. Without IDLE, sleep and
+        look (NOOP, then UID SEARCH)."""
+        if self.has_new():  # arrived while the last messages were being handled: nobody will announce it
             return True
+        client = self.box.client
+        if "IDLE" not in client.capabilities:
+            time.sleep(seconds)
+            return self.has_new()
         with _dropped():
-            # Forget counts reported earlier (SELECT's "* 0 EXISTS"): only news from now on counts.
-            self.box.client.untagged_responses.pop("EXISTS", None)
             idle = self.box.idle
             idle.start()
             try:
-                # An EXISTS the server sent just before confirming IDLE was read and kept by imaplib:
-                # waiting on the socket would not see it again.
-                if self.box.client.untagged_responses.pop("EXISTS", None):
-                    return True
-                # RFC 2177: re-issue IDLE at least every 29 minutes, or the server may log us off.
-                responses = idle.poll(timeout=min(seconds, 25 * 60))
+                # Mail that arrived between the search above and IDLE is announced with, or just after,
+                # the server's "+ idling": either parsed already, or read from the socket into imaplib's
+                # buffer, where waiting on the socket would never see it.
+                announced = bool(client.untagged_responses.get("EXISTS"))
+                while not announced and _buffered(client):
+                    announced = _announces_mail(client._get_line())
+                if not announced:
+                    # RFC 2177: re-issue IDLE at least every 29 minutes, or the server may log us off.
+                    idle.poll(timeout=min(seconds, 25 * 60))
             finally:
                 idle.stop()
-            early = self.box.client.untagged_responses.pop("EXISTS", None)
-        return bool(early) or any(b"EXISTS" in line or b"RECENT" in line for line in responses)
+            client.untagged_responses.clear()
+        return self.has_new()
 
     def move(self, uid: int, folder: str) -> None:
         with _dropped():
@@ -133,3 +160,20 @@ class Inbox:
             if isinstance(part, tuple) and len(part) == 2:
                 return bytes(part[1])
         return None  # expunged meanwhile
+
+
+def _announces_mail(line: bytes) -> bool:
+    return line.startswith(b"* ") and (line.endswith(b" EXISTS") or line.endswith(b" RECENT"))
+
+
+def _buffered(client: imaplib.IMAP4) -> bool:
+    """Whether the server has said something not yet read: in imaplib's buffer, or on the socket."""
+    sock = client.sock
+    timeout = sock.gettimeout()
+    sock.settimeout(0)  # look, never wait
+    try:
+        return bool(client.file.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False
+    finally:
+        sock.settimeout(timeout)

@@ -10,6 +10,7 @@ never a return, and its sender is no provider.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -74,23 +75,24 @@ class MailboxRun:
     released: int = 0  # held packages whose recipient now has a key
 
 
-def run_once(gateway: Gateway, retry_now: bool = True) -> MailboxRun:
+def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = None) -> MailboxRun:
     """Release held packages that now can be, handle everything waiting in the mailbox, then try the outbox once.
 
     `retry_now` tries deferred messages before their next attempt is due, as an administrator's
-    `run --once` expects; the daemon's periodic runs pass False to follow the backoff.
+    `run --once` expects; the daemon's periodic runs pass False to follow the backoff. `inbox` is a
+    session already open (the daemon's, which it keeps between runs); without it, one is opened.
     """
     settings = gateway.config.mailbox
     processed = quarantined = seen = 0
     released = release_held(gateway)
     try:
-        with Inbox(settings) as inbox:
-            uidvalidity = inbox.uidvalidity()
-            for message in inbox.messages():
+        with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings) as session:
+            uidvalidity = session.uidvalidity()
+            for message in session.messages():
                 seen += 1
                 state = handle(gateway, settings.folder, uidvalidity, message)
                 folder = settings.quarantine_folder if state == "quarantined" else settings.processed_folder
-                inbox.move(message.uid, folder)
+                session.move(message.uid, folder)
                 record = gateway.ledger.find_message(settings.folder, uidvalidity, message.uid, _sha256(message.raw))
                 if record is not None:
                     gateway.ledger.set_state(record, "done" if state != "quarantined" else "quarantined")
@@ -102,10 +104,13 @@ def run_once(gateway: Gateway, retry_now: bool = True) -> MailboxRun:
         # Even when the mailbox cannot be reached, what is queued goes out.
         delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email,
                          retry_now=retry_now)
-    log.info("mailbox run: %d messages, %d processed, %d quarantined; %d held package(s) released; "
-             "outbox: %d sent, %d deferred, %d failed, %d waiting",
-             seen, processed, quarantined, released, delivery.sent, delivery.deferred, delivery.failed, delivery.waiting)
-    return MailboxRun(seen, processed, quarantined, delivery, released)
+    run = MailboxRun(seen, processed, quarantined, delivery, released)
+    # A run that found and did nothing is not news: the daemon makes one every time it is woken.
+    level = logging.INFO if (seen or released or delivery.sent or delivery.deferred or delivery.failed) else logging.DEBUG
+    log.log(level, "mailbox run: %d messages, %d processed, %d quarantined; %d held package(s) released; "
+            "outbox: %d sent, %d deferred, %d failed, %d waiting",
+            seen, processed, quarantined, released, delivery.sent, delivery.deferred, delivery.failed, delivery.waiting)
+    return run
 
 
 def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessage) -> str:

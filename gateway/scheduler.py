@@ -112,13 +112,13 @@ class Daemon:
             try:
                 with Inbox(self.gateway.config.mailbox) as watcher:
                     backoff = 1.0
-                    self._round()
+                    self._round(watcher)
                     while not self._stopping:
                         arrived = self._wait(watcher)
                         self._checked()  # a quiet mailbox, looked at successfully, is a healthy one
                         self._reload_if_edited()
                         if arrived:
-                            self._round()
+                            self._round(watcher)
                         self._run_due()
             except _Stop:
                 break
@@ -135,8 +135,10 @@ class Daemon:
         finally:
             self._waiting = False
 
-    def _round(self) -> None:
-        run_once(self.gateway, retry_now=False)  # deferred mail waits for its turn in the backoff
+    def _round(self, watcher: Inbox) -> None:
+        # On the watching session: one login for as long as the server keeps it. Deferred mail waits
+        # for its turn in the backoff.
+        run_once(self.gateway, retry_now=False, inbox=watcher)
         self._checked()
 
     def _checked(self) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import io
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Iterator
 
 import gnupg
 import pytest
@@ -54,9 +56,9 @@ class Keys:
         return result.data
 
 
-@pytest.fixture(scope="session")
-def keys(tmp_path_factory) -> Keys:
-    root = tmp_path_factory.mktemp("keys")
+@contextlib.contextmanager
+def throwaway_keys(root: Path) -> Iterator[Keys]:
+    """The gateway's, the provider's and each borough officer's keys, made in `root`; agents stopped after."""
     with gnupg_home(root / "gateway") as gateway, gnupg_home(root / "provider") as provider:
         homes = {}
         stack = []
@@ -77,6 +79,12 @@ def keys(tmp_path_factory) -> Keys:
         finally:
             for cm in stack:
                 cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory) -> Iterator[Keys]:
+    with throwaway_keys(tmp_path_factory.mktemp("keys")) as made:
+        yield made
 
 
 @pytest.fixture

@@ -332,6 +332,9 @@ service anvil {{
 """
 
 
+_LDA = "/usr/lib/dovecot/dovecot-lda"  # in dovecot-core, which dovecot-imapd depends on
+
+
 class Dovecot:
     """A private Dovecot IMAP server.
 
@@ -657,6 +660,20 @@ class Dovecot:
             typ, data = conn.append(self._quote(folder), flags, None, raw)
             self._check(typ, data, f"APPEND to {folder}")
 
+    def deliver_local(self, raw: bytes, sender: str = "mailer-daemon@example.org") -> None:
+        """Deliver into INBOX the way the mail server's own MTA does (dovecot-lda), without an IMAP
+        login: a test counting the logins in the log sees only its client's."""
+        done = subprocess.run([_LDA, "-c", str(self.conf_path), "-d", self.user, "-f", sender],
+                              input=raw if isinstance(raw, bytes) else raw.encode(), capture_output=True, timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"dovecot-lda failed ({done.returncode}): {done.stderr!r}\n{self.log()}")
+
+    def logins(self) -> int:
+        """How many IMAP logins Dovecot has logged since it started (this run's log)."""
+        if not self.log_path.exists():
+            return 0
+        return self.log_path.read_text(errors="replace").count("imap-login: Info: Login:")
+
     def list_uids(self, folder: str = "INBOX") -> list[int]:
         with self.client() as conn:
             typ, data = conn.select(self._quote(folder), readonly=True)
@@ -695,6 +712,8 @@ class CapturedMessage:
     # Whether the session was encrypted when the message came (STARTTLS or
     # implicit TLS).
     tls: bool = False
+    # time.monotonic() when the relay accepted it (for latency measurements).
+    accepted_at: float = 0.0
 
 
 class _CaptureHandler:
@@ -722,6 +741,7 @@ class _CaptureHandler:
                 # received, CRLF line ends, dot-stuffing already undone.
                 data=bytes(envelope.original_content),
                 tls=_encrypted(server, session),
+                accepted_at=time.monotonic(),
             )
         )
         return "250 OK"

@@ -13,6 +13,7 @@ from datetime import datetime
 import pytest
 
 from conftest import ADMIN, PROVIDER_SENDER, provider_message
+from probe import wait_for
 from gateway.cli import build
 from gateway.sample import people, workbook
 from gateway.scheduler import Daemon, Timing
@@ -40,21 +41,14 @@ def daemon(deployment, request):
     print(process.stderr.read().decode(errors="replace")[-4000:])  # shown when a test fails
 
 
-def _wait_for(predicate, timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"not done within {timeout} s")
-
-
 @pytest.mark.parametrize("daemon", [20], indirect=True)
 def test_a_return_is_handled_within_seconds_of_arriving_and_sigterm_stops_cleanly(deployment, daemon, directory, keys):
     assert daemon.poll() is None
     deployment.deliver(_return(directory, keys))
     # The wait between looks is 20 s: finishing well inside it shows IDLE woke the daemon.
-    took = _wait_for(lambda: len(deployment.smtp.messages) >= 2, timeout=15)
+    start = time.monotonic()
+    wait_for(lambda: len(deployment.smtp.messages) >= 2, 15, "the return's packages")
+    took = time.monotonic() - start
     assert took < 10
     assert deployment.imap.list_uids("Processed")
     daemon.send_signal(signal.SIGTERM)
@@ -63,10 +57,11 @@ def test_a_return_is_handled_within_seconds_of_arriving_and_sigterm_stops_cleanl
 
 
 def test_the_daemon_reconnects_after_the_mail_server_restarts(deployment, daemon, directory, keys):
-    deployment.imap.restart()
-    deployment.deliver(_return(directory, keys, seed=2))
-    _wait_for(lambda: len(deployment.smtp.messages) >= 2, timeout=30)
+    deployment.imap.restart()  # a fresh Dovecot log, holding only its own start-up check's login
+    deployment.imap.deliver_local(_return(directory, keys, seed=2))
+    wait_for(lambda: len(deployment.smtp.messages) >= 2, 30, "the expected mail")
     assert daemon.poll() is None
+    assert deployment.imap.logins() == 2  # one login per reconnection: the daemon handles mail on its watching session
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=10) == 0
 
@@ -75,19 +70,19 @@ def test_edited_rules_are_picked_up_and_a_broken_edit_is_refused(deployment, dae
     boroughs = deployment.root / "rules" / "boroughs.toml"
     good = boroughs.read_text()
     boroughs.write_text(good + "\n[E09000099]\nname = \"Nowhere\"\nrecipients = [\"x@nowhere.example\"]\n")
-    _wait_for(lambda: any(ADMIN in m.rcpt_tos for m in deployment.smtp.messages), timeout=40)
+    wait_for(lambda: any(ADMIN in m.rcpt_tos for m in deployment.smtp.messages), 40, "the expected mail")
     alert = next(m for m in deployment.smtp.messages if ADMIN in m.rcpt_tos).data.decode()
     assert "edited rules refused" in alert and "E09000099" in alert
     # The previous rules still route Islington's residents.
     deployment.deliver(_return(directory, keys, seed=3))
-    _wait_for(lambda: any("ldor@islington.example" in m.rcpt_tos for m in deployment.smtp.messages), timeout=30)
+    wait_for(lambda: any("ldor@islington.example" in m.rcpt_tos for m in deployment.smtp.messages), 30, "the expected mail")
     # A good edit takes effect: Islington is removed, so its residents are now rejected in the receipt.
     assert good.startswith("[E09000019]")  # Islington's table comes first: drop it
     boroughs.write_text(good[good.index("[E09000007]"):])
     time.sleep(1)
     before = len(deployment.smtp.messages)
     deployment.deliver(_return(directory, keys, seed=4))
-    _wait_for(lambda: any(PROVIDER_SENDER in m.rcpt_tos for m in deployment.smtp.messages[before:]), timeout=40)
+    wait_for(lambda: any(PROVIDER_SENDER in m.rcpt_tos for m in deployment.smtp.messages[before:]), 40, "the expected mail")
     receipt = next(m for m in deployment.smtp.messages[before:] if PROVIDER_SENDER in m.rcpt_tos).data.decode()
     assert "Route_01" in receipt
     assert not any("ldor@islington.example" in m.rcpt_tos for m in deployment.smtp.messages[before:])
@@ -163,3 +158,17 @@ def test_the_heartbeat_follows_the_schedules_minutes(deployment):
     now[0] += 2
     daemon._heartbeat()
     assert len(deployment.smtp.messages) == 1 and "5 minutes" in deployment.smtp.messages[0].data.decode()
+
+
+def test_a_mailbox_run_that_finds_nothing_is_logged_at_debug(deployment, directory, keys, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="gateway")
+    assert deployment.run_once() == 0
+    [quiet] = [r for r in caplog.records if r.getMessage().startswith("mailbox run:")]
+    assert quiet.levelno == logging.DEBUG
+    caplog.clear()
+    deployment.deliver(_return(directory, keys, seed=11))
+    assert deployment.run_once() == 0
+    [busy] = [r for r in caplog.records if r.getMessage().startswith("mailbox run:")]
+    assert busy.levelno == logging.INFO and "1 messages, 1 processed" in busy.getMessage()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from servers import free_port
@@ -63,7 +66,7 @@ def test_no_server_listening_is_a_retryable_error(imap, monkeypatch):
 
 
 def test_without_idle_the_wait_becomes_a_poll(monkeypatch):
-    """pymap offers no IDLE: the gateway sleeps the interval and looks again, instead of hanging."""
+    """pymap offers no IDLE: the gateway sleeps the interval, then looks (NOOP, UID SEARCH), instead of hanging."""
     import time
 
     from gateway.embedded import ImapServer
@@ -75,18 +78,74 @@ def test_without_idle_the_wait_becomes_a_poll(monkeypatch):
         with Inbox(settings) as inbox:
             assert "IDLE" not in inbox.box.client.capabilities
             start = time.monotonic()
-            assert inbox.wait_for_mail(0.5) is True
+            assert inbox.wait_for_mail(0.5) is False  # nothing came: the whole interval, then no
             assert 0.4 < time.monotonic() - start < 3
             server.deliver(RAW)
             start = time.monotonic()
             assert inbox.wait_for_mail(30) is True  # mail waiting: no wait at all
             assert time.monotonic() - start < 3
+            [message] = list(inbox.messages())
+            inbox.move(message.uid, "Processed")
+            assert inbox.wait_for_mail(0.5) is False  # the message this session moved away is not news
+            timer = threading.Timer(0.2, server.deliver, args=[RAW])
+            timer.start()
+            assert inbox.wait_for_mail(1.0) is True  # came during the sleep: seen at its end
+            timer.join()
+
+
+def test_a_message_this_session_moved_away_does_not_end_the_next_wait(imap, monkeypatch):
+    """The daemon's spin (issue 15): a count from STATUS still held the moved message, so every wait
+    ended at once. Told by UID, the folder is quiet, and the wait lasts until its timeout."""
+    monkeypatch.setenv("T_IMAP_PW", imap.password)
+    imap.deliver_local(RAW)
+    with Inbox(_settings(imap)) as inbox:
+        [message] = list(inbox.messages())
+        inbox.move(message.uid, "Processed")
+        start = time.monotonic()
+        assert inbox.wait_for_mail(1.5) is False
+        assert time.monotonic() - start > 1.2
+
+
+def test_a_message_left_in_the_folder_is_not_news_twice(imap, monkeypatch):
+    """A message the gateway could not move stays in INBOX; it is handled again with the next new
+    one, but by itself it does not wake the daemon over and over."""
+    monkeypatch.setenv("T_IMAP_PW", imap.password)
+    imap.deliver_local(RAW)
+    with Inbox(_settings(imap)) as inbox:
+        assert inbox.wait_for_mail(5) is True  # not yet listed: news
+        list(inbox.messages())
+        start = time.monotonic()
+        assert inbox.wait_for_mail(1.0) is False
+        assert time.monotonic() - start > 0.8
+        imap.deliver_local(RAW.replace(b"Subject: t", b"Subject: u"))
+        assert inbox.wait_for_mail(5) is True
+        assert [m.uid for m in inbox.messages()] == [1, 2]
+
+
+def test_mail_arriving_as_idle_starts_ends_the_wait_at_once(imap, monkeypatch):
+    """The race: a message lands after the look before IDLE and is announced as IDLE starts (with the
+    server's "+ idling", possibly in the same packet, where imaplib buffers it). It must not wait
+    for the timeout."""
+    monkeypatch.setenv("T_IMAP_PW", imap.password)
+    with Inbox(_settings(imap)) as inbox:
+        looks = []
+        real = inbox.has_new
+
+        def look_then_mail_arrives() -> bool:
+            if not looks:
+                looks.append(real())
+                imap.deliver_local(RAW)  # just after the look, before IDLE
+                return looks[0]
+            return real()
+
+        monkeypatch.setattr(inbox, "has_new", look_then_mail_arrives)
+        start = time.monotonic()
+        assert inbox.wait_for_mail(20) is True
+        assert looks == [False]
+        assert time.monotonic() - start < 3
 
 
 def test_with_idle_a_new_message_ends_the_wait_at_once(imap, monkeypatch):
-    import threading
-    import time
-
     monkeypatch.setenv("T_IMAP_PW", imap.password)
     with Inbox(_settings(imap)) as inbox:
         assert "IDLE" in inbox.box.client.capabilities

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from servers import Dovecot, SmtpCapture, make_tls_certificate
 
 from conftest import GATEWAY_ADDRESS, PROVIDER_UKPRN, install, provider_message
 from gateway.cli import main
+from gateway.config import load
+from gateway.inbox import Inbox
 from gateway.sample import people, workbook
 
 
@@ -34,6 +39,16 @@ def test_the_journey_over_tls(tmp_path, keys, directory, certificate, monkeypatc
         assert main(["--config", str(config), "run", "--once"]) == 0
         assert len(imap.list_uids("Processed")) == 1
         assert len(smtp.messages) == 3 and all(m.tls for m in smtp.messages)
+        # The daemon's watch over TLS (imaplib reads through the TLS layer): a quiet wait lasts its
+        # time, and mail announced during IDLE ends the wait at once.
+        with Inbox(load(config).mailbox) as inbox:
+            assert inbox.wait_for_mail(1.0) is False
+            timer = threading.Timer(0.3, imap.deliver_local, args=[b"From: a@b.example\r\nSubject: x\r\n\r\nx\r\n"])
+            timer.start()
+            start = time.monotonic()
+            assert inbox.wait_for_mail(20) is True
+            assert time.monotonic() - start < 5
+            timer.join()
 
 
 def test_a_server_certificate_the_gateway_does_not_trust_is_refused(tmp_path, keys, certificate, monkeypatch, capsys):
