@@ -176,13 +176,15 @@ def release_held(gateway: "Gateway") -> int:
 def _encode(table: Return, batch: Batch) -> bytes:
     return json.dumps({
         "headings": list(table.headings),
+        "columns": dict(table.columns),  # which column is the ULN, which the package writes as text
         "rows": [[a.row.number, [_value(v) for v in a.row.values], a.postcode, a.reason] for a in batch.rows],
     }).encode()
 
 
 def _decode(data: bytes, borough: Borough) -> tuple[Return, Batch]:
     held = json.loads(data)
-    table = Return(sheet="", header={}, headings=tuple(held["headings"]), columns={}, heading_row=0, rows=())
+    table = Return(sheet="", header={}, headings=tuple(held["headings"]),
+                   columns=held.get("columns", {}), heading_row=0, rows=())
     rows = tuple(Accepted(Row(number, tuple(_unvalue(v) for v in values)), postcode, reason)
                  for number, values, postcode, reason in held["rows"])
     return table, Batch(borough, rows)

@@ -9,14 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 
-import openpyxl
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Font
+import xlsxwriter
 
+from .guard import Medium, guard
 from .keys import Keyring
 from .mail import Outgoing, compose, outgoing_id
 from .read import Return
@@ -24,7 +22,6 @@ from .route import Batch
 from .rules import Provider
 
 ADDED_HEADINGS = ("Provider Name", "Provider UKPRN", "Date Received", "Notification Reason", "Postcode (checked)")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -40,54 +37,71 @@ def sheet_bytes(table: Return, batch: Batch, source: Source, fmt: str) -> bytes:
     """The borough's rows with the provider's columns plus provider, UKPRN, date received and reason."""
     headings = list(table.headings) + list(ADDED_HEADINGS)
     provider = source.provider
+    uln = table.columns.get("uln")
     rows = [
-        [*item.row.values, provider.name, provider.ukprn, source.received.date(), item.reason, item.postcode]
+        [*_identifiers(item.row.values, uln), provider.name, provider.ukprn, source.received.date(), item.reason, item.postcode]
         for item in batch.rows
     ]
     return _csv(headings, rows) if fmt == "csv" else _xlsx(headings, rows, batch.borough.name)
 
 
-# Characters an xlsx cannot hold. A vertical tab or form feed is how some exports (FileMaker) write a
-# line break inside a cell, so those become line breaks; the rest carry nothing and are dropped.
-_LINE_BREAKS = str.maketrans({"\x0b": "\n", "\x0c": "\n"})
-_NOT_IN_XLSX = re.compile(r"[\x00-\x08\x0e-\x1f]")
+def _identifiers(values: tuple[object, ...], uln: int | None) -> list[object]:
+    """A ULN typed as a number goes out as text, so no spreadsheet shows it rounded or as 1.23E+09."""
+    out = list(values)
+    if uln is not None and uln < len(out) and isinstance(out[uln], int) and not isinstance(out[uln], bool):
+        out[uln] = str(out[uln])
+    return out
 
 
-def _xlsx_text(text: str) -> str:
-    return _NOT_IN_XLSX.sub("", text.translate(_LINE_BREAKS))
+_NUMBER_FORMATS = (  # datetime before date: a datetime is also a date
+    (datetime, "DD/MM/YYYY"), (date, "DD/MM/YYYY"), (time, "hh:mm:ss"), (timedelta, "[hh]:mm:ss"),
+)
 
 
 def _xlsx(headings: list[str], rows: list[list[object]], title: str) -> bytes:
-    book = openpyxl.Workbook(write_only=True)
-    sheet = book.create_sheet(title[:31] or "Notifications")
-    sheet.freeze_panes = "A2"
-    bold = Font(bold=True)
-    header = []
-    for heading in headings:
-        cell = WriteOnlyCell(sheet, value=heading)
-        cell.font = bold
-        cell.data_type = "s"
-        header.append(cell)
-    sheet.append(header)
-    for values in rows:
-        cells = []
-        for value in values:
-            cell = WriteOnlyCell(sheet, value=_xlsx_text(value) if isinstance(value, str) else value)
-            if isinstance(value, str):
-                cell.data_type = "s"  # a string, even when it starts with "=": Excel shows it, never runs it
-            elif isinstance(value, (date, datetime)):
-                cell.number_format = "DD/MM/YYYY"
-            cells.append(cell)
-        sheet.append(cells)
+    # Built in memory only: XlsxWriter's in_memory mode keeps each part of the package in memory where
+    # its default (and openpyxl, in every mode) writes each worksheet's XML to a temporary file first,
+    # which would put the young people's rows on disk in clear. It is also several times faster.
     buffer = io.BytesIO()
-    book.save(buffer)
+    book = xlsxwriter.Workbook(buffer, {
+        "in_memory": True,
+        # Text is never turned into a formula, a link or a number: every string is written as a string.
+        "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
+        "nan_inf_to_errors": True, "remove_timezone": True,
+    })
+    sheet = book.add_worksheet(guard(title, Medium.SHEET))
+    sheet.freeze_panes(1, 0)
+    bold = book.add_format({"bold": True})
+    formats = {kind: book.add_format({"num_format": pattern}) for kind, pattern in _NUMBER_FORMATS}
+    for column, heading in enumerate(headings):
+        sheet.write_string(0, column, guard(heading, Medium.XLSX), bold)
+    for number, values in enumerate(rows, start=1):
+        for column, value in enumerate(values):
+            _xlsx_cell(sheet, number, column, value, formats)
+    book.close()
     return buffer.getvalue()
+
+
+def _xlsx_cell(sheet, row: int, column: int, value: object, formats: dict) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool):
+        sheet.write_boolean(row, column, value)
+    elif isinstance(value, (int, float)):
+        sheet.write_number(row, column, value)
+    else:
+        for kind, _ in _NUMBER_FORMATS:
+            if isinstance(value, kind):
+                sheet.write_datetime(row, column, value, formats[kind])
+                return
+        # A string, even when it starts with "=": Excel shows it, never runs it.
+        sheet.write_string(row, column, guard(str(value), Medium.XLSX))
 
 
 def _csv(headings: list[str], rows: list[list[object]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(headings)
+    writer.writerow([guard(h, Medium.CSV) for h in headings])
     for values in rows:
         writer.writerow([_csv_cell(v) for v in values])
     return buffer.getvalue().encode("utf-8-sig")  # the BOM lets Excel read the accents right
@@ -98,13 +112,12 @@ def _csv_cell(value: object) -> str:
         return ""
     if isinstance(value, (date, datetime)):
         return value.strftime("%d/%m/%Y")
-    return csv_text(str(value))
+    return guard(str(value), Medium.CSV)
 
 
 def csv_text(text: str) -> str:
     """Text for a csv cell that Excel shows and never runs as a formula."""
-    # OWASP's advice for CSV injection: a leading quote makes Excel treat the cell as text.
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return guard(text, Medium.CSV)
 
 
 def package_message(

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
+from .guard import Medium, guard
 from .mail import Outgoing, compose, compose_encrypted, entity, outgoing_id
-from .pack import csv_text
 from .route import Routed
 from .rules import Provider
-from .validate import Finding, sort_findings
+from .validate import RULES, Finding, sort_findings
 
 
 Seal = Callable[[bytes], bytes]  # encrypts a receipt to the provider's own key (armoured)
+
+# A receipt must reach the provider: relays refuse mail over some size (10 MB is a common limit; a
+# million-row file once made a 625 MB receipt that was refused, so the provider heard nothing).
+RECEIPT_LIMIT = 10 * 1024 * 1024  # bytes of the whole message as sent
+LISTED = 200  # findings listed one by one in a receipt's body; all are counted by rule, and in the file
+ZIP_OVER = 512 * 1024  # a findings csv larger than this is attached zipped
 
 
 @dataclass(frozen=True)
@@ -55,19 +63,19 @@ def acknowledgement(
     """The receipt for an accepted return. With `seal` (encryption to the provider's own key) it may
     also show each offending value, so the data officer need not look the rows up."""
     ordered = sort_findings(list(findings))
-    lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=seal is not None)
-    lines += _footer(head, sealed=seal is not None)
+    lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=seal is not None, listed=LISTED)
     verdict = f"{routed.forwarded_except(held)} of {rows_read} rows forwarded"
     return _receipt(facts, "receipt", f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head, seal)
 
 
 def report_lines(
     facts: FileFacts, provider: Provider, rows_read: int, findings: list[Finding], routed: Routed, edition: str,
-    held: frozenset[str] = frozenset(), values: bool = False,
+    held: frozenset[str] = frozenset(), values: bool = False, listed: int | None = None,
 ) -> list[str]:
     """The body of an acknowledgement: summary, then one line per finding, errors first.
 
-    `held` names boroughs none of whose recipients could be sent a package (no usable key).
+    `held` names boroughs none of whose recipients could be sent a package (no usable key). With
+    `listed`, only that many findings are listed one by one, and all of them are counted by rule.
     """
     ordered = sort_findings(findings)
     rejected_rows = {f.row for f in ordered if f.severity == "E" and f.row}
@@ -96,7 +104,14 @@ def report_lines(
         "",
     ]
     if ordered:
-        lines += ["Findings (E = row not forwarded, W = forwarded with a note)", *_table(ordered, values), ""]
+        if listed is not None and len(ordered) > listed:
+            lines += [
+                f"Findings by rule ({len(ordered):,} in all, each in the attached findings file)", *_by_rule(ordered), "",
+                f"The first {listed} findings (E = row not forwarded, W = forwarded with a note)",
+                *_table(ordered[:listed], values), "",
+            ]
+        else:
+            lines += ["Findings (E = row not forwarded, W = forwarded with a note)", *_table(ordered, values), ""]
         lines += [
             "What to do: rows marked E were not forwarded; each message says why. Where it asks for a",
             "correction, correct the row in your records and send that young person again in your next",
@@ -119,7 +134,6 @@ def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: 
         "What happened and what to do:",
         *_wrap(advice),
     ]
-    lines += _footer(head, sealed=seal is not None)
     return _receipt(facts, "rejection", f"LDOR return not accepted {facts.reference}", lines, (), to, head, seal)
 
 
@@ -138,7 +152,8 @@ def findings_csv(findings: list[Finding] | tuple[Finding, ...], values: bool = F
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(["Severity", "Row", "Column", "Rule", "Message"] + (["Value"] if values else []))
     for f in findings:
-        writer.writerow([f.severity, f.row or "", f.column, f.rule, f.message] + ([csv_text(f.value)] if values else []))
+        writer.writerow([f.severity, f.row or "", guard(f.column, Medium.LINE), f.rule, guard(f.message, Medium.CSV)]
+                        + ([guard(f.value, Medium.CSV)] if values else []))
     return buffer.getvalue().encode("utf-8-sig")
 
 
@@ -152,14 +167,26 @@ def _heading(facts: FileFacts, provider: Provider) -> list[str]:
 
 
 def _table(findings: list[Finding], values: bool = False) -> list[str]:
-    width = max([len("Column")] + [len(f.column) for f in findings])
+    columns = [guard(f.column, Medium.LINE) for f in findings]
+    width = max([len("Column")] + [len(c) for c in columns])
     rows = [f"  {'Sev':<4}{'Row':>6}  {'Column':<{width}}  {'Rule':<15} Message"]
-    for f in findings:
+    for f, column in zip(findings, columns):
         row = str(f.row) if f.row else "-"
-        shown = f" [you wrote: {f.value!r}]" if values and f.value else ""
-        rows.append(f"  {f.severity:<4}{row:>6}  {f.column:<{width}}  {f.rule:<15} {f.message}{shown}")
+        shown = f" [you wrote: {_cut(f.value)!r}]" if values and f.value else ""
+        rows.append(f"  {f.severity:<4}{row:>6}  {column:<{width}}  {f.rule:<15} {f.message}{shown}")
     return rows
 
+
+def _cut(value: str, limit: int = 80) -> str:
+    """Enough of a value for the data officer to find it; a long cell would swell the receipt."""
+    return value if len(value) <= limit else value[:limit - 1] + "\u2026"
+
+
+def _by_rule(findings: list[Finding]) -> list[str]:
+    counts = Counter((f.severity, f.rule) for f in findings)
+    ordered = sorted(counts.items(), key=lambda item: ("FEW".find(item[0][0]), -item[1], item[0][1]))
+    return [f"  {rule:<15} {severity}  {count:>9,}  {RULES[rule].message if rule in RULES else ''}"
+            for (severity, rule), count in ordered]
 
 
 def _footer(head: Letterhead, sealed: bool = False) -> list[str]:
@@ -191,16 +218,51 @@ def _receipt(
     facts: FileFacts, kind: str, subject: str, lines: list[str], findings: tuple[Finding, ...] | list[Finding],
     to: str, head: Letterhead, seal: Seal | None = None,
 ) -> Outgoing:
+    """The message, kept under RECEIPT_LIMIT: the findings attached (zipped when large), and when even
+    that is too big, only as many of the first findings as fit, with a note saying so."""
     item_id = outgoing_id(facts.reference, kind, to)
-    attachments = [("ldor-gateway-key.asc", "application/pgp-keys", head.public_key.encode())]
-    if findings:
-        table = findings_csv(findings, values=seal is not None)
-        attachments.insert(0, (f"{facts.reference}-findings.csv", "text/csv", table))
-    body = "\n".join(lines) + "\n"
-    if seal is not None:
-        ciphertext = seal(entity(body, tuple(attachments)))
-        raw = compose_encrypted(item_id=item_id, sender=head.sender, to=to, subject=subject, ciphertext=ciphertext, when=facts.received)
-    else:
-        raw = compose(item_id=item_id, sender=head.sender, to=to, subject=subject, body=body,
-                      attachments=tuple(attachments), when=facts.received)
-    return Outgoing(item_id, "receipt", to, raw)
+    key = ("ldor-gateway-key.asc", "application/pgp-keys", head.public_key.encode())
+    attached = len(findings)
+    while True:
+        table = _findings_file(facts, findings[:attached], seal is not None) if findings else None
+        note = _attachment_note(table[0], attached, len(findings)) if table else []
+        body = "\n".join(lines + note + _footer(head, sealed=seal is not None)) + "\n"
+        attachments = ((table,) if table else ()) + (key,)
+        if seal is not None:
+            ciphertext = seal(entity(body, attachments))
+            raw = compose_encrypted(item_id=item_id, sender=head.sender, to=to, subject=subject, ciphertext=ciphertext,
+                                    when=facts.received)
+        else:
+            raw = compose(item_id=item_id, sender=head.sender, to=to, subject=subject, body=body,
+                          attachments=attachments, when=facts.received)
+        if len(raw) <= RECEIPT_LIMIT or attached == 0:
+            return Outgoing(item_id, "receipt", to, raw)
+        # Cut in proportion, with room to spare: the body is small, the file is what grows.
+        attached = int(attached * RECEIPT_LIMIT / len(raw) * 0.9)
+
+
+def _findings_file(facts: FileFacts, findings: tuple[Finding, ...] | list[Finding], values: bool) -> tuple[str, str, bytes]:
+    name = f"{facts.reference}-findings.csv"
+    table = findings_csv(findings, values=values)
+    if len(table) <= ZIP_OVER:
+        return name, "text/csv", table
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        # Dated by the message, not by now: a receipt rebuilt after a crash must be the same bytes.
+        entry = zipfile.ZipInfo(name, facts.received.timetuple()[:6])
+        entry.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(entry, table)
+    return f"{facts.reference}-findings.zip", "application/zip", buffer.getvalue()
+
+
+def _attachment_note(name: str, attached: int, total: int) -> list[str]:
+    if attached < total:
+        return ["", *_wrap(
+            f"The attached file {name} holds the first {attached:,} of the {total:,} findings: the whole list "
+            f"would make this receipt larger than mail can carry ({RECEIPT_LIMIT // (1024 * 1024)} MB). Correct "
+            "those rows, then send the return again: the next receipt lists the rest. If nearly every row has the "
+            "same finding, check the column it names first: a whole column may be in the wrong format.")]
+    if name.endswith(".zip"):
+        return ["", *_wrap(f"All {total:,} findings are in the attached file {name}, a zip holding one csv "
+                           "(open the zip, then the csv in Excel).")]
+    return []

@@ -160,3 +160,81 @@ def test_a_control_character_in_a_cell_does_not_stop_the_package(fmt):
     values = [list(r) for r in load_xlsx(data).iter_rows(values_only=True)] if fmt == "xlsx" else load_csv(data)
     assert values[1][0] == "Okafor"
     assert "Upper Street" in values[1][3]
+
+
+# -- issue 9: one guard for headings, sheet names and cells; packages built in memory ----------------
+EVIL_HEADING = '=HYPERLINK("http://evil.example/x","Account locked")'
+
+
+def return_with_a_hostile_heading(directory, fmt: str):
+    """A return whose extra column is headed by a formula: what the provider controls besides the cells."""
+    person = people(directory, {"E09000019": 1}, today=TODAY)[0]
+    text = ("ULN,Family Name,First Name,DOB,Address,Post Code,Reason,{}\r\n"
+            "{},{},{},{},{},{},{},note\r\n").format(
+        '"' + EVIL_HEADING.replace('"', '""') + '"', person.uln, person.family_name, person.first_name,
+        person.dob.strftime("%d/%m/%Y"), person.address, person.postcode, person.reason)
+    table = read_return(text.encode())
+    checked = validate(table, PROVIDER, today=TODAY)
+    assert len(checked.accepted) == 1
+    return sheet_bytes(table, Batch(ISLINGTON, checked.accepted), SOURCE, fmt)
+
+
+def test_a_formula_heading_stays_text_in_a_csv_package(directory):
+    heading = load_csv(return_with_a_hostile_heading(directory, "csv"))[0]
+    assert "'" + EVIL_HEADING in heading
+    assert not any(h.startswith(("=", "+", "-", "@")) for h in heading)
+
+
+def test_a_formula_heading_stays_text_in_an_xlsx_package(directory):
+    data = return_with_a_hostile_heading(directory, "xlsx")
+    sheet = load_xlsx(data)
+    headings = {cell.value: cell for cell in sheet[1]}
+    assert headings[EVIL_HEADING].data_type == "s"
+    assert headings[EVIL_HEADING].font.b
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    xml = b"".join(archive.read(n) for n in archive.namelist() if n.startswith("xl/worksheets/"))
+    assert b"<f>" not in xml and b"<hyperlink" not in xml
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("Islington", "Islington"), ("Barking/Dagenham [East]: *?", "Barking Dagenham  East"),
+    ("'quoted'", "quoted"), ("History", "Notifications"), ("", "Notifications"),
+    ("A very long borough name that Excel would refuse", "A very long borough name that E"),
+])
+def test_sheet_names_pass_the_guard(name, shown, directory):
+    person = people(directory, {"E09000019": 1}, today=TODAY)[0]
+    table = read_return(workbook("Example College", "10001234", [person.cells()]))
+    checked = validate(table, PROVIDER, today=TODAY)
+    borough = Borough("E09000019", name, ("ldor@islington.example",))
+    assert load_xlsx(sheet_bytes(table, Batch(borough, checked.accepted), SOURCE, "xlsx")).title == shown
+
+
+def test_the_xlsx_layout(routed):
+    """Bold headings, the heading row frozen, dates as dates shown day/month/year, ULNs as text."""
+    table, rows, batches = routed
+    sheet = load_xlsx(sheet_bytes(table, batches["E09000019"], SOURCE, "xlsx"))
+    assert sheet.freeze_panes == "A2"
+    assert all(cell.font.b for cell in sheet[1])
+    row = {heading: cell for heading, cell in zip(HEADINGS, sheet[2])}
+    assert row["DOB"].is_date and row["DOB"].number_format == "DD/MM/YYYY"
+    assert row["Date Received"].is_date and row["Date Received"].number_format == "DD/MM/YYYY"
+    assert row["ULN"].data_type == "s" and row["ULN"].value == rows[0].uln
+
+
+def test_an_xlsx_package_touches_no_file(routed, tmp_path, monkeypatch):
+    """Nothing is written to the temp folder while a package is built: openpyxl wrote each sheet there."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    table, rows, batches = routed
+    created = []
+
+    def watch(event, args):
+        if event == "open" and str(args[0]).startswith(str(tmp_path)):
+            created.append(args[0])
+
+    from leakwatch import audit_hook
+
+    with audit_hook(watch):
+        sheet_bytes(table, batches["E09000019"], SOURCE, "xlsx")
+    assert created == [] and list(tmp_path.iterdir()) == []

@@ -6,6 +6,7 @@ import csv
 import email
 import email.policy
 import io
+import zipfile
 from datetime import date, datetime, timezone
 
 import pytest
@@ -191,3 +192,118 @@ def test_findings_csv_of_a_file_finding():
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
     assert rows[1] == ["F", "", "Provider Number", "Provider_02", "Provider number must be your 8-digit UKPRN"]
 
+
+
+# -- issue 9: one guard for what a provider wrote; receipts under a size -----------------------------
+EVIL_HEADING = '=HYPERLINK("http://evil.example/x","Account locked")'
+
+
+def formula_under_a_hostile_heading(directory) -> tuple:
+    """A return as read: an extra column headed by a formula, and a formula typed under it (Formula_02)."""
+    import openpyxl
+
+    person = people(directory, {"E09000019": 1}, today=TODAY)[0]
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["ULN", "Family Name", "First Name", "DOB", "Address", "Post Code", "Reason", EVIL_HEADING])
+    sheet.append([person.uln, person.family_name, person.first_name, person.dob, person.address, person.postcode,
+                  person.reason, "=1+1"])
+    sheet["H1"].data_type = "s"  # the heading typed with a leading apostrophe: text that reads as a formula
+    buffer = io.BytesIO()
+    book.save(buffer)
+    table = read_return(buffer.getvalue())
+    checked = validate(table, PROVIDER, today=TODAY)
+    assert EVIL_HEADING in [f.column for f in checked.findings]
+    return table, checked
+
+
+def test_a_formula_heading_reaches_the_clear_receipt_inert(directory):
+    table, checked = formula_under_a_hostile_heading(directory)
+    routed = route(table, checked.accepted, RULES, directory)
+    raw = acknowledgement(FACTS, PROVIDER, 1, checked.findings, routed, directory.edition, TO, HEAD).raw
+    body = body_of(raw)
+    assert EVIL_HEADING not in body and "http://" not in body
+    line, = [line for line in body.splitlines() if "Formula_0" in line]
+    assert "'=HYPERLINK(" in line and "evil.example" in line  # named, so the provider can find the column
+    rows = list(csv.reader(io.StringIO(attachments(raw)[f"{FACTS.reference}-findings.csv"].decode("utf-8-sig"))))
+    column, = [r[2] for r in rows[1:] if r[3].startswith("Formula_0")]
+    assert column.startswith("'=") and "http://" not in column
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("Post Code", "Post Code"),
+    ("=1+1", "'=1+1"), ("+44", "'+44"), ("-3", "'-3"), ("@SUM(A1)", "'@SUM(A1)"), ("\uff1dcmd", "'\uff1dcmd"),
+    ("Line\nbreak\tand\x00nul", "Line break and nul"),
+    ("\u202eevil\u202c", "evil"),  # a right-to-left override would make the heading read backwards
+    ("x" * 100, "x" * 59 + "\u2026"),
+    ("see https://evil.example", "see https[:]//evil.example"),
+])
+def test_the_guard_for_a_line(text, shown):
+    from gateway.guard import Medium, guard
+
+    assert guard(text, Medium.LINE) == shown
+
+
+def many_findings(count: int) -> list[Finding]:
+    columns = ("ULN", "Post Code", "DOB", "Contact e-mail", "phone number")
+    rules = ("ULN_04", "Postcode_01", "DOB_02", "Email_01", "Phone_01")
+    return [Finding("E" if i % 3 else "W", i + 9, columns[i % 5], rules[i % 5], f"Message for rule {rules[i % 5]}",
+                    f"value {i}") for i in range(count)]
+
+
+def test_a_receipt_for_very_many_findings_stays_under_the_limit():
+    """100,000 findings made a 14.5 MB receipt; the body now lists the first few and counts all by rule,
+    and the whole list is attached zipped."""
+    from gateway import receipt
+
+    findings = many_findings(100_000)
+    raw = acknowledgement(FACTS, PROVIDER, 100_000, findings, Routed((), ()), "edition", TO, HEAD).raw
+    assert len(raw) <= receipt.RECEIPT_LIMIT
+    body = body_of(raw)
+    assert "100,000 in all" in body
+    assert len(finding_lines(body)) == receipt.LISTED
+    by_rule = [line.split() for line in body.splitlines() if line.startswith("  ULN_04 ")]
+    assert [(line[1], line[2]) for line in by_rule] == [("E", "13,333"), ("W", "6,667")]
+    files = attachments(raw)
+    archive = zipfile.ZipFile(io.BytesIO(files[f"{FACTS.reference}-findings.zip"]))
+    rows = list(csv.reader(io.StringIO(archive.read(f"{FACTS.reference}-findings.csv").decode("utf-8-sig"))))
+    assert len(rows) == 1 + 100_000
+    assert "value 1" not in archive.read(f"{FACTS.reference}-findings.csv").decode()  # values only when sealed
+    # Built again after a crash, it carries the same file.
+    again = acknowledgement(FACTS, PROVIDER, 100_000, findings, Routed((), ()), "edition", TO, HEAD).raw
+    assert attachments(again) == files
+
+
+def test_when_even_the_zip_is_too_big_the_first_findings_are_attached(monkeypatch):
+    from gateway import receipt
+
+    monkeypatch.setattr(receipt, "RECEIPT_LIMIT", 200_000)
+    findings = many_findings(100_000)
+    raw = acknowledgement(FACTS, PROVIDER, 100_000, findings, Routed((), ()), "edition", TO, HEAD).raw
+    assert len(raw) <= 200_000
+    body = " ".join(body_of(raw).split())
+    archive = zipfile.ZipFile(io.BytesIO(attachments(raw)[f"{FACTS.reference}-findings.zip"]))
+    rows = list(csv.reader(io.StringIO(archive.read(f"{FACTS.reference}-findings.csv").decode("utf-8-sig"))))
+    kept = len(rows) - 1
+    assert 10_000 < kept < 100_000
+    assert f"holds the first {kept:,} of the 100,000 findings" in body
+    assert "send the return again" in body
+
+
+def test_a_sealed_receipt_for_very_many_findings_stays_under_the_limit(ring):
+    """Sealed to the provider's key, the zipped list travels inside the encryption, values and all."""
+    from gateway import receipt
+
+    fingerprint = ring.own_fingerprint()
+    seal = lambda data: ring.encrypt(data, fingerprint, armour=True)  # noqa: E731
+    findings = many_findings(150_000)
+    raw = acknowledgement(FACTS, PROVIDER, 150_000, findings, Routed((), ()), "edition", TO, HEAD, seal=seal).raw
+    assert len(raw) <= receipt.RECEIPT_LIMIT
+    message = parse(raw)
+    assert message.get_content_type() == "multipart/encrypted"
+    assert b"value 1" not in raw
+    part, = [p for p in message.iter_parts() if p.get_content_type() == "application/octet-stream"]
+    inner = parse(ring.decrypt(part.get_payload(decode=True)).data)
+    zipped, = [p.get_payload(decode=True) for p in inner.iter_attachments() if p.get_filename().endswith(".zip")]
+    table = zipfile.ZipFile(io.BytesIO(zipped)).read(f"{FACTS.reference}-findings.csv").decode("utf-8-sig")
+    assert table.count("\r\n") == 1 + 150_000 and "value 149999" in table
