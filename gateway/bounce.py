@@ -5,6 +5,10 @@ before the sender check, or it would be quarantined as a stranger's mail. It is 
 Message-ID it quotes (in its message/rfc822 or text/rfc822-headers part, or an Original-Message-ID
 header), or by the VERP envelope sender it was addressed to (ldor+<id>@...). What it returns is
 never read as a return.
+
+Anyone can write a delivery-status part: only one that names a message the gateway sent is taken as a
+bounce (the pipeline treats any other like a stranger's mail), and of it only ids and codes are kept,
+never a word the sender wrote.
 """
 
 from __future__ import annotations
@@ -67,10 +71,22 @@ def parse_bounce(raw: bytes) -> Bounce | None:
         return None
 
 
+_SENT_STATES = ("sent", "bounced")  # only mail that left through the relay can come back
+
+
+def original_of(ledger: Ledger, bounce: Bounce) -> dict | None:
+    """The outgoing message the gateway sent that this bounce names, if any."""
+    for item_id in bounce.item_ids:
+        row = ledger.outgoing(item_id)
+        if row is not None and row["state"] in _SENT_STATES:
+            return row
+    return None
+
+
 def record_bounce(ledger: Ledger, config: Config, reference: str, bounce: Bounce) -> list[Outgoing]:
     """Record what a bounce (received under gateway reference `reference`) says of the gateway's message;
     return the administrator's alert, if one is due."""
-    original = next((row for row in map(ledger.outgoing, bounce.item_ids) if row is not None), None)
+    original = original_of(ledger, bounce)
     if original is None:
         # Backscatter from mail that forged the gateway's address, or a bounce quoting nothing: no alert,
         # or a flood of them could bury the administrator.
@@ -115,6 +131,8 @@ def _parse(message: Message) -> Bounce | None:
     recipients = [b for b in blocks if b.get("Final-Recipient") or b.get("Action")] or blocks
     chosen = min(recipients, key=lambda b: _weight(b.get("Action", "")), default=None)
     action = _clean(chosen.get("Action", "")).lower() if chosen is not None else ""
+    if action not in _ACTIONS_BY_WEIGHT:
+        action = ""  # the field is the sender's text: only a word RFC 3464 defines is kept (and stored)
     status_text = _clean(chosen.get("Status", "")) if chosen is not None else ""
     match = _STATUS.search(status_text)
     status = match.group(1) if match else ""

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -25,6 +26,7 @@ from .tomlfile import Problem
 _STATUS = re.compile(r"^\[GNUPG:\] (\S+) ?(.*)$", re.MULTILINE)
 _EMAIL_IN_UID = re.compile(r"<([^<>\s]+@[^<>\s]+)>|^([^<>\s]+@[^<>\s]+)$")
 _UNUSABLE_TRUST = {"e", "r", "i", "d", "n"}
+_MAX_OUTPUT_MARGIN = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class Decrypted:
         return self.signature.signer
 
 
+class DecryptedTooLarge(KeyringError):
+    """The decrypted data passed the caller's limit (a compression bomb, or a return far too large); gpg was stopped."""
+
+
 class Keyring:
     """The gateway's GnuPG home: its own secret key plus the public keys administrators put in keys/."""
 
@@ -83,6 +89,8 @@ class Keyring:
         self._passphrase = passphrase
         self._pins = {address.lower(): fingerprint.upper() for address, fingerprint in (pins or {}).items()}
         self._from_folder: set[str] = set()
+        self._reader: gnupg.GPG | None = None
+        self._decrypting = threading.Lock()
 
     # -- keys ---------------------------------------------------------------------------------
     def import_folder(self, folder: Path) -> list[Problem]:
@@ -178,9 +186,37 @@ class Keyring:
             raise KeyringError(f"gpg could not encrypt to key {fingerprint}: {result.status}")
         return result.data
 
-    def decrypt(self, data: bytes) -> Decrypted:
-        """Decrypt in memory; accept only a clean, integrity-protected decryption to the gateway's key."""
-        result = self._gpg.decrypt(data, passphrase=self._passphrase, always_trust=True)
+    def decrypt(self, data: bytes, limit: int | None = None) -> Decrypted:
+        """Decrypt in memory; accept only a clean, integrity-protected decryption to the gateway's key.
+
+        With `limit`, at most that many decrypted bytes are taken: OpenPGP compresses, so a few KB can
+        expand to gigabytes. gpg itself stops writing just past the limit (--max-output), and what it
+        wrote past the limit is not kept, so memory stays bounded whatever gpg does.
+        """
+        extra = None
+        received = 0
+
+        def count(chunk: bytes) -> bool:
+            nonlocal received
+            received += len(chunk)
+            return limit is None or received <= limit  # False: python-gnupg drops the chunk
+
+        if limit is not None:
+            # gpg stops at the chunk that would pass --max-output without writing it, so the margin lets
+            # the count pass the limit (proof the file is larger), and gpg's own complaint names the option.
+            extra = ["--max-output", str(limit + _MAX_OUTPUT_MARGIN)]
+        with self._decrypting:
+            if self._reader is None:
+                # Its own GPG object: on_data belongs to the object, and encryption elsewhere must not be counted.
+                self._reader = gnupg.GPG(gnupghome=str(self.home))
+                self._reader.encoding = "utf-8"
+            self._reader.on_data = count
+            try:
+                result = self._reader.decrypt(data, passphrase=self._passphrase, always_trust=True, extra_args=extra)
+            finally:
+                self._reader.on_data = None
+        if limit is not None and (received > limit or "--max-output" in (result.stderr or "")):
+            raise DecryptedTooLarge(f"the decrypted file passed the limit of {limit} bytes")
         statuses = dict(_STATUS.findall(result.stderr or ""))
         # Not the exit code: gpg exits 2 when a signature's key is unknown, though decryption was clean.
         clean = (

@@ -34,6 +34,7 @@ class MessageRecord:
     reference: str
     first_seen: str
     state: str  # received | queued | done | quarantined
+    attempts: int = 0  # times its handling began; more than one while 'received' means the process died on it
 
 
 class Ledger:
@@ -74,6 +75,8 @@ class Ledger:
         for column in ("next_attempt_at", "status", "reasons"):
             if column not in db["outgoing"].columns_dict:
                 db["outgoing"].add_column(column, str)
+        if "attempts" not in db["messages"].columns_dict:
+            db["messages"].add_column("attempts", int)
         if "files" not in db.table_names():
             # The hash of each decrypted return that was forwarded, to notice the same file sent again.
             db["files"].create({"provider": str, "sha256": str, "reference": str, "first_seen": str}, pk=("provider", "sha256"))
@@ -129,6 +132,18 @@ class Ledger:
                 self._upsert_outgoing(record.reference, item, now)
             self.db["messages"].update(record.sha256, {**outcome, "updated": now})
             self._event(record.reference, outcome.get("state", "queued"), **_counts(outcome))
+
+    def begin_attempt(self, record: MessageRecord) -> MessageRecord:
+        """Count one more start of handling, committed before any of it happens, so that a process that
+        dies while handling the message leaves the count behind."""
+        with self.db.conn:
+            self.db.conn.execute("update messages set attempts = coalesce(attempts, 0) + 1 where sha256 = ?", [record.sha256])
+        return MessageRecord(record.sha256, record.reference, record.first_seen, record.state, record.attempts + 1)
+
+    def forget_attempt(self, record: MessageRecord) -> None:
+        """Take back an attempt that ended in the gateway's own failure (disk full), not in the message's."""
+        with self.db.conn:
+            self.db.conn.execute("update messages set attempts = max(coalesce(attempts, 0) - 1, 0) where sha256 = ?", [record.sha256])
 
     def set_state(self, record: MessageRecord, state: str) -> None:
         with self.db.conn:
@@ -298,7 +313,7 @@ class Ledger:
 
 
 def _record(row: dict) -> MessageRecord:
-    return MessageRecord(row["sha256"], row["reference"], row["first_seen"], row["state"])
+    return MessageRecord(row["sha256"], row["reference"], row["first_seen"], row["state"], row.get("attempts") or 0)
 
 
 def _counts(outcome: dict) -> dict:

@@ -5,40 +5,59 @@
 
 A message leaves the mailbox folder only after everything it gave rise to is durably queued.
 A delivery status notification (bounce) is told apart first: it is about a message the gateway sent,
-never a return, and its sender is no provider.
+never a return, and its sender is no provider. One that names no message the gateway sent is mail
+like any other.
+
+Files are opened and read in a child process within limits (isolate.py). Should the gateway itself
+die while handling a message anyway, the ledger's count of attempts shows it on the next run: after
+MAX_HANDLING_DEATHS the message is set aside and answered, and the mail behind it goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.parser
+import email.policy
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from .bounce import parse_bounce, record_bounce
+from .bounce import original_of, parse_bounce, record_bounce
 from .config import Config, secret
 from .errors import NoUsableKey, ReadError, UnknownSender
 from .held import HeldPackage, held_notices, hold, release_held
 from .inbox import Inbox, InboxMessage
 from .keys import Keyring, PublicKey
+from .isolate import read_return, warm_up
 from .ledger import Ledger, MessageRecord
 from .logs import describe
 from .mail import Outgoing, compose, outgoing_id
 from .outbox import Outbox
 from .pack import Source, package_message
 from .postcodes import Directory
-from .read import read_return
 from .receipt import FileFacts, Letterhead, acknowledgement, alert, rejection
 from .route import route
 from .rules import Rules
 from .send import Delivery, flush
-from .unpack import Attachment, parse, sender_of, unpack
+from .unpack import Attachment, Unpacked, parse, sender_of, unpack
 from .validate import Finding, validate
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_DAYS = 90  # the same file from the same provider within this many days is not forwarded again
+MAX_HANDLING_DEATHS = 2  # a message on which the process died this often is set aside on the next run
+
+_KILLED_US = (
+    "Your email could not be handled: opening it stopped the gateway, so it has been set aside for the "
+    "administrator and nothing in it has been opened or forwarded. Please save the return again from "
+    "Excel as an Excel Workbook (.xlsx), check that it opens, and send it again in a new email; if it is "
+    "very large, split it into several files and send each."
+)
+_OVER_LIMITS = (
+    " Nothing in this email has been forwarded. The gateway accepts files of up to 50 MB, decrypted and "
+    "unzipped: split a larger return into several files and send each, saved as an Excel Workbook (.xlsx)."
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,7 @@ class Result:
     outcome: str = "accepted"
     provider: str = ""
     files: list[tuple[str, str]] = field(default_factory=list)  # (hash of the decrypted return, its reference)
+    exposure: "_Exposure | None" = None  # ended once the message's content has been read and checked
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,8 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
             uidvalidity = session.uidvalidity()
             for message in session.messages():
                 seen += 1
+                if seen == 1:
+                    warm_up()  # outside any message's handling, which a death would count against
                 state = handle(gateway, settings.folder, uidvalidity, message)
                 folder = settings.quarantine_folder if state == "quarantined" else settings.processed_folder
                 session.move(message.uid, folder)
@@ -122,16 +144,27 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
         return "queued"
     if record.state == "quarantined":
         return "quarantined"
+    if record.attempts >= MAX_HANDLING_DEATHS:
+        log.error("message %s (UID %d) quarantined: the gateway stopped %d times while handling it",
+                  record.reference, message.uid, record.attempts)
+        result = _set_aside(gateway, record, message)
+        _queue(gateway, record, result)
+        return result.state
+    exposure = _Exposure(ledger, ledger.begin_attempt(record))
     bounce = parse_bounce(message.raw)
-    if bounce is not None:  # before the sender check: a bounce comes from a mail daemon, never a provider
+    # Before the sender check: a bounce comes from a mail daemon, never a provider. Only one about a
+    # message the gateway sent is a bounce; anyone can write a delivery-status part.
+    if bounce is not None and original_of(ledger, bounce) is not None:
         _queue(gateway, record, Result("queued", record_bounce(ledger, gateway.config, record.reference, bounce), outcome="bounce"))
         return "queued"
     try:
-        result = _work(gateway, record, message.raw)
-    except Hostile:
+        result = _work(gateway, record, message.raw, exposure)
+    except Hostile as hostile:
         log.warning("message %s (UID %d) quarantined: it carries a file built to do harm", record.reference, message.uid)
         result = _quarantine(gateway, record, message.uid, "a message carrying a file built to do harm (for example a zip bomb)",
-                             "Do not open the attachment. The message is in the quarantine folder; ask the provider whether they sent it, as their mailbox may be compromised.")
+                             "Do not open the attachment. The message is in the quarantine folder; ask the provider whether they sent it, as their mailbox may be compromised.",
+                             replied=bool(hostile.replies))
+        result.outgoing += hostile.replies
     except UnknownSender as error:
         log.warning("message %s (UID %d) quarantined: %s", record.reference, message.uid, error)
         result = _quarantine(gateway, record, message.uid, "a message from a sender not registered for any provider",
@@ -143,19 +176,27 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
         log.error("message %s (UID %d) could not be handled and is quarantined: %s", record.reference, message.uid, describe(error))
         result = _quarantine(gateway, record, message.uid, "a message the gateway could not handle",
                              f"Handling failed with {type(error).__name__}. The message is in the quarantine folder; the log has the place in the code. Report it to the gateway's maintainers.")
+    exposure.end()
     _queue(gateway, record, result)
     return result.state
 
 
 class Hostile(Exception):
-    """A message carries a file built to do harm (zip bomb and the like): quarantine it whole."""
+    """A message carries a file built to do harm (zip bomb and the like): quarantine it whole.
+
+    `replies`: the rejection the registered provider gets, naming the limit the file passed.
+    """
+
+    def __init__(self, replies: list[Outgoing]) -> None:
+        super().__init__("a file built to do harm")
+        self.replies = replies
 
 
-def _work(gateway: Gateway, record: MessageRecord, raw: bytes) -> Result:
+def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Exposure") -> Result:
     config, ledger = gateway.config, gateway.ledger
     unpacked = unpack(raw, gateway.rules, gateway.keyring, lambda provider: secret(provider.password_env or ""))
     provider = unpacked.provider
-    result = Result("queued", provider=provider.ukprn)
+    result = Result("queued", provider=provider.ukprn, exposure=exposure)
     received = datetime.fromisoformat(record.first_seen)
     keys = gateway.keyring.public_keys()
     answer_to = provider.receipts_to or unpacked.sender  # a provider may want receipts at another address
@@ -166,11 +207,16 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes) -> Result:
         result.outcome = "rejected"
         ledger.event(record.reference, "rejected", reason=type(unpacked.error).__name__)
         return result
-    if any(a.hostile for a in unpacked.attachments):
-        raise Hostile()
-    count = len(unpacked.attachments)
+    hostile = [a for a in unpacked.attachments if a.hostile]
+    if hostile:
+        first = hostile[0]
+        facts = FileFacts(record.reference, received, first.index, len(unpacked.attachments), first.size, first.short_hash)
+        advice = first.error.advice + (_OVER_LIMITS if first.error is not None else "")  # type: ignore[union-attr]
+        raise Hostile([rejection(facts, provider, advice, answer_to, head, head.seal)])
+    attachments = _once_each(unpacked)
+    count = len(attachments)
     answered = 0
-    for attachment in unpacked.attachments:
+    for attachment in attachments:
         reference = record.reference if count == 1 else f"{record.reference}-{attachment.index}"
         facts = FileFacts(reference, received, attachment.index, count, attachment.size, attachment.short_hash)
         answered += _answer(gateway, result, facts, attachment, answer_to, head, keys)
@@ -178,6 +224,53 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes) -> Result:
         result.outcome = "rejected"
     result.outgoing += held_notices(result.held, config)
     return result
+
+
+def _once_each(unpacked: Unpacked) -> list[Attachment]:
+    """The message's files, one attached twice counted once (by the hash of its decrypted content), numbered again."""
+    copies: dict[str, int] = {}
+    kept: list[Attachment] = []
+    for attachment in unpacked.attachments:
+        if attachment.data is not None and attachment.error is None:
+            copies[attachment.content_sha256] = copies.get(attachment.content_sha256, 0) + 1
+            if copies[attachment.content_sha256] > 1:
+                continue
+        kept.append(attachment)
+    numbered = []
+    for index, attachment in enumerate(kept, 1):
+        times = copies.get(attachment.content_sha256, 0) if attachment.data is not None and attachment.error is None else 0
+        note = (f"The same file was attached {times} times to this email; it has been read and forwarded once.",) if times > 1 else ()
+        numbered.append(replace(attachment, index=index, warnings=attachment.warnings + note))
+    return numbered
+
+
+def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage) -> Result:
+    """A message the process died on, again and again: quarantined, the administrator told, and its
+    sender, when a registered provider, answered. Only its headers are read now."""
+    sender = _header_sender(message.raw)
+    provider = gateway.rules.provider_for_sender(sender) if sender else None
+    result = _quarantine(gateway, record, message.uid,
+                         f"a message on which the gateway stopped {record.attempts} times while handling it "
+                         "(a crash, or the memory limit of the machine)",
+                         "Do not open the attachment on a working machine. The message is in the quarantine folder; "
+                         "report it to the gateway's maintainers with the gateway reference, and keep it until they have looked.",
+                         replied=provider is not None)
+    if provider is not None:
+        answer_to = provider.receipts_to or sender
+        head = _letterhead(gateway, answer_to, gateway.keyring.public_keys())
+        facts = FileFacts(record.reference, datetime.fromisoformat(record.first_seen), 1, 1, len(message.raw), _sha256(message.raw)[:12])
+        result.outgoing.append(rejection(facts, provider, _KILLED_US, answer_to, head, head.seal))
+        result.provider = provider.ukprn
+    gateway.ledger.event(record.reference, "set-aside", attempts=record.attempts)
+    return result
+
+
+def _header_sender(raw: bytes) -> str | None:
+    """The sender from the headers alone (the body is what may have killed the process)."""
+    try:
+        return sender_of(email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw))  # type: ignore[arg-type]
+    except Exception:  # no single readable From: no one to answer
+        return None
 
 
 def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Attachment, sender: str,
@@ -209,6 +302,8 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
         result.outgoing.append(rejection(facts, provider, advice or "", sender, head, head.seal))
         ledger.event(reference, "file-rejected", attachment=attachment.index)
         return 0
+    if result.exposure is not None:
+        result.exposure.end()
     routed = route(table, checked.accepted, gateway.rules, gateway.directory, provider)
     source = Source(provider, reference, facts.received)
     held_boroughs = set()
@@ -235,6 +330,24 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
     return 1
 
 
+class _Exposure:
+    """One attempt at a message, counted in the ledger while the gateway works on the message's content.
+
+    Once the content has been unpacked, read and checked, what follows (routing a checked table,
+    packing, writing the outbox and the ledger) is the gateway's own work: a death from there on, or a
+    full disk, does not count against the message. Random kills (an administrator's, a test's) fall
+    mostly there, and must not set a good return aside.
+    """
+
+    def __init__(self, ledger: Ledger, record: MessageRecord) -> None:
+        self._ledger, self._record = ledger, record
+
+    def end(self) -> None:
+        if self._record is not None:
+            self._ledger.forget_attempt(self._record)
+            self._record = None
+
+
 def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: tuple) -> None:
     counts = result.counts
     counts["rows_read"] += rows_read
@@ -243,13 +356,14 @@ def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: t
     counts["warnings"] += sum(1 for f in findings if f.severity == "W")
 
 
-def _quarantine(gateway: Gateway, record: MessageRecord, uid: int, what: str, todo: str) -> Result:
+def _quarantine(gateway: Gateway, record: MessageRecord, uid: int, what: str, todo: str, replied: bool = False) -> Result:
     config = gateway.config
     notice = alert(
         record.reference, config.admin.email, config.smtp.from_address, "message quarantined",
         f"The gateway received {what}.\n\nGateway reference: {record.reference}\nMailbox UID: {uid}\n"
         f"Moved to the folder: {config.mailbox.quarantine_folder}\n\nWhat to do: {todo}\n\n"
-        "No reply was sent to the sender.",
+        + ("The sender, a registered provider, was sent a rejection saying the file was not accepted and what to do."
+           if replied else "No reply was sent to the sender."),
     )
     return Result("quarantined", [notice], outcome="quarantined")
 

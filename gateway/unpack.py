@@ -18,15 +18,19 @@ from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from typing import Callable
 
-from .containers import open_file
+from .containers import MAX_FILE_BYTES
 from .errors import HostileFile, KeyringError, UnknownSender, UnpackError
-from .keys import Keyring, Signature
+from .isolate import open_file
+from .keys import DecryptedTooLarge, Keyring, Signature
 from .rules import Provider, Rules
 from .tnef import tnef_attachments
 
 ENCRYPTED_SUFFIXES = (".gpg", ".pgp", ".asc")
 SHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".zip")
 _ARMOUR = re.compile(rb"-----BEGIN PGP MESSAGE-----.*?-----END PGP MESSAGE-----", re.DOTALL)
+MAX_RETURNS_PER_MESSAGE = 20  # more files than this in one email is not a month's returns: one answer, nothing opened
+# A PGP/MIME message carries its files base64-encoded inside the encrypted part (4/3 larger).
+_MAX_PGP_MIME_BYTES = MAX_FILE_BYTES * 3 // 2
 _TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
 _SPREADSHEET_TYPES = (
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "application/vnd.ms-excel",
@@ -97,9 +101,13 @@ def unpack(raw: bytes, rules: Rules, keyring: Keyring, password: Callable[[Provi
     provider = rules.provider_for_sender(sender)
     if provider is None:
         raise UnknownSender("sender is not registered for any provider", "")
+    if _count_files(message) > MAX_RETURNS_PER_MESSAGE:  # counted before any is decrypted
+        return Unpacked(sender, provider, (), UnpackError("too many files in one message", _TOO_MANY))
     finder = _Finder(keyring, provider, password(provider))
     finder.entity(message, raw, Signature())
     found = finder.found
+    if len(found) > MAX_RETURNS_PER_MESSAGE:  # files inside PGP/MIME or winmail.dat count too
+        return Unpacked(sender, provider, (), UnpackError("too many files in one message", _TOO_MANY))
     if not found:
         advice = _CLEAR if finder.clear else _NOTHING
         return Unpacked(sender, provider, (), UnpackError("no encrypted return", advice))
@@ -107,6 +115,46 @@ def unpack(raw: bytes, rules: Rules, keyring: Keyring, password: Callable[[Provi
     return Unpacked(sender, provider, numbered)
 
 
+def _count_files(message: EmailMessage) -> int:
+    """How many parts of the message would be opened as returns (PGP/MIME counts one until decrypted)."""
+    count = 0
+    for part in message.walk():
+        if part.get_content_type() == "multipart/encrypted":
+            count += 1
+        elif not part.is_multipart() and _kind(part, b"") not in (None, "inline"):
+            count += 1
+    return count
+
+
+def _kind(part: EmailMessage, data: bytes | None) -> str | None:
+    """What a leaf part is to the gateway: "tnef", "pgp", "inline" (armoured text), "sheet" or None.
+
+    `data` is the decoded payload, or b"" to judge by name and type alone (armour in the body is then not seen).
+    """
+    name = (part.get_filename() or "").strip().lower()
+    kind = part.get_content_type()
+    if kind in _TNEF_TYPES or name == "winmail.dat":
+        return "tnef"
+    if name.endswith(ENCRYPTED_SUFFIXES) or (kind != "text/plain" and data and _ARMOUR.search(data[:200] + data[-200:])):
+        return "pgp"
+    if kind == "text/plain" and not name and data and _ARMOUR.search(data):
+        return "inline"
+    if name.endswith(SHEET_SUFFIXES) or kind in _SPREADSHEET_TYPES:
+        return "sheet"
+    return None
+
+
+_TOO_MANY = (
+    f"Your email carried more than {MAX_RETURNS_PER_MESSAGE} files, more than the gateway accepts in one "
+    "email, so none of them has been opened or forwarded. Please send each return in its own email (or at "
+    f"most {MAX_RETURNS_PER_MESSAGE} in one), and send them again."
+)
+_TOO_LARGE_DECRYPTED = (
+    f"The file decrypts to more than {MAX_FILE_BYTES // (1024 * 1024)} MB, more than the gateway accepts "
+    "for one return, so it has not been opened or forwarded. Please check you attached the right file; "
+    "if your return really is this large, split it into several files under "
+    f"{MAX_FILE_BYTES // (1024 * 1024)} MB, save each as an Excel Workbook (.xlsx), encrypt and send each."
+)
 _CLEAR = (
     "Your return was attached without encryption, so we have not opened or forwarded it. Please "
     "encrypt the file with the gateway's public key (attached to this receipt), or protect it with the "
@@ -147,7 +195,7 @@ class _Finder:
     def _pgp_mime(self, part: EmailMessage, signature: Signature) -> None:
         payloads = [p for p in part.iter_parts() if p.get_content_type() == "application/octet-stream"]
         data = payloads[0].get_payload(decode=True) if payloads else b""
-        plain = self._decrypt(data or b"")
+        plain = self._decrypt(data or b"", limit=_MAX_PGP_MIME_BYTES)
         if plain is None:
             return
         inner, inner_signature = plain
@@ -166,15 +214,17 @@ class _Finder:
 
     def _leaf(self, part: EmailMessage, signature: Signature, protected: bool = False) -> None:
         name = (part.get_filename() or "").strip().lower()
-        kind = part.get_content_type()
         data = part.get_payload(decode=True) or b""
-        if kind in _TNEF_TYPES or name == "winmail.dat":
+        kind = _kind(part, data)
+        if len(self.found) > MAX_RETURNS_PER_MESSAGE and kind is not None:
+            return  # the message is answered as a whole (unpack); opening more only costs time
+        if kind == "tnef":
             self._tnef(data, signature, protected)
-        elif name.endswith(ENCRYPTED_SUFFIXES) or (kind != "text/plain" and _ARMOUR.search(data[:200] + data[-200:])):
+        elif kind == "pgp":
             self._pgp_file(name, data, signature)
-        elif kind == "text/plain" and not name and _ARMOUR.search(data):
+        elif kind == "inline":
             self._inline(data, signature)
-        elif name.endswith(SHEET_SUFFIXES) or kind in _SPREADSHEET_TYPES:
+        elif kind == "sheet":
             self._open(name, data, data, signature, protected)
 
     def _pgp_file(self, name: str, data: bytes, signature: Signature) -> None:
@@ -218,9 +268,12 @@ class _Finder:
             return
         self._add(received, opened.data, None, signature, warnings=opened.warnings)
 
-    def _decrypt(self, data: bytes, inline: bool = False) -> tuple[bytes, Signature] | None:
+    def _decrypt(self, data: bytes, inline: bool = False, limit: int = MAX_FILE_BYTES) -> tuple[bytes, Signature] | None:
         try:
-            decrypted = self.keyring.decrypt(data)
+            decrypted = self.keyring.decrypt(data, limit=limit)
+        except DecryptedTooLarge:
+            self._add(data, None, UnpackError("decrypted file over the size limit", _TOO_LARGE_DECRYPTED))
+            return None
         except KeyringError as failure:
             if not inline or "not OpenPGP" not in str(failure):
                 self._add(data, None, decrypt_advice(failure, self.keyring))

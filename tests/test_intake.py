@@ -377,7 +377,7 @@ def _zip_bomb(password: str) -> bytes:
     return out.getvalue()
 
 
-def test_a_zip_bomb_is_quarantined_and_the_administrator_told(intake):
+def test_a_zip_bomb_is_quarantined_the_administrator_told_and_the_provider_told_the_limit(intake, providers_gpg):
     bomb = _zip_bomb(COLLEGE["password"])
     assert len(bomb) < 1_000_000
     sender = COLLEGE["senders"][0]
@@ -397,5 +397,11 @@ def test_a_zip_bomb_is_quarantined_and_the_administrator_told(intake):
     assert intake.count("Quarantine") == 1
     assert intake.count("Processed") == 0
     captured = intake.captured()
-    assert captured and {str(m["To"]) for m in captured} == {ADMIN}, [(str(m["To"]), str(m["Subject"])) for m in captured]
+    assert sorted(str(m["To"]) for m in captured) == sorted([ADMIN, sender]), [(str(m["To"]), str(m["Subject"])) for m in captured]
+    [answer] = [m for m in captured if str(m["To"]) == sender]
+    assert str(answer["Subject"]).startswith(REJECTION)
+    text = " ".join(_body(opened(answer, providers_gpg)).split())
+    assert "50 MB" in text and "split" in text and ".xlsx" in text
+    [notice] = [m for m in captured if str(m["To"]) == ADMIN]
+    assert "was sent a rejection" in " ".join(_body(notice).split())
     assert grown < 150 * 1024, f"the gateway's memory grew by {grown // 1024} MB: the member was inflated"
