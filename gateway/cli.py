@@ -6,6 +6,7 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print the findings as JSON")
     validate.add_argument("--provider", help="UKPRN of the provider the file is from (default: the header block's)")
     validate.set_defaults(handler=_validate)
+    validate.epilog = _PASSWORD_HELP
     outbox = commands.add_parser("outbox", help="list what is queued, held, failed or bounced, and why")
     outbox.add_argument("--retry", metavar="ID", help="put a failed message back in the queue (after fixing the cause)")
     outbox.set_defaults(handler=_outbox)
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--json", action="store_true", help="print the result as JSON")
     route.add_argument("--provider", help="UKPRN of the provider the file is from (default: the header block's)")
     route.set_defaults(handler=_route)
+    route.epilog = _PASSWORD_HELP
 
     report = commands.add_parser("report", help="the monthly monitoring report: who returned, on time or late, notifications per borough")
     report.add_argument("--month", required=True, metavar="YYYY-MM", help="the month, e.g. 2026-11")
@@ -87,6 +90,30 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=Path("ldor-demo"), help="where the demo keeps its files (default ./ldor-demo)")
     demo.set_defaults(handler=_demo)
     return parser
+
+
+PASSWORD_ENV = "GATEWAY_FILE_PASSWORD"
+_PASSWORD_HELP = (f"A password-protected workbook or zip asks for its password at the terminal; without a terminal "
+                  f"(a script, a pipe) put it in the environment variable {PASSWORD_ENV} instead.")
+
+
+class NoPassword(GatewayError):
+    """A file needs a password and there is neither a terminal to ask at nor GATEWAY_FILE_PASSWORD."""
+
+
+def _terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _ask_password(prompt: str) -> str:
+    """The password of a protected file: from the environment, else asked at the terminal."""
+    given = os.environ.get(PASSWORD_ENV)
+    if given:
+        return given
+    if not _terminal():
+        raise NoPassword(f"this file is password protected and there is no terminal to ask for the password at: "
+                         f"put the password in the environment variable {PASSWORD_ENV} and run the command again")
+    return getpass.getpass(prompt)
 
 
 def build(path: Path) -> Gateway:
@@ -135,7 +162,7 @@ def _check(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from .offline import validate_file
 
-    report = validate_file(args.file, args.config, args.provider, ask_password=getpass.getpass)
+    report = validate_file(args.file, args.config, args.provider, ask_password=_ask_password)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -160,7 +187,7 @@ def _outbox(args: argparse.Namespace) -> int:
 def _route(args: argparse.Namespace) -> int:
     from .offline import route_file
 
-    report = route_file(args.file, args.config, args.provider, ask_password=getpass.getpass)
+    report = route_file(args.file, args.config, args.provider, ask_password=_ask_password)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
     return 0 if report.complete else 1
 

@@ -4,6 +4,8 @@ offline with nothing sent: the findings a provider would get, and where each row
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -13,7 +15,7 @@ from typing import Callable
 
 from . import config as config_module
 from . import rules as rules_module
-from .containers import open_file
+from .containers import MAX_FILE_BYTES, open_file
 from .errors import ConfigError, KeyringError, NoUsableKey, ReadError, RulesError, UnpackError
 from .keys import Keyring
 from .postcodes import Directory
@@ -71,7 +73,7 @@ class _Examined:
 def _examine(path: Path, config_path: Path, settings: config_module.Config | None, rules: Rules, directory: Directory,
              ukprn: str | None, ask_password: Callable[[str], str] | None) -> _Examined:
     """Decrypt, open, read, validate and route the file, as the pipeline would."""
-    data = Path(path).read_bytes()
+    data = _load(Path(path))
     if _encrypted(path, data):
         if settings is None:
             raise ConfigError(f"{path} is encrypted: decrypting it needs the gateway's keyring, named in {config_path}")
@@ -307,6 +309,26 @@ def _opened(path: Path, data: bytes, ask_password: Callable[[str], str] | None) 
         if "no password" not in str(error) or ask_password is None:
             raise
     return open_file(path.name.lower(), data, ask_password(f"Password for {path.name}: ")).data
+
+
+def _load(path: Path) -> bytes:
+    """The file's bytes, if it is a regular file within the size the gateway accepts by mail."""
+    try:
+        with open(path, "rb") as stream:
+            facts = os.fstat(stream.fileno())
+            if not stat.S_ISREG(facts.st_mode):
+                raise ReadError(f"{path} is not a regular file: give the path of a return (.xlsx, .csv, ...)", "")
+            data = stream.read(MAX_FILE_BYTES + 1)
+    except IsADirectoryError:
+        raise ReadError(f"{path} is a folder: give the path of a return (.xlsx, .csv, ...)", "") from None
+    except FileNotFoundError:
+        raise ReadError(f"{path}: no such file", "") from None
+    except OSError as error:
+        raise ReadError(f"{path} cannot be read: {error.strerror}", "") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ReadError(f"{path} is over {MAX_FILE_BYTES // (1024 * 1024)} MB, the most the gateway accepts in one "
+                        "attachment: split the return into parts under that size", "")
+    return data
 
 
 def _settings(path: Path) -> config_module.Config | None:

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 from . import postcodes
-from .read import Return, Row
+from .read import Problem, Return, Row
 from .rules import Provider
 
 
@@ -48,6 +48,9 @@ RULES = _registry(
     Rule("Header_01", "W", "", "Header contact details are incomplete"),
     Rule("File_01", "F", "", "The file cannot be opened or read as a return"),
     Rule("File_02", "W", "", "The file's encryption is weak"),
+    Rule("File_03", "W", "", "The table was read from a hidden sheet, as no visible sheet holds one; please check this is the return you meant to send"),
+    Rule("Csv_01", "W", "", "A quote mark (\") in this row is not closed, so the row was read with the quote mark taken as text; please check the row"),
+    Rule("Csv_02", "E", "", "A quote mark (\") in this row is not closed, so its columns cannot be told apart; please remove the stray quote mark and send the row again"),
     Rule("ULN_01", "W", "uln", "The Unique Learner Number is blank"),
     Rule("ULN_02", "W", "uln", "The Unique Learner Number is the temporary number 9999999999"),
     Rule("ULN_03", "E", "uln", "The Unique Learner Number must be 10 digits, not starting with 0"),
@@ -144,6 +147,11 @@ def validate(table: Return, provider: Provider | None, today: date | None = None
     """
     today = today or date.today()
     findings = _header(table, provider)
+    problems: dict[int | None, list[Finding]] = {}
+    for problem in table.problems:
+        problems.setdefault(problem.row, []).append(_problem(problem))
+    numbers = {row.number for row in table.rows}
+    findings += [f for row, found in problems.items() if row not in numbers for f in found]
     accepted = []
     seen_uln: dict[str, int] = {}
     seen_person: dict[tuple, int] = {}
@@ -151,7 +159,7 @@ def validate(table: Return, provider: Provider | None, today: date | None = None
         if progress is not None and done % 1000 == 0:
             progress(done, len(table.rows))
         row_findings, postcode, reason, identity = _row(table, row, today)
-        row_findings += _formulas(table, row)
+        row_findings += _formulas(table, row) + problems.get(row.number, [])
         uln, person = identity
         earlier = seen_uln.get(uln) if uln else None
         earlier = earlier or (seen_person.get(person) if person else None)
@@ -251,6 +259,12 @@ def reason_of(table: Return, row: Row) -> tuple[str | None, str | None]:
     if ticked:
         return ticked[0], None
     return None, "Reason_03" if odd else "Reason_01"
+
+
+def _problem(problem: Problem) -> Finding:
+    """A problem met while reading the file (read.Problem), as the receipt states it."""
+    rule = RULES[problem.rule]
+    return Finding(rule.severity, problem.row, "", rule.name, f"{rule.message}{problem.detail}")
 
 
 def _formulas(table: Return, row: Row) -> list[Finding]:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import resource
+import subprocess
+import sys
+from pathlib import Path
 
 import openpyxl
 import pytest
@@ -75,6 +80,7 @@ def test_validate_asks_for_the_password_of_a_protected_workbook(deployment, dire
     protected = tmp_path / "protected.xlsx"
     with open(plain, "rb") as source, open(protected, "wb") as target:
         ooxml.OOXMLFile(source).encrypt("Secret-1", target)
+    monkeypatch.setattr("gateway.cli._terminal", lambda: True)
     monkeypatch.setattr("getpass.getpass", lambda prompt: "Secret-1")
     assert main(["--config", str(deployment.config), "validate", str(protected)]) == 0
     assert re.search(r"Rows forwarded:\s+2", capsys.readouterr().out)
@@ -188,3 +194,68 @@ def test_outbox_lists_what_is_waiting(deployment, directory, keys, capsys):
     assert main(["--config", str(deployment.config), "outbox"]) == 0
     out = capsys.readouterr().out
     assert "Queued: 2" in out and "package E09000019" in out and "SMTP 451" in out
+
+
+def _protected(directory, tmp_path) -> Path:
+    import msoffcrypto.format.ooxml as ooxml
+
+    plain = tmp_path / "plain.xlsx"
+    plain.write_bytes(workbook("Example College", "10001234", [p.cells() for p in people(directory, {"E09000019": 2})]))
+    protected = tmp_path / "protected.xlsx"
+    with open(plain, "rb") as source, open(protected, "wb") as target:
+        ooxml.OOXMLFile(source).encrypt("Secret-1", target)
+    return protected
+
+
+@pytest.mark.parametrize("command", ["validate", "route"])
+def test_a_password_without_a_terminal_says_how_to_give_it(deployment, directory, tmp_path, capsys, monkeypatch, command):
+    protected = _protected(directory, tmp_path)
+    monkeypatch.delenv("GATEWAY_FILE_PASSWORD", raising=False)
+    monkeypatch.setattr("getpass.getpass", lambda prompt: pytest.fail("asked without a terminal"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal, as under cron or in a pipe
+    assert main(["--config", str(deployment.config), command, str(protected)]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert "GATEWAY_FILE_PASSWORD" in line and "Traceback" not in captured.err
+    monkeypatch.setenv("GATEWAY_FILE_PASSWORD", "Secret-1")
+    assert main(["--config", str(deployment.config), command, str(protected)]) == 0
+    assert "2" in capsys.readouterr().out
+
+
+def test_the_password_variable_is_in_the_help(capsys):
+    for command in ("validate", "route"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "GATEWAY_FILE_PASSWORD" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("command", ["validate", "route"])
+def test_a_folder_or_a_missing_file_is_one_line_not_a_traceback(deployment, tmp_path, capsys, command):
+    for path, words in ((tmp_path, "folder"), (tmp_path / "absent.xlsx", "no such file")):
+        assert main(["--config", str(deployment.config), command, str(path)]) == 2
+        captured = capsys.readouterr()
+        [line] = captured.err.strip().splitlines()
+        assert words in line and "Traceback" not in captured.err
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(deployment, tmp_path, capsys):
+    big = tmp_path / "big.csv"
+    with open(big, "wb") as out:
+        out.truncate(50 * 1024 * 1024 + 1)  # sparse: no disk used
+    assert main(["--config", str(deployment.config), "validate", str(big)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "50 MB" in line and "split" in line
+
+
+def _limited() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+def test_validate_refuses_dev_zero_at_once(deployment):
+    # Before, it read /dev/zero until 7.5 GB; run as a child with a 1 GiB cap so the old way fails, not the machine.
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "gateway", "--config", str(deployment.config), "validate", "/dev/zero"],
+                          cwd=root, capture_output=True, text=True, timeout=120, preexec_fn=_limited,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 2, done.stderr[-500:]
+    assert done.stderr.strip() == "gateway: /dev/zero is not a regular file: give the path of a return (.xlsx, .csv, ...)"

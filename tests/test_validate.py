@@ -245,6 +245,7 @@ def test_every_rule_has_a_test():
     tested |= {"File_01"}  # an unreadable file: tests/test_cli.py (gateway validate)
     tested |= {"Formula_01", "Formula_02"}  # test_formula_cells below
     tested |= {"Route_02", "Route_03", "Route_04"}  # tests/test_route.py
+    tested |= {"File_03", "Csv_01", "Csv_02"}  # test_problems_met_while_reading_become_findings below
     assert tested == set(RULES)
 
 
@@ -489,3 +490,28 @@ def test_formula_cells(directory):
     assert formula == [("E", FIRST_ROW + 1, "Address", "Formula_02"), ("W", FIRST_ROW, "Address", "Formula_01")]
     assert [a.row.number for a in checked.accepted] == [FIRST_ROW, FIRST_ROW + 2]
     assert table.rows[0].values[4] == "1 High Street"
+
+
+def test_problems_met_while_reading_become_findings(directory):
+    everyone = people(directory, {"E09000019": 3}, today=TODAY)
+    lines = ["ULN,Family Name,First Name,DOB,Address,Post Code,Leaver"]
+    for p in everyone:
+        lines.append(f"{p.uln},{p.family_name},{p.first_name},{p.dob:%d/%m/%Y},{p.address},{p.postcode},X")
+    lines[2] = lines[2].replace(f",{everyone[1].address},", f',"{everyone[1].address},')  # read alone, the row is whole
+    # A stray quote before a properly quoted address: read alone, the line splits into too many columns.
+    lines[3] = lines[3].replace(f",{everyone[2].first_name},", f',"{everyone[2].first_name},').replace(
+        f",{everyone[2].address},", ',"Flat 1, 2 Road",')
+    checked = validate(read_return("\n".join(lines).encode()), PROVIDER, today=TODAY)
+    assert [(f.severity, f.row, f.rule) for f in checked.findings if f.rule.startswith("Csv")] == [("E", 4, "Csv_02"), ("W", 3, "Csv_01")]
+    assert "(line 3 of the file)" in next(f.message for f in checked.findings if f.rule == "Csv_01")
+    assert [a.row.number for a in checked.accepted] == [2, 3]  # the row that could not be read is held back
+    hidden = openpyxl.Workbook()
+    hidden.active.append(["Notes"])
+    sheet = hidden.create_sheet("Return")
+    sheet.sheet_state = "hidden"
+    for row in [["Family Name", "First Name", "DOB", "Post Code"], ["A", "B", "01/01/2008", everyone[0].postcode]]:
+        sheet.append(row)
+    buffer = io.BytesIO()
+    hidden.save(buffer)
+    checked = validate(read_return(buffer.getvalue()), PROVIDER, today=TODAY)
+    assert [(f.severity, f.row, f.rule) for f in checked.findings if f.rule == "File_03"] == [("W", None, "File_03")]
