@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,7 +105,10 @@ def test_no_personal_value_is_ever_on_disk_in_clear(intake, tmp_path):
         assert report["leaks"] == {}, "a file held personal data in clear when it was removed"
         assert report["nameless"] == [], "a temporary file with no name, whose content cannot be checked"
         if traced:
-            unseen = sorted(p for p in traced.removed - set(report["removed"]) if p.startswith(str(temp) + os.sep))
+            # The fork server that reads files in a child (gateway/isolate.py) binds a Unix socket
+            # pymp-*/listener-* in the temp folder and its own process removes it: a socket holds no data.
+            unseen = sorted(p for p in traced.removed - set(report["removed"])
+                            if p.startswith(str(temp) + os.sep) and not re.search(r"/pymp-[^/]+/listener-[^/]+$", p))
             assert unseen == [], "files removed from the temp folder where the hook could not read them first"
         assert clear_values(log, patterns) == []
     assert tree_values(intake.root, patterns) == {}
