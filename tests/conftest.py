@@ -179,3 +179,33 @@ def read_xlsx(data: bytes) -> list[list[object]]:
 
     book = openpyxl.load_workbook(io.BytesIO(data), read_only=True)
     return [list(row) for row in book.worksheets[0].iter_rows(values_only=True)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_scan(tmp_path_factory):
+    """Issue 9 (e): after the suite, no personal value of the fixtures in clear in any installation's ledger,
+    outbox or logs, any new file in the temp folder, any gateway log record, or any captured mail."""
+    import logging
+    import os
+    import tempfile
+
+    from leaks import Recorder, Scan, personal_values
+    from servers import EVERY_CAPTURED
+
+    recorder = Recorder()
+    logging.getLogger("gateway").addHandler(recorder)
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.iterdir())
+    yield
+    logging.getLogger("gateway").removeHandler(recorder)
+    if os.environ.get("LDOR_NO_LEAK_SCAN"):
+        return
+    scan = Scan(personal_values())
+    for config in tmp_path_factory.getbasetemp().rglob("config.toml"):
+        scan.installation(config.parent)
+    scan.mails(EVERY_CAPTURED)
+    scan.records(recorder.records)
+    scan.temp_files([p for p in set(temp.iterdir()) - before if p.is_file() and not p.name.startswith("pytest-")])
+    print(f"\nleak scan: {len(scan.values)} personal values looked for in {scan.looked} places "
+          f"({len(EVERY_CAPTURED)} captured mails, {len(recorder.records)} log records): {len(scan.found)} found in clear")
+    assert not scan.found, "personal data in clear: " + "; ".join(scan.found[:20])

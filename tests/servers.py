@@ -756,6 +756,9 @@ def _encrypted(server, session) -> bool:
     return transport is not None and transport.get_extra_info("ssl_object") is not None
 
 
+EVERY_CAPTURED: list[bytes] = []  # every message any SmtpCapture accepted in this test session
+
+
 class SmtpCapture:
     """An SMTP sink on 127.0.0.1 that records or refuses every message."""
 
@@ -847,6 +850,7 @@ class SmtpCapture:
         return None
 
     def _capture(self, message: CapturedMessage) -> None:
+        EVERY_CAPTURED.append(message.data)  # for the leak scan after the suite (tests/leaks.py)
         with self._cond:
             self.messages.append(message)
             self._cond.notify_all()
