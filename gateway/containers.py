@@ -143,9 +143,9 @@ _EXCESSIVE_SPIN = (
     "from Excel with a password and send it again."
 )
 TOO_BIG = (
-    "The attached file is larger than 50 MB, more than the gateway accepts for one return, so it has been "
-    "set aside for the administrator. Please send the return on its own; if it really is this large, "
-    "split it into several files."
+    "The attached file is larger than 50 MB, the most the gateway accepts for one return, so it has not been "
+    "read. Please save the return as an Excel Workbook (.xlsx), which is much smaller than csv or .xls; if it "
+    "is still over 50 MB, split it into several files under 50 MB and send each."
 )
 
 
@@ -166,7 +166,8 @@ def open_file(name: str, data: bytes, password: str | None) -> Opened:
     web page, a csv named .xls). Names matter only inside an archive, to pick the return among its files.
     """
     if len(data) > MAX_FILE_BYTES:
-        raise HostileFile("attachment over the size limit", TOO_BIG)
+        # Too big is a careless export far more often than an attack: the provider gets a rejection, not a quarantine.
+        raise UnpackError("attachment over the size limit", TOO_BIG)
     return _open(data, password or None, inside_archive=False)
 
 

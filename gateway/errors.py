@@ -60,6 +60,12 @@ class NoUsableKey(PackError):
     """A recipient has no single valid public key; the package must be held, never sent in clear."""
 
 
+class OutboxError(GatewayError):
+    """The outbox folder cannot be written (disk full, read-only, permissions): nothing leaves INBOX."""
+
+    retryable = True
+
+
 class SendError(GatewayError):
     """The SMTP relay refused or failed a message."""
 

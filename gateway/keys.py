@@ -84,7 +84,13 @@ class Keyring:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.home, 0o700)
         _socket_folder(self.home)
-        self._gpg = gnupg.GPG(gnupghome=str(self.home))
+        try:
+            self._gpg = gnupg.GPG(gnupghome=str(self.home))
+        except (OSError, ValueError) as error:  # python-gnupg runs `gpg --version` here: gpg missing or broken
+            raise KeyringError(
+                f"gpg cannot be run ({type(error).__name__}): nothing can be decrypted or encrypted, so no mail was "
+                "taken from the mailbox. Install GnuPG 2 (apt-get install gnupg) or put it on the gateway's PATH, "
+                "then run the gateway again; the returns are waiting in the mailbox.") from None
         self._gpg.encoding = "utf-8"
         self._passphrase = passphrase
         self._pins = {address.lower(): fingerprint.upper() for address, fingerprint in (pins or {}).items()}

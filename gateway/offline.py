@@ -15,11 +15,13 @@ from typing import Callable
 
 from . import config as config_module
 from . import rules as rules_module
-from .containers import MAX_FILE_BYTES, open_file
+from .containers import MAX_FILE_BYTES
 from .errors import ConfigError, KeyringError, NoUsableKey, ReadError, RulesError, UnpackError
 from .keys import Keyring
 from .postcodes import Directory
-from .read import read_return
+# Opened and read in a child with memory and time limits, as the daemon does: a file that aborts a
+# native reader costs the command its answer, never a crash with a core dump of the decrypted file.
+from .isolate import open_file, read_return
 from .receipt import FileFacts, report_lines
 from .route import Batch, Routed, route
 from .rules import LONDON, Borough, Provider, Rules, known_authorities

@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from .errors import OutboxError
+
 _SUFFIX = ".eml"
 
 
@@ -92,12 +94,20 @@ class Outbox:
     def _write(self, folder: Path, name: str, data: bytes) -> Path:
         target = folder / name
         temporary = self.tmp / f"{name}.{os.getpid()}.part"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-        _sync_folder(folder)
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+            _sync_folder(folder)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)  # a part written where the disk is full would only take more room
+            reason = os.strerror(error.errno) if error.errno else type(error).__name__
+            raise OutboxError(
+                f"the outbox folder {self.folder} cannot be written ({reason}). Nothing was taken out of the mailbox: "
+                "free space on that disk (or correct its permissions) and the waiting returns are handled at the next "
+                "look") from None
         return target
 
 

@@ -211,7 +211,32 @@ def _xlsx_parts(data: bytes) -> zipfile.ZipFile | None:
     if "xl/workbook.xml" not in names:
         archive.close()
         return None
+    try:
+        _check_shared_strings(archive)
+    except ReadError:
+        archive.close()
+        raise
     return archive
+
+
+_SST_UNIQUE = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?sst\b[^>]*?\suniqueCount\s*=\s*[\"']\s*([0-9]+)")
+
+
+def _check_shared_strings(archive: zipfile.ZipFile) -> None:
+    """calamine reserves room for every string the shared-strings table says it holds (`uniqueCount`)
+    before reading one, as it opens the workbook: a table claiming a billion aborts the process. Each
+    string takes at least `<si></si>` (9 bytes) of the part, and no return has more than MAX_CELL_ELEMENTS."""
+    for info in archive.infolist():
+        if not info.filename.lower().endswith("sharedstrings.xml"):
+            continue
+        try:
+            with archive.open(info) as part:
+                start = part.read(64 * 1024)
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError, RuntimeError):
+            raise _unreadable("shared strings") from None
+        claimed = _SST_UNIQUE.search(start)
+        if claimed and int(claimed.group(1)) > min(MAX_CELL_ELEMENTS, info.file_size // 9 + 1):
+            raise ReadError("shared strings table claims more strings than it holds", _UNREADABLE)
 
 
 def _scan_sheet(archive: zipfile.ZipFile, name: str, number: int, visible: bool) -> dict[tuple[int, int], bool]:

@@ -24,7 +24,7 @@ from typing import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .alerts import notify_admin
-from .errors import GatewayError, MailboxError
+from .errors import GatewayError, MailboxError, OutboxError
 from .inbox import Inbox
 from .jobs import JOBS
 from .logs import describe
@@ -122,8 +122,8 @@ class Daemon:
                         self._run_due()
             except _Stop:
                 break
-            except MailboxError as error:
-                log.warning("mailbox unavailable (%s); trying again in %.0f s", error, backoff)
+            except (MailboxError, OutboxError) as error:  # passing faults: the mail waits in INBOX meanwhile
+                log.warning("%s; trying again in %.0f s", error, backoff)
                 self._run_due()
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self.timing.reconnect_max)

@@ -53,7 +53,7 @@ def tnef_attachments(data: bytes) -> list[tuple[str, bytes]]:
     if len(data) < 6 or struct.unpack_from("<I", data)[0] != _TNEF_SIGNATURE:
         raise UnpackError("not a TNEF stream", _TNEF_UNREADABLE)
     if len(data) > MAX_FILE_BYTES:
-        raise HostileFile("winmail.dat over the size limit", TOO_BIG)
+        raise UnpackError("winmail.dat over the size limit", TOO_BIG)
     try:
         found = _tnef_walk(data)
     except _Damaged:

@@ -292,8 +292,11 @@ def test_zip_with_too_many_entries():
     assert isinstance(refusal("return.zip", out.getvalue(), None), HostileFile)
 
 
-def test_attachment_over_the_size_limit():
-    assert isinstance(refusal("return.csv", b"a" * (MAX_FILE_BYTES + 1), None), HostileFile)
+def test_attachment_over_the_size_limit_is_refused_with_the_limit_not_quarantined():
+    """A careless export, far more often than an attack: the provider is told the limit and what to do."""
+    error = refusal("return.csv", b"a" * (MAX_FILE_BYTES + 1), None)
+    assert not isinstance(error, HostileFile)
+    assert "50 MB" in error.advice and "split" in error.advice and ".xlsx" in error.advice
 
 
 # Passwords never reach a log ------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from pathlib import Path
 import gnupg
 import pytest
 
-from conftest import ADMIN, BOROUGHS
+from conftest import ADMIN, BOROUGHS, attachments_of
 from servers import kill_agents, prepare_gnupghome
 from test_intake import CLEAR, KEYS_DIR, GATEWAY_FPR, assert_nothing_personal_in_clear, intake, package_rows  # noqa: F401
 
@@ -205,6 +205,20 @@ def _seconds(row: dict) -> float:
     return (datetime.fromisoformat(row["updated"]) - datetime.fromisoformat(row["first_seen"])).total_seconds()
 
 
+def _attachment_name(message: EmailMessage) -> str:
+    return next((part.get_filename() or "" for part in message.iter_attachments()), "")
+
+
+def _formula_cells(message: EmailMessage, keys) -> int:
+    """Formula cells in an xlsx package's sheets, decrypted with its borough's key."""
+    import zipfile
+
+    (_, data), = attachments_of(message).items()
+    plain = gnupg.GPG(gnupghome=str(keys.borough_homes[str(message["To"])])).decrypt(data).data
+    with zipfile.ZipFile(io.BytesIO(plain)) as book:
+        return sum(len(re.findall(rb"<f[ >]", book.read(n))) for n in book.namelist() if n.startswith("xl/worksheets/"))
+
+
 _UNGUARDED = re.compile(r"(?<!')(?:=HYPERLINK|=cmd\||@SUM\(|=1\+2)", re.I)
 
 
@@ -252,9 +266,14 @@ def judge(intake, case: str, spec: dict, uid: int, ledger: dict[int, dict], capt
         text = "\n".join(texts)
         if spec["rows_read"] is not None and not re.search(rf"Rows read:\s+{spec['rows_read']}\b", text):
             problems.append(f"expected 'Rows read: {spec['rows_read']}': {text[:600]!r}")
-        rows = []
+        rows, csv_rows, xlsx_formulas = [], [], 0
         for package in packages:
-            rows += package_rows(package, intake.keys)
+            found = package_rows(package, intake.keys)
+            rows += found
+            if _attachment_name(package).endswith(".csv.gpg"):
+                csv_rows += found
+            else:
+                xlsx_formulas += _formula_cells(package, intake.keys)
         if spec["rows_forwarded"] is not None:
             if not re.search(rf"Rows forwarded:\s+{spec['rows_forwarded']}\b", text):
                 problems.append(f"expected 'Rows forwarded: {spec['rows_forwarded']}': {text[:600]!r}")
@@ -268,7 +287,12 @@ def judge(intake, case: str, spec: dict, uid: int, ledger: dict[int, dict], capt
         if spec.get("max_package_columns") and any(len(r) > spec["max_package_columns"] for r in rows):
             problems.append(f"a package row has {max(len(r) for r in rows)} columns")
         if spec.get("no_formula"):
-            for where, value in [("receipt", t) for t in texts] + [("package", c) for c in cells]:
+            # In a csv package a spreadsheet program takes "=..." for a formula: it must be guarded. In an
+            # xlsx package a string cell is text whatever it starts with: only a formula cell (<f>) is a risk.
+            if xlsx_formulas:
+                problems.append(f"an xlsx package holds {xlsx_formulas} formula cell(s)")
+            csv_cells = [str(v) for r in csv_rows for v in r if v is not None]
+            for where, value in [("receipt", t) for t in texts] + [("package", c) for c in csv_cells]:
                 if _UNGUARDED.search(value) or (where == "package" and re.match(r"^[=@]|^[+\-][^\d\s]", value)):
                     problems.append(f"formula-like text reaches a {where} unguarded: {value[:80]!r}")
                     break

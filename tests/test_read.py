@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -461,3 +462,32 @@ def _with_sheet_xml(data: bytes, part: str, rows: str) -> bytes:
                 content = content.replace(b"</sheetData>", rows.encode() + b"</sheetData>")
             target.writestr(item, content)
     return out.getvalue()
+
+
+def test_a_shared_strings_table_claiming_a_billion_strings_is_refused_before_calamine_opens_it(tmp_path):
+    """calamine reserves room for every string `uniqueCount` claims as it opens the workbook: 999,999,999
+    of them is a 24 GB allocation and an abort. The claim is held to what the part can hold."""
+    import io
+    import zipfile
+
+    import xlsxwriter
+
+    out = io.BytesIO()
+    book = xlsxwriter.Workbook(out, {"in_memory": True})
+    sheet = book.add_worksheet("Return")
+    for column, heading in enumerate(["ULN", "Family Name", "First Name", "DOB", "Post Code"]):
+        sheet.write_string(0, column, heading)
+    book.close()
+    honest = out.getvalue()
+    assert read_return(honest).headings[:2] == ("ULN", "Family Name")  # shared strings as Excel writes them
+    lying = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(honest)) as source, zipfile.ZipFile(lying, "w") as target:
+        for info in source.infolist():
+            body = source.read(info.filename)
+            if info.filename == "xl/sharedStrings.xml":
+                body, count = re.subn(rb'uniqueCount="[0-9]+"', b'uniqueCount="999999999"', body)
+                assert count == 1
+            target.writestr(info, body)
+    with pytest.raises(ReadError) as caught:
+        read_return(lying.getvalue())  # in this process: an abort would end the test run
+    assert ".xlsx" in caught.value.advice
