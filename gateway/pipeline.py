@@ -40,7 +40,7 @@ from .receipt import FileFacts, Letterhead, acknowledgement, alert, rejection
 from .route import route
 from .rules import Rules
 from .send import Delivery, flush
-from .unpack import Attachment, Unpacked, parse, sender_of, unpack
+from .unpack import NOTHING_ATTACHED, Attachment, Unpacked, parse, sender_of, unpack
 from .validate import Finding, validate
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,10 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
         answered += _answer(gateway, result, facts, attachment, answer_to, head, keys)
     if answered == 0:
         result.outcome = "rejected"
+        if not result.outgoing:  # only an encrypted covering note (inline PGP text): a registered sender still gets an answer
+            facts = FileFacts(record.reference, received, 1, 1, len(raw), _sha256(raw)[:12])
+            result.outgoing.append(rejection(facts, provider, NOTHING_ATTACHED, answer_to, head, head.seal))
+            ledger.event(record.reference, "rejected", reason="nothing attached")
     result.outgoing += held_notices(result.held, config)
     return result
 

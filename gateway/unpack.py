@@ -109,7 +109,7 @@ def unpack(raw: bytes, rules: Rules, keyring: Keyring, password: Callable[[Provi
     if len(found) > MAX_RETURNS_PER_MESSAGE:  # files inside PGP/MIME or winmail.dat count too
         return Unpacked(sender, provider, (), UnpackError("too many files in one message", _TOO_MANY))
     if not found:
-        advice = _CLEAR if finder.clear else _NOTHING
+        advice = _CLEAR if finder.clear else NOTHING_ATTACHED
         return Unpacked(sender, provider, (), UnpackError("no encrypted return", advice))
     numbered = tuple(replace(a, index=i) for i, a in enumerate(found, 1))
     return Unpacked(sender, provider, numbered)
@@ -161,7 +161,7 @@ _CLEAR = (
     "password agreed with the gateway's administrator, and send it again. Sending young people's "
     "details unencrypted may be a data incident under your own organisation's policy."
 )
-_NOTHING = (
+NOTHING_ATTACHED = (
     "We found no return attached to your email. Please attach the return encrypted with the gateway's "
     "public key (attached to this receipt) as a .gpg, .pgp or .asc file, or as a password-protected "
     "workbook or AES-encrypted zip if that is what was agreed."

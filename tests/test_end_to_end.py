@@ -12,7 +12,7 @@ import time
 import gnupg
 import pytest
 
-from conftest import ADMIN, BOROUGHS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
+from conftest import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
 from gateway.sample import people, with_changes, workbook
 
 NOT_CONFIGURED = "E09000028"  # Southwark: residents there are not served by this deployment
@@ -215,3 +215,25 @@ def test_unknown_senders_get_a_reply_only_when_the_configuration_asks(deployment
     assert set(sent) == {ADMIN, "new@college.example"}
     reply = sent["new@college.example"].get_body(("plain",)).get_content()
     assert "not registered" in reply and ADMIN in reply
+
+
+def test_an_inline_pgp_note_with_no_return_from_a_registered_provider_is_answered(deployment, keys):
+    """Thunderbird's "encrypted-inline": the body is an armoured PGP message and nothing is attached.
+    Every message from a registered sender gets an answer: here, "no return attached"."""
+    from email.message import EmailMessage
+
+    note = keys.gpg(keys.provider_home).encrypt("Please find our return attached.\n", [keys.gateway_fpr],
+                                                always_trust=True, armor=True)
+    assert note.ok, note.status
+    message = EmailMessage()
+    message["From"] = f"College MIS <{PROVIDER_SENDER}>"
+    message["To"] = GATEWAY_ADDRESS
+    message["Subject"] = "LDOR return"
+    message.set_content(str(note))
+    deployment.deliver(message.as_bytes())
+    assert deployment.run_once() == 0
+    [answer] = deployment.captured()
+    assert str(answer["To"]) == PROVIDER_SENDER
+    assert str(answer["Subject"]).startswith("LDOR return not accepted")
+    assert "no return attached" in answer.get_body(("plain",)).get_content()
+    assert len(deployment.imap.list_uids("Processed")) == 1
