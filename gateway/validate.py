@@ -7,7 +7,7 @@ up and an administrator can count it; RULES is the one registry of them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from types import MappingProxyType
 from typing import Callable, Mapping
@@ -23,6 +23,10 @@ class Rule:
     severity: str  # F file rejected, E row rejected, W row forwarded with a note
     field: str  # canonical field ("" for the header block or the whole row)
     message: str
+    # For a W rule about the row's own cells: what became of the row, and what to correct next time.
+    # The receipt then says it in words, so a data officer never reads a note as a rejection.
+    forwarded: str = ""
+    correct: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class Finding:
     # The offending cell as the provider wrote it. Personal data: shown only in a receipt encrypted to
     # the provider's own key, never in a clear receipt, a log or the ledger.
     value: str = field(default="", repr=False, compare=False)
+
+
+_FORWARDED = "The row was forwarded"
+_CORRECT_ULN = "please correct the ULN in your records and give it next time"
+_CORRECT_DOB = "please give the date of birth next time as day/month/year, e.g. 31/01/2008"
 
 
 def _registry(*rules: Rule) -> Mapping[str, Rule]:
@@ -51,18 +60,29 @@ RULES = _registry(
     Rule("File_03", "W", "", "The table was read from a hidden sheet, as no visible sheet holds one; please check this is the return you meant to send"),
     Rule("Csv_01", "W", "", "A quote mark (\") in this row is not closed, so the row was read with the quote mark taken as text; please check the row"),
     Rule("Csv_02", "E", "", "A quote mark (\") in this row is not closed, so its columns cannot be told apart; please remove the stray quote mark and send the row again"),
-    Rule("ULN_01", "W", "uln", "The Unique Learner Number is blank"),
-    Rule("ULN_02", "W", "uln", "The Unique Learner Number is the temporary number 9999999999"),
-    Rule("ULN_03", "E", "uln", "The Unique Learner Number must be 10 digits, not starting with 0"),
-    Rule("ULN_04", "E", "uln", "The Unique Learner Number does not pass the checksum calculation"),
-    Rule("FamilyName_01", "E", "family_name", "The learner's family name must be returned"),
-    Rule("FamilyName_02", "E", "family_name", "The learner's family name must be at most 100 characters"),
-    Rule("FirstName_01", "E", "first_name", "The learner's given name must be returned"),
-    Rule("FirstName_02", "E", "first_name", "The learner's given name must be at most 100 characters"),
-    Rule("DOB_01", "E", "dob", "Date of birth must be returned"),
-    Rule("DOB_02", "E", "dob", "Date of birth is not a valid date (write it as day/month/year, e.g. 31/01/2008)"),
-    Rule("DOB_03", "E", "dob", "Date of birth is in the future"),
-    Rule("DOB_04", "W", "dob", "Learner is outside the 16-18 age range on 31 August"),
+    Rule("ULN_01", "W", "uln", "The Unique Learner Number is blank",
+         _FORWARDED, "please give the young person's ULN next time if they have one"),
+    Rule("ULN_02", "W", "uln", "The Unique Learner Number is the temporary number 9999999999",
+         _FORWARDED, "please give the real ULN next time, once it is known"),
+    Rule("ULN_03", "W", "uln", "The Unique Learner Number must be 10 digits, not starting with 0",
+         _FORWARDED, _CORRECT_ULN),
+    Rule("ULN_04", "W", "uln", "The Unique Learner Number you gave does not pass the checksum calculation",
+         "The row was forwarded with its ULN left out, so it cannot be matched to another young person",
+         _CORRECT_ULN),
+    Rule("Name_01", "E", "", "The learner's family name and given name must be returned (both are blank)"),
+    Rule("FamilyName_01", "W", "family_name", "The learner's family name is blank",
+         _FORWARDED, "please give the family name next time"),
+    Rule("FamilyName_02", "W", "family_name", "The learner's family name is longer than 100 characters",
+         _FORWARDED, "please check the family name next time"),
+    Rule("FirstName_01", "W", "first_name", "The learner's given name is blank",
+         _FORWARDED, "please give the given name next time"),
+    Rule("FirstName_02", "W", "first_name", "The learner's given name is longer than 100 characters",
+         _FORWARDED, "please check the given name next time"),
+    Rule("DOB_01", "W", "dob", "Date of birth is missing", _FORWARDED, _CORRECT_DOB),
+    Rule("DOB_02", "W", "dob", "Date of birth is not a valid date", _FORWARDED, _CORRECT_DOB),
+    Rule("DOB_03", "W", "dob", "Date of birth is in the future", _FORWARDED, _CORRECT_DOB),
+    Rule("DOB_04", "W", "dob", "Learner is outside the 16-18 age range on 31 August",
+         _FORWARDED, "please check the date of birth next time"),
     Rule("DOB_05", "E", "dob", "Learner is over 24 on 31 August, too old for this return"),
     Rule("Address_01", "W", "address", "Address is missing"),
     Rule("Postcode_01", "E", "postcode", "Post code must be returned"),
@@ -71,7 +91,9 @@ RULES = _registry(
     Rule("Email_01", "W", "contact_email", "Contact e-mail looks invalid"),
     Rule("Phone_01", "W", "phone", "Contact phone number looks invalid"),
     Rule("Reason_01", "E", "reason", "Reason must be one of: Joiner, Leaver, At risk of dropping out (none given)"),
-    Rule("Reason_02", "E", "reason", "Reason must be exactly one of: Joiner, Leaver, At risk of dropping out (more than one given)"),
+    Rule("Reason_02", "W", "reason", "More than one reason is marked",
+         "The row was forwarded as the most urgent of them (Leaver, then At risk, then Joiner)",
+         "please mark one reason for each row next time"),
     Rule("Reason_03", "E", "reason", "Reason must be one of: Joiner, Leaver, At risk of dropping out (mark the column with X, Y, Yes or a tick)"),
     Rule("Destination_01", "W", "destination", "Destination code is not a recognised CCIS activity code"),
     Rule("Row_01", "W", "", "Possible duplicate of another row"),
@@ -84,6 +106,7 @@ RULES = _registry(
 )
 
 REASONS = ("Joiner", "Leaver", "At risk")
+URGENCY = ("Leaver", "At risk", "Joiner")  # several marked: the row goes as the first of these
 # "ü" is how a Wingdings tick arrives as text; "√" is often typed for a tick.
 _TICKS = {"x", "y", "yes", "1", "true", "\u2713", "\u2714", "\u2611", "\u00fc", "\u221a", "tick", "ticked"}
 _NOT_TICKED = {"", "n", "no", "0", "false", "-"}
@@ -105,7 +128,11 @@ _UKPRN = re.compile(r"^1[0-9]{7}$|^[2-9][0-9]{7}$")
 
 @dataclass(frozen=True)
 class Accepted:
-    """A row that may be forwarded, with what routing needs."""
+    """A row that may be forwarded, with what routing needs.
+
+    `row` is what the borough may see: a ULN that fails its check digit is emptied here (ULN_04), so
+    neither the package nor a held copy of it can carry it. The provider's value stays in the finding.
+    """
 
     row: Row
     postcode: str  # normalised
@@ -122,11 +149,19 @@ class Checked:
         return tuple(f for f in self.findings if f.severity == "F")
 
 
-def finding(table: Return, rule_name: str, row: int | None, detail: str = "", source: Row | None = None) -> Finding:
-    """A finding of `rule_name`; with `source`, it keeps the offending cell for encrypted receipts."""
+def finding(table: Return, rule_name: str, row: int | None, detail: str = "", source: Row | None = None,
+            held: bool = False) -> Finding:
+    """A finding of `rule_name`; with `source`, it keeps the offending cell for encrypted receipts.
+
+    A W note on the row's own cells says the row was forwarded and what to correct next time; `held`
+    (the row is held back for an E finding of its own) leaves out the first part, which would be false.
+    """
     rule = RULES[rule_name]
     value = _as_text(source.get(table, rule.field)) if source is not None and rule.field in table.columns else ""
-    return Finding(rule.severity, row, _column(table, rule.field), rule.name, f"{rule.message}{detail}", value)
+    message = f"{rule.message}{detail}"
+    if rule.correct:
+        message += f". {rule.correct[0].upper()}{rule.correct[1:]}" if held else f". {rule.forwarded}; {rule.correct}"
+    return Finding(rule.severity, row, _column(table, rule.field), rule.name, message, value)
 
 
 def _column(table: Return, field: str) -> str:
@@ -158,21 +193,33 @@ def validate(table: Return, provider: Provider | None, today: date | None = None
     for done, row in enumerate(table.rows, start=1):
         if progress is not None and done % 1000 == 0:
             progress(done, len(table.rows))
-        row_findings, postcode, reason, identity = _row(table, row, today)
-        row_findings += _formulas(table, row) + problems.get(row.number, [])
+        marks, postcode, reason, identity = _row(table, row, today)
+        other = _formulas(table, row) + problems.get(row.number, [])
         uln, person = identity
         earlier = seen_uln.get(uln) if uln else None
         earlier = earlier or (seen_person.get(person) if person else None)
         if earlier:
-            row_findings.append(finding(table, "Row_01", row.number, f" (row {earlier})"))
+            other.append(finding(table, "Row_01", row.number, f" (row {earlier})"))
         if uln:
             seen_uln.setdefault(uln, row.number)
         if person:
             seen_person.setdefault(person, row.number)
-        findings += row_findings
-        if not any(f.severity == "E" for f in row_findings):
-            accepted.append(Accepted(row, postcode, reason))
+        held = any(RULES[name].severity == "E" for name, _ in marks) or any(f.severity == "E" for f in other)
+        findings += [finding(table, name, row.number, detail, row, held) for name, detail in marks] + other
+        if not held:
+            # A ULN that fails its check could be another young person's: the borough never sees it.
+            failed = ("ULN_04", "") in marks
+            accepted.append(Accepted(_without_uln(table, row) if failed else row, postcode, reason))
     return Checked(tuple(accepted), tuple(sort_findings(findings)))
+
+
+def _without_uln(table: Return, row: Row) -> Row:
+    """The row with its ULN cell emptied: what the borough's package (and a held copy of it) carries."""
+    values = list(row.values)
+    column = table.columns["uln"]
+    if column < len(values):
+        values[column] = None
+    return replace(row, values=tuple(values))
 
 
 def sort_findings(findings: list[Finding]) -> list[Finding]:
@@ -236,7 +283,7 @@ def academic_age(born: date, today: date) -> int:
 
 
 def reason_of(table: Return, row: Row) -> tuple[str | None, str | None]:
-    """(reason, None) or (None, rule name of the problem)."""
+    """(reason, None); (the most urgent reason, "Reason_02") when several are marked; or (None, the rule broken)."""
     ticked, odd = [], False
     for tick, reason in zip(("joiner", "leaver", "at_risk"), REASONS):
         if tick not in table.columns:
@@ -255,10 +302,20 @@ def reason_of(table: Return, row: Row) -> tuple[str | None, str | None]:
             elif named not in ticked:
                 ticked.append(named)
     if len(ticked) > 1:
-        return None, "Reason_02"
+        return min(ticked, key=URGENCY.index), "Reason_02"
     if ticked:
         return ticked[0], None
     return None, "Reason_03" if odd else "Reason_01"
+
+
+def _marked(table: Return, row: Row) -> str:
+    """The reasons a row marks, for the receipt: "Joiner and Leaver"."""
+    marked = [r for tick, r in zip(("joiner", "leaver", "at_risk"), REASONS)
+              if tick in table.columns and _as_text(row.get(table, tick)).lower() in _TICKS]
+    word = " ".join(_as_text(row.get(table, "reason")).lower().replace("-", " ").split()) if "reason" in table.columns else ""
+    if _REASON_WORDS.get(word) and _REASON_WORDS[word] not in marked:
+        marked.append(_REASON_WORDS[word])
+    return " and ".join(marked)
 
 
 def _problem(problem: Problem) -> Finding:
@@ -295,11 +352,12 @@ def _header(table: Return, provider: Provider | None) -> list[Finding]:
     return findings
 
 
-def _row(table: Return, row: Row, today: date) -> tuple[list[Finding], str, str, tuple]:
-    found: list[Finding] = []
+def _row(table: Return, row: Row, today: date) -> tuple[list[tuple[str, str]], str, str, tuple]:
+    """The rules the row breaks, each with its detail; its postcode, reason and identity (for duplicates)."""
+    found: list[tuple[str, str]] = []
 
     def add(rule_name: str, detail: str = "") -> None:
-        found.append(finding(table, rule_name, row.number, detail, row))
+        found.append((rule_name, detail))
 
     uln = _as_text(row.get(table, "uln"))
     problem = uln_problem(uln)
@@ -307,8 +365,10 @@ def _row(table: Return, row: Row, today: date) -> tuple[list[Finding], str, str,
         add(problem)
     family = _as_text(row.get(table, "family_name"))
     first = _as_text(row.get(table, "first_name"))
+    if not family and not first:
+        add("Name_01")  # names no one: nothing a borough could act on
     for value, blank, long in ((family, "FamilyName_01", "FamilyName_02"), (first, "FirstName_01", "FirstName_02")):
-        if not value:
+        if not value and (family or first):
             add(blank)
         elif len(value) > 100:
             add(long)
@@ -340,7 +400,9 @@ def _row(table: Return, row: Row, today: date) -> tuple[list[Finding], str, str,
     if phone and not plausible_phone(phone):
         add("Phone_01")
     reason, problem = reason_of(table, row)
-    if problem:
+    if problem == "Reason_02":
+        add(problem, f" ({_marked(table, row)})")
+    elif problem:
         add(problem)
     destination = _as_text(row.get(table, "destination"))
     if re.fullmatch(r"\d{3}", destination) and int(destination) not in CCIS_CODES:

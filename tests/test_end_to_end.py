@@ -8,12 +8,13 @@ import logging
 import re
 import sqlite3
 import time
+from datetime import date
 
 import gnupg
 import pytest
 
 from conftest import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
-from gateway.sample import people, with_changes, workbook
+from gateway.sample import people, valid_uln, with_changes, workbook
 
 NOT_CONFIGURED = "E09000028"  # Southwark: residents there are not served by this deployment
 
@@ -33,17 +34,17 @@ def messy_return(directory):
     bad = people(directory, {"E09000019": 4}, seed=99)
     bad = [
         with_changes(bad[0], postcode="N1 XYZ"),  # Postcode_02
-        with_changes(bad[1], family_name=""),  # FamilyName_01
-        with_changes(bad[2], uln="9276308687"),  # ULN_04
+        with_changes(bad[1], family_name=""),  # FamilyName_01: forwarded with a note
+        with_changes(bad[2], uln="9276308687"),  # ULN_04: forwarded with a note, its ULN left out
         with_changes(bad[3], postcode=_absent_postcode(directory)),  # Postcode_15
     ]
     rows = [p.cells() for p in crowd] + [p.cells() for p in bad]
     two_reasons = people(directory, {"E09000007": 1}, seed=5)[0]
     cells = two_reasons.cells()
-    cells[8] = cells[9] = "X"  # Joiner and Leaver both ticked: Reason_02
+    cells[8] = cells[9] = "X"  # Joiner and Leaver both ticked: Reason_02, forwarded as a Leaver
     rows.append(cells)
     everyone = crowd + bad + [two_reasons]
-    return crowd, everyone, workbook("Example College", "10001234", rows)
+    return crowd + [bad[1], bad[2], two_reasons], everyone, workbook("Example College", "10001234", rows)
 
 
 def _personal_strings(everyone) -> list[str]:
@@ -89,11 +90,12 @@ def test_a_return_reaches_each_home_borough_and_nothing_else(deployment, messy_r
         heading, body = rows[0], rows[1:]
         assert heading[:3] == ["ULN", "Family Name", "First Name"]
         assert "Provider UKPRN" in heading
-        expected = {p.uln: p for p in crowd if deployment_code(p, code)}
-        assert {str(r[0]) for r in body} == set(expected)
+        # A ULN failing its check (9276308687) is left out of the package: its cell is empty.
+        expected = {("" if p.uln == "9276308687" else p.uln): p for p in crowd if deployment_code(p, code)}
+        assert {str(r[0] or "") for r in body} == set(expected)
         for row in body:
-            person = expected[str(row[0])]
-            assert (row[1], row[2], row[5]) == (person.family_name, person.first_name, person.postcode)
+            person = expected[str(row[0] or "")]
+            assert (row[1] or "", row[2], row[5]) == (person.family_name, person.first_name, person.postcode)
             assert str(row[heading.index("Provider UKPRN")]) == "10001234"
         for other, home in keys.borough_homes.items():
             if other != address:
@@ -109,9 +111,9 @@ def test_a_return_reaches_each_home_borough_and_nothing_else(deployment, messy_r
     receipt = by_recipient[PROVIDER_SENDER][0]
     body = receipt.get_body(("plain",)).get_content()
     assert re.search(r"Rows read:\s+35\b", body)
-    assert re.search(r"Rows forwarded:\s+27\b", body)
-    assert re.search(r"Rows rejected \(not forwarded\): 8\b", body)
-    for name in ("Islington: 10", "Camden: 9", "Hackney: 8"):
+    assert re.search(r"Rows forwarded:\s+30\b", body)
+    assert re.search(r"Rows rejected \(not forwarded\): 5\b", body)
+    for name in ("Islington: 12", "Camden: 10", "Hackney: 8"):
         assert name in body
     for rule in ("Postcode_02", "FamilyName_01", "ULN_04", "Postcode_15", "Reason_02", "Route_01"):
         assert rule in body
@@ -237,3 +239,86 @@ def test_an_inline_pgp_note_with_no_return_from_a_registered_provider_is_answere
     assert str(answer["Subject"]).startswith("LDOR return not accepted")
     assert "no return attached" in answer.get_body(("plain",)).get_content()
     assert len(deployment.imap.list_uids("Processed")) == 1
+
+
+# -- notify first (issue 10, item 1): a row naming a person and a notification reaches its borough ----
+def _faulty_return(directory):
+    """One row per clerical fault, each still naming a person and a notification; and the three faults
+    that hold a row back. Each row is told apart by its address ("N Notify Close")."""
+    base = people(directory, {"E09000019": 7, "E09000007": 4, "E09000012": 3}, seed=31)
+    tag = [with_changes(p, address=f"{i + 1} Notify Close") for i, p in enumerate(base)]
+    faults = [  # (person, ticks (Joiner, Leaver, At risk) or None for the person's own, rule, severity)
+        (tag[0], None, None, None),
+        (with_changes(tag[1], uln=""), None, "ULN_01", "W"),
+        (with_changes(tag[2], uln="9999999999"), None, "ULN_02", "W"),
+        (with_changes(tag[3], uln="12345"), None, "ULN_03", "W"),
+        (with_changes(tag[4], uln="9276308687"), None, "ULN_04", "W"),
+        (tag[7], ["X", "X", ""], "Reason_02", "W"),  # joined and left in the same month: a Leaver
+        (tag[8], ["X", "", "X"], "Reason_02", "W"),  # At risk over Joiner
+        (with_changes(tag[9], dob=""), None, "DOB_01", "W"),
+        (with_changes(tag[11], dob="31/02/2008"), None, "DOB_02", "W"),
+        (with_changes(tag[12], dob="not known"), None, "DOB_02", "W"),
+        (with_changes(tag[13], dob=date(2030, 1, 1)), None, "DOB_03", "W"),
+        (with_changes(tag[10], family_name=""), None, "FamilyName_01", "W"),
+        (with_changes(tag[5], family_name="", first_name=""), None, "Name_01", "E"),
+        (tag[6], ["", "", ""], "Reason_01", "E"),
+        (with_changes(tag[6], address="99 Notify Close", uln=valid_uln(7), dob=date(1990, 3, 1)), None, "DOB_05", "E"),
+    ]
+    rows = []
+    for person, ticks, _, _ in faults:
+        cells = person.cells()
+        if ticks is not None:
+            cells[8:11] = ticks
+        rows.append(cells)
+    return faults, workbook("Example College", "10001234", rows)
+
+
+def test_each_clerical_fault_is_forwarded_with_a_note_and_only_the_three_faults_hold_a_row_back(deployment, directory, keys):
+    faults, xlsx = _faulty_return(directory)
+    deployment.deliver(provider_message([("return.xlsx.gpg", keys.encrypt_for_gateway(xlsx))]))
+    assert deployment.run_once() == 0
+    by_recipient = {str(m["To"]): m for m in deployment.captured()}
+
+    # Every borough's package, decrypted by the borough: its rows by address.
+    received = {}
+    for code, (_, address, _) in BOROUGHS.items():
+        _, _, rows = _package_rows(by_recipient[address], keys, address)
+        heading = rows[0]
+        for row in rows[1:]:
+            cells = dict(zip(heading, row))
+            received[cells["Address"]] = (code, cells)
+
+    first_row = 9  # sample.workbook: headings on row 8
+    for number, (person, ticks, rule, severity) in enumerate(faults, start=first_row):
+        if severity == "E":
+            assert person.address not in received, rule
+            continue
+        code, cells = received[person.address]
+        assert code == directory.authority(person.postcode), rule  # its home borough, no other
+        assert (cells["First Name"], cells["Post Code"]) == (person.first_name, person.postcode)
+        if rule == "ULN_04":
+            assert cells["ULN"] in (None, ""), "a ULN failing its check must not reach the borough"
+        elif rule in ("ULN_03", "ULN_02"):
+            assert str(cells["ULN"]) == person.uln
+        if ticks == ["X", "X", ""]:
+            assert cells["Notification Reason"] == "Leaver"
+        elif ticks == ["X", "", "X"]:
+            assert cells["Notification Reason"] == "At risk"
+    assert len(received) == 12
+    for message in deployment.smtp.messages:  # the failed ULN is in no mail, even encrypted packages carry none
+        assert b"9276308687" not in message.data
+
+    # The receipt lists each note against its row, says the row was forwarded, and what to correct.
+    body = by_recipient[PROVIDER_SENDER].get_body(("plain",)).get_content()
+    assert re.search(r"Rows read:\s+15\b", body)
+    assert re.search(r"Rows forwarded:\s+12\b", body)
+    assert re.search(r"Rows rejected \(not forwarded\): 3\b", body)
+    lines = {(l.split()[0], l.split()[1], next(w for w in l.split() if "_0" in w)): l
+             for l in body.splitlines() if l.startswith("  ") and l.split() and l.split()[0] in ("E", "W")}
+    for number, (_, _, rule, severity) in enumerate(faults, start=first_row):
+        if rule is None:
+            continue
+        line = lines[(severity, str(number), rule)]
+        if severity == "W":
+            assert "forwarded" in line and "next time" in line, line
+    assert "forwarded with its ULN left out" in lines[("W", str(first_row + 4), "ULN_04")]

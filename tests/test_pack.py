@@ -238,3 +238,22 @@ def test_an_xlsx_package_touches_no_file(routed, tmp_path, monkeypatch):
     with audit_hook(watch):
         sheet_bytes(table, batches["E09000019"], SOURCE, "xlsx")
     assert created == [] and list(tmp_path.iterdir()) == []
+
+
+# -- issue 10: a ULN failing its check never reaches the borough, not even through a held copy ------
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+@pytest.mark.parametrize("uln", ["9276308687", 1000000063])  # typed as text, and stored as a number
+def test_a_uln_failing_its_check_leaves_the_package_cell_empty(fmt, uln, directory):
+    from gateway.held import _decode, _encode  # what a package held for want of a key keeps, and rebuilds
+
+    good, bad = people(directory, {"E09000019": 2}, today=TODAY)
+    table = read_return(workbook("Example College", "10001234", [good.cells(), with_changes(bad, uln=uln).cells()]))
+    checked = validate(table, PROVIDER, today=TODAY)
+    assert [f.rule for f in checked.findings] == ["ULN_04"]
+    batch = Batch(ISLINGTON, checked.accepted)
+    for table_used, batch_used in ((table, batch), _decode(_encode(table, batch), ISLINGTON)):
+        data = sheet_bytes(table_used, batch_used, SOURCE, fmt)
+        values = [list(r) for r in load_xlsx(data).iter_rows(values_only=True)] if fmt == "xlsx" else load_csv(data)
+        assert [v[0] or "" for v in values[1:]] == [good.uln, ""]
+        assert values[2][1:3] == [bad.family_name, bad.first_name]  # the row itself is forwarded
+        assert str(uln).encode() not in data

@@ -40,11 +40,11 @@ def sent(directory):
               for i, p in enumerate(base)]
     rows = [
         marked[0],
-        with_changes(marked[1], uln="9276308687"),  # E ULN_04: a value that must not be repeated
+        with_changes(marked[1], dob=date(1995, 3, 15)),  # E DOB_05: a value that must not be repeated
         with_changes(marked[2], postcode="QQ1 1QQ"),  # E Postcode_15 when routed
         with_changes(marked[3], address="", phone="07700-CALL-ME"),  # W Address_01, W Phone_01
         marked[4],
-        with_changes(marked[5], dob="05/25/2008"),  # E DOB_02
+        with_changes(marked[5], family_name="", first_name=""),  # E Name_01
     ]
     table = read_return(workbook("Example College", "10001234", [p.cells() for p in rows]))
     checked = validate(table, PROVIDER, today=TODAY)
@@ -94,7 +94,7 @@ def test_errors_before_warnings_in_the_body(sent):
     lines = finding_lines(body)
     assert [(l[0], l[1]) for l in lines] == [("E", "10"), ("E", "11"), ("E", "14"), ("W", "12"), ("W", "12")]
     rules = [next(w for w in l if "_" in w) for l in lines]
-    assert rules == ["ULN_04", "Postcode_15", "DOB_02", "Address_01", "Phone_01"]
+    assert rules == ["DOB_05", "Postcode_15", "Name_01", "Address_01", "Phone_01"]
 
 
 def test_findings_csv_is_attached(sent):
@@ -103,9 +103,9 @@ def test_findings_csv_is_attached(sent):
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
     assert rows[0] == ["Severity", "Row", "Column", "Rule", "Message"]
     assert [(r[0], r[1], r[3]) for r in rows[1:]] == [
-        ("E", "10", "ULN_04"), ("E", "11", "Postcode_15"), ("E", "14", "DOB_02"), ("W", "12", "Address_01"),
+        ("E", "10", "DOB_05"), ("E", "11", "Postcode_15"), ("E", "14", "Name_01"), ("W", "12", "Address_01"),
         ("W", "12", "Phone_01")]
-    assert rows[1][2] == "ULN"
+    assert rows[1][2] == "DOB"
 
 
 def test_the_gateway_key_is_attached(sent):

@@ -57,8 +57,8 @@ def moved_columns() -> tuple[list, dict]:
         9: row(CLEAN, **{"Post Code": "N11AA", "Surname": "Adeyemi", "First Name": "Aisha", "Tutor Group": "12B",
                          "ULN": 9276308686, "DOB": date(2008, 5, 25), "Address": "1 Upper Street", "Leaver": "X",
                          "Contact e-mail": "aisha@example.net", "phone number": "07700 900001"}),
-        # Check digit wrong (the spec's own invalid example): the row is rejected.
-        11: row([("E", "ULN_04")], **{"Post Code": "N7 8DB", "Surname": "Brennan", "First Name": "Harry",
+        # Check digit wrong (the spec's own invalid example): forwarded with a note, its ULN left out.
+        11: row([("W", "ULN_04")], **{"Post Code": "N7 8DB", "Surname": "Brennan", "First Name": "Harry",
                                        "ULN": 9276308687, "DOB": date(2007, 10, 2), "Address": "2 Holloway Road",
                                        "Joiner": "X"}),
         # Camden, lower-case postcode: fine.
@@ -89,14 +89,14 @@ def text_dates() -> tuple[list, dict]:
         # (row, DOB as typed, expected, why)
         (8, "25/05/2008", CLEAN),  # day/month/year: 17
         (9, "2008-06-30", CLEAN),  # ISO
-        (10, "05/25/2008", [("E", "DOB_02")]),  # month/day: refused, never guessed
-        (11, "31/02/2008", [("E", "DOB_02")]),  # no such day
+        (10, "05/25/2008", [("W", "DOB_02")]),  # month/day: never guessed; forwarded with a note
+        (11, "31/02/2008", [("W", "DOB_02")]),  # no such day: forwarded with a note
         (12, "31/08/2009", CLEAN),  # sixteenth birthday on 31 August itself: 16
         (13, "01/09/2009", [("W", "DOB_04")]),  # one day younger: 15
         (14, "15/03/2005", [("W", "DOB_04")]),  # 20: allowed up to 24 with a note
         (15, "15/03/2000", [("E", "DOB_05")]),  # 25: too old
-        (16, "01/12/2025", [("E", "DOB_03")]),  # after TODAY
-        (17, "", [("E", "DOB_01")]),  # missing
+        (16, "01/12/2025", [("W", "DOB_03")]),  # after TODAY: forwarded with a note
+        (17, "", [("W", "DOB_01")]),  # missing: forwarded with a note
         (18, "5/6/2008", CLEAN),  # 5 June 2008, day first
         (19, "25.05.2007", CLEAN),  # dots
     ]
@@ -160,7 +160,8 @@ def ticks_and_duplicates() -> tuple[list, dict]:
         # The temporary ULN, twice: a note each time, but two different people, not duplicates.
         11: row([("W", "ULN_02")], **person("Patel", "Priya", date(2007, 10, 10), 9999999999, "NW1 2DB", Leaver=1)),
         12: row([("W", "ULN_02")], **person("Quinn", "Rory", date(2007, 11, 11), "9999999999", "E8 1DY", Joiner="x")),
-        13: row([("E", "Reason_02")], **person("Rahman", "Sana", date(2008, 6, 6), uln(400000001), "N1 9GU",
+        # Joined and left in the same month: forwarded as a Leaver, with a note.
+        13: row([("W", "Reason_02")], **person("Rahman", "Sana", date(2008, 6, 6), uln(400000001), "N1 9GU",
                                                 Joiner="X", Leaver="X")),
         14: row([("E", "Reason_03")], **person("Silva", "Tom", date(2008, 7, 7), uln(400000012), "N1 9GU", Joiner="?")),
         15: row([("E", "Reason_01")], **person("Thompson", "Uma", date(2008, 8, 8), uln(400000023), "N1 9GU")),
@@ -188,14 +189,14 @@ def wrong_provider() -> tuple[list, dict]:
 
     rows = {
         8: row(CLEAN, **person(0)),
-        9: row([("E", "FamilyName_01")], **person(1, **{"Family Name": ""})),
-        10: row([("E", "FirstName_02")], **person(2, **{"First Name": "J" * 101})),
+        9: row([("W", "FamilyName_01")], **person(1, **{"Family Name": ""})),
+        10: row([("W", "FirstName_02")], **person(2, **{"First Name": "J" * 101})),
         12: row([("W", "Address_01")], **person(3, Address="")),
         13: row([("W", "Email_01")], **person(4, **{"Contact e-mail": "jo.bloggs at example.org"})),
         14: row([("W", "Phone_01")], **person(5, **{"phone number": "ring me"})),
-        16: row([("E", "ULN_03")], **person(6, ULN="0276308686")),  # leading zero
-        17: row([("E", "ULN_04")], **person(7, ULN=1000000063)),  # remainder 0
-        18: row([("E", "ULN_03")], **person(8, ULN="12345")),  # too short
+        16: row([("W", "ULN_03")], **person(6, ULN="0276308686")),  # leading zero
+        17: row([("W", "ULN_04")], **person(7, ULN=1000000063)),  # remainder 0
+        18: row([("W", "ULN_03")], **person(8, ULN="12345")),  # too short
     }
     header = {1: ["Provider Name", "Example College"], 2: ["Provider Number", "10009999"],
               3: ["Contact Name", "MIS Team"], 4: ["Tel", "020 7946 0000"], 5: ["e-mail", "mis@example-college.example"]}
