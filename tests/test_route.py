@@ -306,3 +306,34 @@ def test_route_file_needs_good_rules(deployment, tmp_path, mixed_return):
     path.write_bytes(mixed_return[1])
     with pytest.raises(RulesError, match="outside must be"):
         route_file(path, deployment.config)
+
+
+def test_a_maidstone_resident_reaches_kent_and_a_leeds_resident_is_named_in_the_receipt(deployment, directory, keys):
+    """The whole journey: Kent (E10000016) configured beside the London boroughs (its packages to the Camden
+    officer, as a data unit serving both); a Maidstone postcode (district E07000110) reaches it, a Leeds one is
+    named in the receipt by name and code."""
+    import gnupg
+    from conftest import PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
+
+    boroughs = deployment.root / "rules" / "boroughs.toml"
+    boroughs.write_text(boroughs.read_text() + '\n[E10000016]\nrecipients = ["ldor@camden.example"]\n')
+    crowd = people(directory, {"E09000019": 3})
+    rows = [crowd[0], with_changes(crowd[1], postcode=MAIDSTONE), with_changes(crowd[2], postcode=LEEDS)]
+    xlsx = workbook("Example College", COLLEGE, [p.cells() for p in rows])
+    deployment.deliver(provider_message([("return.xlsx.gpg", keys.encrypt_for_gateway(xlsx))]))
+    assert deployment.run_once() == 0
+
+    sent: dict[str, list] = {}
+    for message in deployment.captured():
+        sent.setdefault(str(message["To"]), []).append(message)
+    (name, data), = [item for m in sent["ldor@camden.example"] for item in attachments_of(m).items()]
+    assert name.endswith("E10000016.xlsx.gpg")
+    package = gnupg.GPG(gnupghome=str(keys.borough_homes["ldor@camden.example"])).decrypt(data)
+    assert package.ok, package.status
+    body_rows = read_xlsx(package.data)[1:]
+    assert [str(row[0]) for row in body_rows] == [crowd[1].uln]
+
+    receipt, = sent[PROVIDER_SENDER]
+    text = receipt.get_body(("plain",)).get_content()
+    assert "Leeds (E08000035)" in text
+    assert "Kent: 1" in text and "Islington: 1" in text
