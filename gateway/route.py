@@ -1,7 +1,8 @@
 """Accepted rows -> one batch per borough that takes them, by the ONS postcode directory and rules/.
 
-Where a row goes: its postcode's override in routing.toml, else the directory, names the home authority;
-a borough in boroughs.toml takes it if it takes that reason. routing.toml says what becomes of a row
+Where a row goes: its postcode's override in routing.toml, else the directory, names the local authority;
+the home authority is the upper tier responsible for it (a district's county, authorities.py); a borough in
+boroughs.toml takes it if it takes that reason. routing.toml says what becomes of a row
 whose postcode the directory cannot place, or whose authority has no table. Every row not forwarded
 gets a finding that says why.
 """
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import authorities as authorities_module
 from .postcodes import Directory
 from .read import Return
-from .rules import HOST_BOROUGH, LONDON, Borough, Provider, Rules
+from .rules import HOST_BOROUGH, Borough, Provider, Rules
 from .validate import Accepted, Finding, finding
 
 
@@ -66,19 +68,20 @@ def _destination(table: Return, item: Accepted, rules: Rules, directory: Directo
     """The borough a row goes to (None: not forwarded), with the finding that explains anything unusual."""
     row, routing = item.row, rules.routing
     code = routing.override(item.postcode) or directory.authority(item.postcode)
+    code = authorities_module.load().upper_tier(code) or code if code else None
     note = None
     if code is None:
         host = _host_borough(rules, provider)
         if host is None:
             return None, [finding(table, "Postcode_15", row.number, source=row)]
-        borough, note = host, finding(table, "Route_04", row.number, f" ({host.name})", row)
+        borough, note = host, finding(table, "Route_04", row.number, f"; sent to {host.name} ({host.code})", row)
     elif code in rules.boroughs:
         borough = rules.boroughs[code]
     elif routing.outside_borough is not None:
         borough = routing.outside_borough
-        note = finding(table, "Route_03", row.number, f" ({authority(code)}; sent to {', '.join(borough.recipients)})", row)
+        note = finding(table, "Route_03", row.number, f"; home authority {authority(code)}, sent to {', '.join(borough.recipients)}", row)
     else:
-        return None, [finding(table, "Route_01", row.number, f" ({authority(code)})", row)]
+        return None, [finding(table, "Route_01", row.number, f": {authority(code)}", row)]
     if not borough.takes(item.reason):
         return None, [finding(table, "Route_02", row.number, _not_taken(borough, item.reason), row)]
     return borough, [note] if note else []
@@ -88,12 +91,13 @@ def _host_borough(rules: Rules, provider: Provider | None) -> Borough | None:
     """Where routing.toml sends a row the directory cannot place: the provider's own borough, if asked and served."""
     if rules.routing.unplaceable != HOST_BOROUGH or provider is None or not provider.host_la:
         return None
-    return rules.boroughs.get(provider.host_la)
+    host = authorities_module.load().upper_tier(provider.host_la) or provider.host_la
+    return rules.boroughs.get(host)
 
 
 def authority(code: str) -> str:
-    """An authority as a receipt names it: "Camden E09000007", or "local authority code E08000003"."""
-    return f"{LONDON.get(code, 'local authority code')} {code}"
+    """An authority as a receipt names it: "Essex (E10000012)", or "local authority code W99999999"."""
+    return authorities_module.load().label(code)
 
 
 def _not_taken(borough: Borough, reason: str) -> str:

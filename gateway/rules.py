@@ -10,6 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping
 
+from . import authorities as authorities_module
 from .errors import RulesError
 from .postcodes import Directory, is_valid, normalise
 from .tomlfile import Problem, TomlError, TomlFile
@@ -125,11 +126,13 @@ class Rules:
 
 
 def known_authorities(directory: Directory) -> Callable[[str], bool]:
-    """Whether a code is a local authority: London's at once, any other by the ONS directory (read once, when first needed)."""
+    """Whether a code is a local authority: by the ONS authority lookup at once, else by the ONS postcode
+    directory (read once, when first needed)."""
     every: set[str] = set()
+    lookup = authorities_module.load()
 
     def known(code: str) -> bool:
-        if code in LONDON:
+        if code in LONDON or lookup.known(code):
             return True
         if not every:
             every.update(directory.authorities())
@@ -148,7 +151,7 @@ def load(directory: Path, known_authority: Callable[[str], bool] | None = None) 
 
 def check(directory: Path, known_authority: Callable[[str], bool] | None = None) -> tuple[Rules, list[Problem]]:
     """Read the rule files and return every entry that could be read, with every problem found."""
-    known = known_authority or (lambda code: code in LONDON)
+    known = known_authority or authorities_module.load().known
     problems: list[Problem] = []
     files = []
     boroughs: dict[str, Borough] = {}
@@ -167,7 +170,7 @@ def check(directory: Path, known_authority: Callable[[str], bool] | None = None)
         into.update(reader(toml, known, problems))
     for provider in providers.values():
         if provider.host_la and provider.host_la not in boroughs and not known(provider.host_la):
-            problems.append(Problem(files[1], provider.line, f"provider {provider.ukprn}: host_la '{provider.host_la}' is not a known local authority code"))
+            problems.append(Problem(files[1], provider.line, f"provider {provider.ukprn}: host_la '{provider.host_la}' is not a known local authority code{authorities_module.load().suggestion(provider.host_la)}"))
     _claimed_twice(providers, files[1], problems)
     _pinned_twice(boroughs, files[0], problems)
     routing = Routing()
@@ -183,17 +186,18 @@ def check(directory: Path, known_authority: Callable[[str], bool] | None = None)
 
 
 def _boroughs(toml: TomlFile, known: Callable[[str], bool], problems: list[Problem]) -> dict[str, Borough]:
+    """One table per English upper-tier authority (E06, E08, E09, E10), keyed by its ONS code."""
+    lookup = authorities_module.load()
     found = {}
     for code, table in toml.data.items():
         if not isinstance(table, dict):
             problems.append(toml.problem(f"'{code}' must be a table: [{code}] followed by its keys", None, code))
             continue
-        if not _AUTHORITY_CODE.match(code) or not known(code):
-            hint = " (London boroughs are E09000001 to E09000033)" if code.startswith("E09") else ""
-            problems.append(toml.problem(f"[{code}] is not a known local authority code{hint}", code))
+        if not lookup.is_upper_tier(code):
+            problems.append(toml.problem(lookup.why_not_upper_tier(code, table.get("name")), code))
             continue
         problems += toml.unknown_keys(code, table, _BOROUGH_KEYS)
-        name = table.get("name") or LONDON.get(code, "")
+        name = table.get("name") or LONDON.get(code) or lookup.name(code) or ""
         if not isinstance(name, str) or not name:
             problems.append(toml.problem(f"[{code}] needs a name", code))
         recipients = table.get("recipients", [])
@@ -383,6 +387,7 @@ def _overrides(toml: TomlFile, known: Callable[[str], bool], problems: list[Prob
         elif place is None:
             problems.append(Problem(toml.path, line, f'override "{key}": not a full postcode (such as "N1C 4AA") or a postcode district (such as "N1C" or "E20")'))
         elif not isinstance(code, str) or not _AUTHORITY_CODE.match(code) or not known(code):
+            hint += authorities_module.load().suggestion(code) if isinstance(code, str) else ""
             problems.append(Problem(toml.path, line, f'override "{key}": {code!r} is not a known local authority code{hint}'))
         elif place in found:
             problems.append(Problem(toml.path, line, f'override "{key}": {place} is overridden twice; keep one line for it'))

@@ -100,6 +100,29 @@ def test_each_problem_is_one_line_with_file_line_and_message(installation, direc
     assert "[E09000099] is not a known local authority code (London boroughs are E09000001 to E09000033)" in problem.message
 
 
+def test_counties_and_metropolitan_districts_can_be_configured(installation, directory):
+    """Essex (E10000012) and Leeds (E08000035) beside the London boroughs, served by a recipient already known."""
+    text = installation.boroughs.read_text()
+    installation.boroughs.write_text(text + '\n[E10000012]\nrecipients = ["ldor@camden.example"]\n\n[E08000035]\nname = "Leeds"\nrecipients = ["ldor@camden.example"]\n')
+    assert check(installation, directory) == []
+
+
+def test_a_mistyped_authority_code_is_answered_with_a_suggestion(installation, directory):
+    installation.boroughs.write_text(installation.boroughs.read_text() + '\n[E10000061]\nrecipients = ["ldor@camden.example"]\n'
+                                     '\n[E07000070]\nname = "Essex"\nrecipients = ["ldor@camden.example"]\n')
+    typo, district = check(installation, directory)
+    assert typo.line == line_of(installation.boroughs, "[E10000061]")
+    assert typo.message == "[E10000061] is not a known local authority code; did you mean Kent (E10000016)?"
+    assert district.line == line_of(installation.boroughs, "[E07000070]")
+    assert district.message.startswith("[E07000070] is Chelmsford, a district: the duty to track its young people sits with Essex (E10000012)")
+
+
+def test_an_override_to_a_mistyped_code_is_answered_with_a_suggestion(installation, directory):
+    installation.routing.write_text('[overrides]\nME14 = "E10000061"\n')
+    problem = only(check(installation, directory))
+    assert problem.message == "override \"ME14\": 'E10000061' is not a known local authority code; did you mean Kent (E10000016)?"
+
+
 def test_a_typo_in_routing_toml(installation, directory):
     installation.routing.write_text('outside = "reject"\noutisde_recipient = "x@y.example"\n')
     problem = only(check(installation, directory))

@@ -136,3 +136,16 @@ def test_a_folder_without_data_knows_no_postcode(tmp_path):
     empty = Directory(tmp_path)
     assert empty.authority("N1 1AA") is None
     assert empty.examples("E09000019", 3) == []
+
+
+def test_every_english_authority_in_the_directory_has_an_upper_tier_authority(directory):
+    """The 2021 ONS lookup plus authorities.SINCE_2021 covers every English code the directory answers with
+    (the directory already gives Carlisle, Harrogate and Taunton their 2023 unitaries)."""
+    from gateway import authorities
+
+    lookup = authorities.load()
+    english = {code for code in directory.authorities() if code.startswith("E")}
+    assert {code: lookup.upper_tier(code) for code in english if not lookup.upper_tier(code)} == {}
+    assert all(lookup.is_upper_tier(lookup.upper_tier(code)) for code in english)
+    assert [directory.authority(p) for p in ("CA3 8JH", "HG1 1AA", "TA1 1DA")] == ["E06000063", "E06000065", "E06000066"]
+    assert lookup.label(lookup.upper_tier("E07000110")) == "Kent (E10000016)"

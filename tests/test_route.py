@@ -83,10 +83,47 @@ def test_by_default_rows_no_borough_takes_are_rejected_each_with_why(directory, 
     assert found(result) == [("E", FIRST_ROW + 1, "Route_01"), ("E", FIRST_ROW + 2, "Postcode_15"),
                              ("E", FIRST_ROW + 3, "Postcode_15"), ("E", FIRST_ROW + 4, "Route_01")]
     manchester, absent, _, hackney = result.findings
-    assert "please notify that authority directly (local authority code E08000003)" in manchester.message
-    assert hackney.message.endswith("(Hackney E09000012)")
+    assert "please notify that authority directly: Manchester (E08000003)" in manchester.message
+    assert hackney.message.endswith(": Hackney (E09000012)")
     assert "Postcode not found" in absent.message and absent.column == "Post Code"
     assert result.forwarded == 1
+
+
+MAIDSTONE, CHELMSFORD, LEEDS, CARLISLE, TAUNTON = "ME14 1XQ", "CM1 1JE", "LS1 4DY", "CA3 8JH", "TA1 1DA"
+
+
+def test_a_districts_residents_go_to_its_county(directory, tmp_path, crowd):
+    """Maidstone (E07000110 in the directory) is in Kent: a configured Kent (E10000016) takes its rows;
+    Chelmsford's are named by their county, Essex, not by the district; the 2023 unitaries are reached
+    (the directory answers with their codes); a Leeds resident is named with the code."""
+    boroughs = BOROUGHS + '\n[E10000016]\nrecipients = ["ldor@kent.example"]\n\n[E06000063]\nrecipients = ["ldor@cumberland.example"]\n'
+    assert [directory.authority(p) for p in (MAIDSTONE, CHELMSFORD, CARLISLE, TAUNTON)] == ["E07000110", "E07000070", "E06000063", "E06000066"]
+    young = crowd["islington"]
+    rows = [with_changes(young[0], postcode=MAIDSTONE), with_changes(young[1], postcode=CHELMSFORD),
+            with_changes(young[2], postcode=LEEDS), with_changes(crowd["camden"][0], postcode=CARLISLE),
+            with_changes(crowd["camden"][1], postcode=TAUNTON)]
+    loaded = installed(tmp_path, boroughs)
+    assert loaded.boroughs["E10000016"].name == "Kent"
+    result = routed_rows(directory, loaded, rows)
+    assert placed(result) == {"E06000063": [FIRST_ROW + 3], "E10000016": [FIRST_ROW]}
+    assert found(result) == [("E", FIRST_ROW + 1, "Route_01"), ("E", FIRST_ROW + 2, "Route_01"), ("E", FIRST_ROW + 4, "Route_01")]
+    essex, leeds, somerset = (f.message for f in result.findings)
+    assert essex.endswith("please notify that authority directly: Essex (E10000012)")
+    assert leeds.endswith("please notify that authority directly: Leeds (E08000035)")
+    assert somerset.endswith(": Somerset (E06000066)")
+
+
+def test_an_override_to_a_district_and_a_host_la_that_is_a_district_reach_the_county(directory, tmp_path, crowd):
+    boroughs = BOROUGHS + '\n[E10000012]\nrecipients = ["ldor@essex.example"]\n'
+    (tmp_path / "boroughs.toml").write_text(boroughs)
+    (tmp_path / "providers.toml").write_text(PROVIDERS.replace('host_la = "E09000019"', 'host_la = "E07000070"'))
+    (tmp_path / "routing.toml").write_text('unplaceable = "host_borough"\n[overrides]\n"N1C 4AA" = "E07000070"\n')
+    loaded = rules.load(tmp_path)
+    rows = [with_changes(crowd["islington"][0], postcode="N1C 4AA"), with_changes(crowd["islington"][1], postcode=ABSENT)]
+    result = routed_rows(directory, loaded, rows)
+    assert placed(result) == {"E10000012": [FIRST_ROW, FIRST_ROW + 1]}
+    assert found(result) == [("W", FIRST_ROW + 1, "Route_04")]
+    assert result.findings[0].message.endswith("; sent to Essex (E10000012)")
 
 
 def test_a_borough_takes_only_the_reasons_it_asked_for(directory, tmp_path, crowd):
@@ -139,7 +176,7 @@ def test_unplaceable_rows_go_to_the_providers_host_borough_with_a_note(directory
     result = routed_rows(directory, loaded, rows)
     assert placed(result) == {"E09000007": [FIRST_ROW + 2], "E09000019": [FIRST_ROW, FIRST_ROW + 1]}
     assert found(result) == [("W", FIRST_ROW, "Route_04"), ("W", FIRST_ROW + 1, "Route_04")]
-    assert result.findings[0].message.endswith("please check the postcode (Islington)")
+    assert result.findings[0].message.endswith("please check the postcode; sent to Islington (E09000019)")
     assert result.forwarded == 3
 
 
@@ -164,8 +201,8 @@ def test_rows_from_outside_go_to_the_named_recipient_as_a_borough_of_their_own(d
     outside = next(b.borough for b in result.batches if b.borough.code == rules.OUTSIDE)
     assert (outside.name, outside.recipients, outside.format) == ("Other local authorities", ("ldor-unit@london.example",), "csv")
     assert found(result) == [("W", FIRST_ROW, "Route_03"), ("W", FIRST_ROW + 1, "Route_03"), ("E", FIRST_ROW + 3, "Postcode_15")]
-    assert result.findings[0].message.endswith("(local authority code E08000003; sent to ldor-unit@london.example)")
-    assert "(Hackney E09000012;" in result.findings[1].message
+    assert result.findings[0].message.endswith("; home authority Manchester (E08000003), sent to ldor-unit@london.example")
+    assert "home authority Hackney (E09000012)," in result.findings[1].message
     assert result.forwarded == 3
 
 
@@ -269,3 +306,34 @@ def test_route_file_needs_good_rules(deployment, tmp_path, mixed_return):
     path.write_bytes(mixed_return[1])
     with pytest.raises(RulesError, match="outside must be"):
         route_file(path, deployment.config)
+
+
+def test_a_maidstone_resident_reaches_kent_and_a_leeds_resident_is_named_in_the_receipt(deployment, directory, keys):
+    """The whole journey: Kent (E10000016) configured beside the London boroughs (its packages to the Camden
+    officer, as a data unit serving both); a Maidstone postcode (district E07000110) reaches it, a Leeds one is
+    named in the receipt by name and code."""
+    import gnupg
+    from conftest import PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
+
+    boroughs = deployment.root / "rules" / "boroughs.toml"
+    boroughs.write_text(boroughs.read_text() + '\n[E10000016]\nrecipients = ["ldor@camden.example"]\n')
+    crowd = people(directory, {"E09000019": 3})
+    rows = [crowd[0], with_changes(crowd[1], postcode=MAIDSTONE), with_changes(crowd[2], postcode=LEEDS)]
+    xlsx = workbook("Example College", COLLEGE, [p.cells() for p in rows])
+    deployment.deliver(provider_message([("return.xlsx.gpg", keys.encrypt_for_gateway(xlsx))]))
+    assert deployment.run_once() == 0
+
+    sent: dict[str, list] = {}
+    for message in deployment.captured():
+        sent.setdefault(str(message["To"]), []).append(message)
+    (name, data), = [item for m in sent["ldor@camden.example"] for item in attachments_of(m).items()]
+    assert name.endswith("E10000016.xlsx.gpg")
+    package = gnupg.GPG(gnupghome=str(keys.borough_homes["ldor@camden.example"])).decrypt(data)
+    assert package.ok, package.status
+    body_rows = read_xlsx(package.data)[1:]
+    assert [str(row[0]) for row in body_rows] == [crowd[1].uln]
+
+    receipt, = sent[PROVIDER_SENDER]
+    text = receipt.get_body(("plain",)).get_content()
+    assert "Leeds (E08000035)" in text
+    assert "Kent: 1" in text and "Islington: 1" in text

@@ -110,13 +110,40 @@ def test_unknown_borough_code(tmp_path):
     assert "E09000001 to E09000033" in problem.message
 
 
-def test_a_borough_outside_london_needs_a_known_authority(tmp_path, directory):
-    text = BOROUGHS + '\n[E08000003]\nname = "Manchester"\nrecipients = ["ldor@manchester.example"]\n'
-    assert only_problem(folder(tmp_path, boroughs=text)).line == line_of(text, "[E08000003]")
-    known = directory.authorities()
-    loaded, problems = rules.check(tmp_path, known_authority=known.__contains__)
+def test_any_english_upper_tier_authority_can_have_a_table(tmp_path):
+    """London boroughs, unitaries (the four made in 2023 too), metropolitan districts and counties: named from the ONS lookup."""
+    text = BOROUGHS + "".join(f'\n[{code}]\nrecipients = ["ldor@{code.lower()}.example"]\n'
+                              for code in ("E08000003", "E10000012", "E10000016", "E06000060", "E06000065"))
+    loaded, problems = rules.check(folder(tmp_path, boroughs=text))
     assert problems == []
-    assert loaded.boroughs["E08000003"].name == "Manchester"
+    assert {code: loaded.boroughs[code].name for code in ("E08000003", "E10000012", "E10000016", "E06000060", "E06000065")} == {
+        "E08000003": "Manchester", "E10000012": "Essex", "E10000016": "Kent", "E06000060": "Buckinghamshire",
+        "E06000065": "North Yorkshire"}
+
+
+@pytest.mark.parametrize("code, says", [
+    ("E07000110", "[E07000110] is Maidstone, a district: the duty to track its young people sits with Kent (E10000016), and its residents' rows go there; key the table [E10000016]"),
+    ("E10000023", "[E10000023] is North Yorkshire, abolished in April 2023: its young people are now in North Yorkshire (E06000065)"),
+    ("E07000165", "[E07000165] is the code Harrogate had until April 2023: its young people are now in North Yorkshire (E06000065); key the table [E06000065]"),
+    ("W06000015", "[W06000015] is Cardiff, not an English upper-tier authority"),
+    ("E10000099", "[E10000099] is not a known local authority code"),
+])
+def test_a_table_that_is_not_an_upper_tier_authority(tmp_path, code, says):
+    text = BOROUGHS + f'\n[{code}]\nrecipients = ["ldor@somewhere.example"]\n'
+    problem = only_problem(folder(tmp_path, boroughs=text))
+    assert problem.line == line_of(text, f"[{code}]")
+    assert says in problem.message
+
+
+@pytest.mark.parametrize("table, suggested", [
+    ('[E10000061]\nname = "Kent"\n', "did you mean [E10000016] (Kent)?"),  # by its name
+    ('[E10000061]\nname = "Kent County Council"\n', "did you mean [E10000016] (Kent)?"),
+    ('[E10000061]\n', "did you mean Kent (E10000016)?"),  # by the code, two digits swapped
+    ('[E08000053]\nname = "Leeds Youth Service"\n', "did you mean Leeds (E08000035)?"),
+])
+def test_a_mistyped_code_is_answered_with_a_suggestion(tmp_path, table, suggested):
+    text = BOROUGHS + "\n" + table + 'recipients = ["ldor@somewhere.example"]\n'
+    assert suggested in only_problem(folder(tmp_path, boroughs=text)).message
 
 
 def test_provider_without_senders(tmp_path):
@@ -409,11 +436,12 @@ def test_an_override_with_a_quoted_postcode_names_it(tmp_path):
 
 
 def test_an_override_to_an_authority_outside_london(tmp_path, directory):
-    text = ROUTING.replace('N1C = "E09000007"', 'M1 = "E08000003"')
+    text = ROUTING.replace('N1C = "E09000007"', 'M1 = "E08000003"\nME14 = "E07000110"')
     path = with_routing(tmp_path, text)
-    assert "E08000003" in only_problem(path).message  # London only, unless told of the directory
-    loaded, problems = rules.check(path, rules.known_authorities(directory))
+    loaded, problems = rules.check(path)  # the ONS lookup knows every English authority, no directory needed
     assert problems == [] and loaded.routing.override("M1 1AE") == "E08000003"
+    loaded, problems = rules.check(path, rules.known_authorities(directory))
+    assert problems == [] and loaded.routing.override("ME14 1XQ") == "E07000110"
 
 
 def test_an_unreadable_routing_file(tmp_path):
