@@ -157,7 +157,14 @@ def _unreadable(why: str) -> ReadError:
 
 
 def _read_workbook(data: bytes) -> Return | None:
-    """The first sheet holding a table, visible sheets before hidden ones, each checked for size before it is read."""
+    """The table among the sheets, chosen by its data: of the visible sheets, the one whose heading row names
+    the most fields and has the most rows under it; hidden sheets only when no visible sheet holds a table.
+
+    An instructions or lookup sheet that names a few headings in a row never wins over a sheet with rows
+    under its headings. Each sheet is checked for size before it is read, and read once. Every visible
+    sheet is read to choose, so one that cannot be read (past the limits, damaged) refuses the file,
+    wherever it stands: it may be the table.
+    """
     parts = _xlsx_parts(data)
     try:
         book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
@@ -169,29 +176,50 @@ def _read_workbook(data: bytes) -> Return | None:
             f"Your workbook has {len(sheets):,} sheets; a return may have at most {MAX_SHEETS}. Please copy the sheet "
             "with the table of young people into a new workbook, save it as .xlsx and send that."))
     position = {name: number for number, (name, _) in enumerate(sheets, start=1)}
-    # A hidden sheet is often last month's table kept for reference: the provider sees the visible one.
-    ordered = [s for s in sheets if s[1]] + [s for s in sheets if not s[1]]
     with parts or contextlib.nullcontext() as archive:
-        for name, visible in ordered:
-            formulas: dict[tuple[int, int], bool] = {}
-            if archive is not None:
-                formulas = _scan_sheet(archive, name, position[name], visible)
-            try:
-                sheet = book.get_sheet_by_name(name)
-                end = sheet.end  # calamine read xls and ods whole on opening: check before making Python rows
-                if end is not None:
-                    _check_extent(extent.Extent(end[0] + 1, end[1] + 1), position[name], visible)
-                rows = sheet.to_python(skip_empty_area=False)
-            except ReadError:
-                raise
-            except Exception as error:
-                raise _unreadable(type(error).__name__) from None
-            found = _table(name, rows)
-            if found:
-                below = {cell: saved for cell, saved in formulas.items() if cell[0] > found.heading_row}
-                notes = () if visible else (Problem("File_03", None),)
-                return replace(found, formulas=MappingProxyType(below), problems=notes)
-    return None
+        # A hidden sheet is often last month's table kept for reference: the provider sees the visible ones.
+        for visible in (True, False):
+            best: Return | None = None
+            best_formulas: dict[tuple[int, int], bool] = {}
+            for name in (n for n, v in sheets if v is visible):
+                found, formulas = _read_sheet(book, archive, name, position[name], visible)
+                if found is not None and (best is None or _weight(found) > _weight(best)):
+                    best, best_formulas = found, formulas
+            if best is not None:
+                break  # with no people under its headings, a nil return
+        else:
+            return None
+    below = {cell: saved for cell, saved in best_formulas.items() if cell[0] > best.heading_row}
+    notes = () if visible else (Problem("File_03", None),)
+    return replace(best, formulas=MappingProxyType(below), problems=notes)
+
+
+def _weight(table: Return) -> tuple[bool, int, int]:
+    """How strongly a sheet's table looks like the return: people under its headings at all, then fields
+    named, then people; ties go to the first sheet. A person's row fills two or more of the named columns;
+    a line of instructions under a row that happens to name headings fills one at most."""
+    named = set(table.columns.values())
+    people = sum(1 for row in table.rows if sum(1 for i in named if _text(row.values[i])) >= 2)
+    return people > 0, len(table.columns), people
+
+
+def _read_sheet(book: python_calamine.CalamineWorkbook, archive: zipfile.ZipFile | None, name: str, number: int,
+                visible: bool) -> tuple[Return | None, dict[tuple[int, int], bool]]:
+    """One sheet's table, if it holds one, and its formula cells; held to the limits before its rows are made."""
+    formulas: dict[tuple[int, int], bool] = {}
+    if archive is not None:
+        formulas = _scan_sheet(archive, name, number, visible)
+    try:
+        sheet = book.get_sheet_by_name(name)
+        end = sheet.end  # calamine read xls and ods whole on opening: check before making Python rows
+        if end is not None:
+            _check_extent(extent.Extent(end[0] + 1, end[1] + 1), number, visible)
+        rows = sheet.to_python(skip_empty_area=False)
+    except ReadError:
+        raise
+    except Exception as error:
+        raise _unreadable(type(error).__name__) from None
+    return _table(name, rows), formulas
 
 
 def _xlsx_parts(data: bytes) -> zipfile.ZipFile | None:

@@ -64,7 +64,7 @@ def acknowledgement(
     also show each offending value, so the data officer need not look the rows up."""
     ordered = sort_findings(list(findings))
     lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=seal is not None, listed=LISTED)
-    verdict = f"{routed.forwarded_except(held)} of {rows_read} rows forwarded"
+    verdict = "nil return" if not rows_read else f"{routed.forwarded_except(held)} of {rows_read} rows forwarded"
     return _receipt(facts, "receipt", f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head, seal)
 
 
@@ -118,9 +118,18 @@ def report_lines(
             "return (or a new return now). Rows marked W have been forwarded; please check them. Each rule",
             "name (such as ULN_04) is explained in the Instructions sheet of the template.",
         ]
-    else:
+    if not rows_read:
+        lines += ([""] if ordered else []) + NIL_RETURN
+    elif not ordered:
         lines.append("No problems found: every row was forwarded. Thank you.")
     return lines
+
+
+# A table with its headings and no rows under them: the provider is telling us of no one this month.
+NIL_RETURN = [
+    "Nil return: your table has its headings but no rows under them, so nothing was forwarded.",
+    "You told us of no young people this month; if that is wrong, send the return again with the rows.",
+]
 
 
 def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: Letterhead, seal: Seal | None = None) -> Outgoing:

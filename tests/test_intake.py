@@ -23,10 +23,11 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import gnupg
+import openpyxl
 import pyzipper
 import pytest
 
-from conftest import ADMIN, BOROUGHS, GATEWAY_ADDRESS, Keys, attachments_of, provider_message, read_xlsx
+from conftest import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, Keys, attachments_of, provider_message, read_xlsx
 from servers import Dovecot, SmtpCapture, kill_agents, prepare_gnupghome
 
 from gateway.postcodes import Directory
@@ -405,3 +406,58 @@ def test_a_zip_bomb_is_quarantined_the_administrator_told_and_the_provider_told_
     [notice] = [m for m in captured if str(m["To"]) == ADMIN]
     assert "was sent a rejection" in " ".join(_body(notice).split())
     assert grown < 150 * 1024, f"the gateway's memory grew by {grown // 1024} MB: the member was inflated"
+
+
+# -- the table chosen by its data; a nil return (issue 10, item 3) ---------------------------------------
+def _instructions_first(rows: list[list[object]]) -> bytes:
+    """The template as providers fill it, its Instructions sheet first, naming three headings in one row."""
+    book = openpyxl.load_workbook(io.BytesIO(workbook("Example College", "10001234", rows)))
+    assert book.sheetnames == ["Instructions", "Return"]
+    book["Instructions"].append(["Columns to fill in:", "Surname", "Forename", "Postcode"])
+    book["Instructions"].append(["Tick one of Joiner, Leaver or At risk on each row."])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def _plain_receipt(deployment) -> tuple[EmailMessage, str]:
+    [receipt] = [m for m in deployment.captured() if str(m["To"]) == PROVIDER_SENDER]
+    return receipt, _body(receipt)
+
+
+def test_an_instructions_sheet_naming_headings_does_not_hide_the_return_behind_it(deployment, keys):
+    crowd = people(Directory(), {"E09000019": 12, "E09000007": 11, "E09000012": 10}, seed=310)
+    assert len(crowd) == 33
+    xlsx = _instructions_first([p.cells() for p in crowd])
+    deployment.deliver(provider_message([("Leavers.xlsx.gpg", keys.encrypt_for_gateway(xlsx))]))
+
+    assert deployment.run_once() == 0
+
+    captured = deployment.captured()
+    packages = {str(m["To"]): m for m in captured if str(m["To"]) in BOROUGH_ADDRESSES}
+    assert set(packages) == BOROUGH_ADDRESSES
+    for code, (_, address, _) in BOROUGHS.items():
+        rows = package_rows(packages[address], keys)
+        expected = {p.uln for p in crowd if Directory().authority(p.postcode) == code}
+        assert {str(r[0]) for r in rows} == expected and len(expected) >= 10
+    receipt, body = _plain_receipt(deployment)
+    assert "33 of 33 rows forwarded" in str(receipt["Subject"])
+    assert re.search(r"Rows read:\s+33\b", body) and re.search(r"Rows forwarded:\s+33\b", body)
+    assert "nil return" not in body.lower()
+
+
+def test_a_nil_return_is_answered_as_one_not_thanked_for_forwarding_every_row(deployment, keys):
+    xlsx = _instructions_first([])
+    deployment.deliver(provider_message([("Leavers.xlsx.gpg", keys.encrypt_for_gateway(xlsx))]))
+
+    assert deployment.run_once() == 0
+
+    assert len(deployment.imap.list_uids("Processed")) == 1
+    captured = deployment.captured()
+    assert [str(m["To"]) for m in captured] == [PROVIDER_SENDER]  # no package to any borough
+    receipt, body = _plain_receipt(deployment)
+    assert str(receipt["Subject"]).startswith(ACKNOWLEDGEMENT) and "nil return" in str(receipt["Subject"])
+    flat = " ".join(body.split())
+    assert "Nil return" in flat
+    assert "you told us of no young people this month; if that is wrong, send the return again with the rows" in flat.lower()
+    assert "every row was forwarded" not in flat

@@ -372,12 +372,15 @@ def test_a_hidden_sheet_loses_to_a_visible_one():
     assert table.problems == ()
 
 
-def test_a_sheet_reaching_past_the_limits_after_the_table_does_not_matter():
-    # Reading stops at the first sheet with a table; a junk sheet after it is never read.
+def test_a_visible_sheet_reaching_past_the_limits_after_the_table_is_refused():
+    # Every visible sheet is read to choose the table, so each is held to the limits first: the one that
+    # cannot be read may be the table itself (a nil return or a smaller sheet chosen would lose its rows).
     real = [["Family Name", "First Name", "DOB", "Post Code"], ["Real", "New", "01/01/2008", "N7 6PA"]]
     data = xlsx(("Return", real), ("Scratch", [["x"]]))
     big = _with_sheet_xml(data, "xl/worksheets/sheet2.xml", '<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row>')
-    assert [r.get(read_return(big), "family_name") for r in read_return(big).rows] == ["Real"]
+    with pytest.raises(ReadError) as caught:
+        read_return(big)
+    assert "Sheet 2 of your workbook reaches row 1,048,576" in caught.value.advice
 
 
 def test_too_many_sheets():
@@ -491,3 +494,66 @@ def test_a_shared_strings_table_claiming_a_billion_strings_is_refused_before_cal
     with pytest.raises(ReadError) as caught:
         read_return(lying.getvalue())  # in this process: an abort would end the test run
     assert ".xlsx" in caught.value.advice
+
+
+# -- the table chosen by its data, not by being first (issue 10, item 3) ----------------------------------
+HEADINGS_ROW = ["Family Name", "First Name", "DOB", "Post Code", "Leaver"]
+
+
+def _book(*sheets: tuple[str, list[list[object]], str]) -> bytes:
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows, state in sheets:
+        sheet = book.create_sheet(title)
+        sheet.sheet_state = state
+        for row in rows:
+            sheet.append(row)
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def _people(count: int) -> list[list[object]]:
+    return [[f"Family{n}", f"First{n}", "01/02/2008", "N7 6PA", "X"] for n in range(count)]
+
+
+def test_an_instructions_row_naming_three_headings_loses_to_the_real_table_after_it():
+    instructions = [["How to fill in this return"], ["Columns to fill in:", "Surname", "Forename", "Postcode"],
+                    ["Tick one of Joiner, Leaver or At risk on each row."], ["Send it encrypted to the gateway."]]
+    table = read_return(xlsx(("Instructions", instructions), ("Return", [HEADINGS_ROW, *_people(33)])))
+    assert table.sheet == "Return"
+    assert len(table.rows) == 33 and table.rows[0].number == 2
+    assert table.problems == ()
+
+
+def test_of_two_visible_tables_the_one_with_more_fields_and_people_wins_wherever_it_stands():
+    lookup = [["Surname", "Forename", "Postcode"], ["Smith", "", "N1 1AA"], ["Jones", "", "N7 6PA"]]  # fewer fields
+    example = [HEADINGS_ROW, *_people(1)]  # the same headings, one example row
+    real = [HEADINGS_ROW, *_people(5)]
+    for order in ((lookup, example, real), (real, lookup, example), (example, real, lookup)):
+        names = {id(lookup): "Lookup", id(example): "Example", id(real): "Return"}
+        table = read_return(xlsx(*((names[id(rows)], rows) for rows in order)))
+        assert table.sheet == "Return" and len(table.rows) == 5
+
+
+def test_headings_with_no_rows_under_them_are_a_nil_return_even_beside_a_hidden_table():
+    stale = [HEADINGS_ROW, *_people(4)]
+    data = _book(("Instructions", [["Columns: Surname, Forename, Postcode"]], "visible"),
+                 ("Last month", stale, "hidden"), ("Return", [HEADINGS_ROW], "visible"))
+    table = read_return(data)
+    assert (table.sheet, table.rows, table.problems) == ("Return", (), ())
+
+
+def test_a_hidden_table_is_read_only_when_no_visible_sheet_holds_one_and_is_flagged():
+    data = _book(("Instructions", [["Fill in the Return sheet"]], "visible"),
+                 ("Return", [HEADINGS_ROW, *_people(3)], "hidden"))
+    table = read_return(data)
+    assert table.sheet == "Return" and len(table.rows) == 3
+    assert [p.rule for p in table.problems] == ["File_03"]
+
+
+def test_a_hidden_sheet_past_the_limits_does_not_matter_when_a_visible_sheet_holds_the_table():
+    data = _book(("Return", [HEADINGS_ROW, *_people(2)], "visible"), ("Scratch", [["x"]], "hidden"))
+    big = _with_sheet_xml(data, "xl/worksheets/sheet2.xml", '<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row>')
+    table = read_return(big)
+    assert table.sheet == "Return" and len(table.rows) == 2

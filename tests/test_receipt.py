@@ -307,3 +307,26 @@ def test_a_sealed_receipt_for_very_many_findings_stays_under_the_limit(ring):
     zipped, = [p.get_payload(decode=True) for p in inner.iter_attachments() if p.get_filename().endswith(".zip")]
     table = zipfile.ZipFile(io.BytesIO(zipped)).read(f"{FACTS.reference}-findings.csv").decode("utf-8-sig")
     assert table.count("\r\n") == 1 + 150_000 and "value 149999" in table
+
+
+def test_a_nil_return_is_called_one_and_never_thanked_for_forwarding_every_row(directory):
+    table = read_return(workbook("Example College", "10001234", []))
+    assert table.rows == ()
+    checked = validate(table, PROVIDER, today=TODAY)
+    routed = route(table, checked.accepted, RULES, directory)
+    outgoing = acknowledgement(FACTS, PROVIDER, 0, checked.findings, routed, directory.edition, TO, HEAD)
+    body = body_of(outgoing.raw)
+    assert "nil return" in parse(outgoing.raw)["Subject"]
+    flat = " ".join(body.split())
+    assert "Nil return" in flat
+    assert "You told us of no young people this month; if that is wrong, send the return again with the rows." in flat
+    assert "every row was forwarded" not in flat and "Thank you" not in flat
+    assert "Rows read: 0" in flat and "Rows forwarded: 0" in flat
+
+
+def test_a_nil_return_with_a_note_still_says_it_is_one(directory):
+    table = read_return(workbook("Example College", "10001234", []))
+    routed = route(table, (), RULES, directory)
+    note = Finding("W", None, "", "File_02", "The file's encryption is weak")
+    body = " ".join(body_of(acknowledgement(FACTS, PROVIDER, 0, (note,), routed, directory.edition, TO, HEAD).raw).split())
+    assert "File_02" in body and "Nil return" in body and "every row was forwarded" not in body

@@ -212,3 +212,19 @@ def test_a_held_package_counts_for_its_borough_but_not_as_sent(deployment, direc
     assert (report.london.notifications, report.london.sent) == (3, 1)
     college = next(p for p in report.providers if p.ukprn == PROVIDER_UKPRN)
     assert (college.rows, college.rows_forwarded) == (3, 1)  # the receipt's count: held rows are not yet forwarded
+
+
+def test_a_nil_return_counts_as_a_return_received(deployment, directory, keys):
+    """Headings and no rows: the provider told us of no one this month, which is a return, on time."""
+    xlsx = workbook("Example College", PROVIDER_UKPRN, [])
+    deployment.deliver(provider_message([("Leavers.xlsx.gpg", keys.encrypt_for_gateway(xlsx))]))
+    assert deployment.run_once() == 0
+    [receipt] = deployment.captured()
+    assert "nil return" in str(receipt["Subject"])
+    ledger, rules = Ledger(deployment.root / "var" / "gateway.db"), rules_module.load(deployment.root / "rules")
+    report = monthly_report(ledger, rules, f"{datetime.now(LOCAL):%Y-%m}", due_day=31)
+    college = next(p for p in report.providers if p.ukprn == PROVIDER_UKPRN)
+    assert (college.returned, college.status, college.returns, college.rejected) == (True, "on time", 1, 0)
+    assert (college.rows, college.rows_forwarded, college.rows_rejected) == (0, 0, 0)
+    assert report.returned == 1 and report.total.notifications == 0
+    assert "on time" in report.text()
