@@ -92,12 +92,12 @@ def report_lines(
     ]
     for batch in sorted(routed.batches, key=lambda b: b.borough.name):
         if batch.borough.code not in held:
-            lines.append(f"      {batch.borough.name}: {len(batch.rows)}")
+            lines.append(f"      {batch.borough.name} ({batch.borough.code}): {len(batch.rows)}")
     waiting = [b for b in routed.batches if b.borough.code in held]
     if waiting:
         lines.append(f"  Rows accepted but not yet sent: {sum(len(b.rows) for b in waiting)}")
         for batch in sorted(waiting, key=lambda b: b.borough.name):
-            lines.append(f"      {batch.borough.name}: {len(batch.rows)} (the borough's encryption key needs renewing; the gateway's administrator has been told)")
+            lines.append(f"      {batch.borough.name} ({batch.borough.code}): {len(batch.rows)} (the borough's encryption key needs renewing; the gateway's administrator has been told)")
     lines += [
         f"  Rows rejected (not forwarded): {len(rejected_rows)}",
         f"  Warnings:        {warnings}",

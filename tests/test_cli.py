@@ -122,8 +122,8 @@ def test_a_missing_key_holds_the_package_and_alerts_the_administrator(deployment
     receipt = sent["mis@example-college.example"].get_body(("plain",)).get_content()
     assert re.search(r"Rows forwarded:\s+1\b", receipt)
     assert "Rows accepted but not yet sent: 2" in receipt
-    assert re.search(r"Hackney: 2 \(the borough's encryption key needs renewing", receipt)
-    assert "Hackney: 2\n" not in receipt
+    assert re.search(r"Hackney \(E09000012\): 2 \(the borough's encryption key needs renewing", receipt)
+    assert "Hackney (E09000012): 2\n" not in receipt
 
 
 def test_demo_runs_the_whole_journey(tmp_path, capsys):

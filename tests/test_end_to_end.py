@@ -113,7 +113,7 @@ def test_a_return_reaches_each_home_borough_and_nothing_else(deployment, messy_r
     assert re.search(r"Rows read:\s+35\b", body)
     assert re.search(r"Rows forwarded:\s+30\b", body)
     assert re.search(r"Rows rejected \(not forwarded\): 5\b", body)
-    for name in ("Islington: 12", "Camden: 10", "Hackney: 8"):
+    for name in ("Islington (E09000019): 12", "Camden (E09000007): 10", "Hackney (E09000012): 8"):
         assert name in body
     for rule in ("Postcode_02", "FamilyName_01", "ULN_04", "Postcode_15", "Reason_02", "Route_01"):
         assert rule in body

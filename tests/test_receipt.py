@@ -74,7 +74,7 @@ def test_acknowledgement_counts(sent, directory):
     assert "Rows forwarded:  3" in body
     assert "Rows rejected (not forwarded): 3" in body
     assert "Warnings:        2" in body
-    assert "Islington: 2" in body and "Camden: 1" in body
+    assert "Islington (E09000019): 2" in body and "Camden (E09000007): 1" in body
     assert f"Gateway reference: {FACTS.reference}" in body
     assert "UKPRN 10001234" in body
     assert directory.edition in body

@@ -336,4 +336,4 @@ def test_a_maidstone_resident_reaches_kent_and_a_leeds_resident_is_named_in_the_
     receipt, = sent[PROVIDER_SENDER]
     text = receipt.get_body(("plain",)).get_content()
     assert "Leeds (E08000035)" in text
-    assert "Kent: 1" in text and "Islington: 1" in text
+    assert "Kent (E10000016): 1" in text and "Islington (E09000019): 1" in text
