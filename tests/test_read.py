@@ -357,16 +357,7 @@ def test_the_golden_files_are_what_make_py_makes(tmp_path):
 def test_a_hidden_sheet_loses_to_a_visible_one():
     stale = [["Family Name", "First Name", "DOB", "Post Code"], ["Stale", "Old", "01/01/2007", "N1 1AA"]]
     real = [["Family Name", "First Name", "DOB", "Post Code"], ["Real", "New", "01/01/2008", "N7 6PA"], ["Two", "B", "02/02/2008", "N7 6PA"]]
-    book = openpyxl.Workbook()
-    book.remove(book.active)
-    for title, rows, state in (("Last month", stale, "hidden"), ("This month", real, "visible")):
-        sheet = book.create_sheet(title)
-        sheet.sheet_state = state
-        for row in rows:
-            sheet.append(row)
-    buffer = io.BytesIO()
-    book.save(buffer)
-    table = read_return(buffer.getvalue())
+    table = read_return(_book(("Last month", stale, "hidden"), ("This month", real, "visible")))
     assert table.sheet == "This month"
     assert [r.get(table, "family_name") for r in table.rows] == ["Real", "Two"]
     assert table.problems == ()
