@@ -202,7 +202,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
     answer_to = provider.receipts_to or unpacked.sender  # a provider may want receipts at another address
     head = _letterhead(gateway, answer_to, keys)
     if unpacked.error is not None:
-        facts = FileFacts(record.reference, received, 1, 1, len(raw), _sha256(raw)[:12])
+        facts = _message_facts(record, raw)
         result.outgoing.append(rejection(facts, provider, unpacked.error.advice, answer_to, head, head.seal))
         result.outcome = "rejected"
         ledger.event(record.reference, "rejected", reason=type(unpacked.error).__name__)
@@ -223,7 +223,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
     if answered == 0:
         result.outcome = "rejected"
         if not result.outgoing:  # only an encrypted covering note (inline PGP text): a registered sender still gets an answer
-            facts = FileFacts(record.reference, received, 1, 1, len(raw), _sha256(raw)[:12])
+            facts = _message_facts(record, raw)
             result.outgoing.append(rejection(facts, provider, NOTHING_ATTACHED, answer_to, head, head.seal))
             ledger.event(record.reference, "rejected", reason="nothing attached")
     result.outgoing += held_notices(result.held, config)
@@ -262,11 +262,16 @@ def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage) -
     if provider is not None:
         answer_to = provider.receipts_to or sender
         head = _letterhead(gateway, answer_to, gateway.keyring.public_keys())
-        facts = FileFacts(record.reference, datetime.fromisoformat(record.first_seen), 1, 1, len(message.raw), _sha256(message.raw)[:12])
+        facts = _message_facts(record, message.raw)
         result.outgoing.append(rejection(facts, provider, _KILLED_US, answer_to, head, head.seal))
         result.provider = provider.ukprn
     gateway.ledger.event(record.reference, "set-aside", attempts=record.attempts)
     return result
+
+
+def _message_facts(record: MessageRecord, raw: bytes) -> FileFacts:
+    """The whole message as the file a receipt describes, when no file of it could be read or answered."""
+    return FileFacts(record.reference, datetime.fromisoformat(record.first_seen), 1, 1, len(raw), _sha256(raw)[:12])
 
 
 def _header_sender(raw: bytes) -> str | None:

@@ -70,6 +70,14 @@ def crowd(seed: int, per: dict[str, int] | None = None) -> list[Person]:
     return people(_DIRECTORY, per or AUTHORITIES, seed=seed, today=TODAY)
 
 
+def content_types(doctype: str, entity: str) -> str:
+    """A [Content_Types].xml whose DOCTYPE declares `entity`, used as a content type."""
+    return ('<?xml version="1.0"?>\n' + doctype + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            f'<Default Extension="rels" ContentType="&{entity};"/><Default Extension="xml" ContentType="application/xml"/>'
+            '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+            "</Types>")
+
+
 def only_in(stale, real) -> list[str]:
     """Values of the stale sheet's people that the real sheet does not also hold (the sample reuses names)."""
     return sorted(set(personal(stale)) - set(personal(real)))
@@ -375,20 +383,12 @@ def build() -> Corpus:
           book([("Return", sheet_xml(return_rows(p) + [["&xxe;"]], doctype=xxe).replace("&amp;xxe;", "&xxe;"), "")]),
           phrases=["read", "damaged", "not a spreadsheet", "could not"], validate=[0, 1, 2], persons=p, no_passwd=True)
     p = people5()
-    types = ('<?xml version="1.0"?>\n' + laughs + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-             '<Default Extension="rels" ContentType="&lol9;"/><Default Extension="xml" ContentType="application/xml"/>'
-             '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
-             "</Types>")
     c.add("billion_laughs_content_types", "billion laughs in [Content_Types].xml", ["accepted", "rejected", "quarantined"],
-          book([("Return", sheet_xml(return_rows(p)), "")], content_types=types),
+          book([("Return", sheet_xml(return_rows(p)), "")], content_types=content_types(laughs, "lol9")),
           phrases=["read", "damaged", "not a spreadsheet", "could not"], validate=[0, 1, 2], persons=p)
     p = people5()
-    types = ('<?xml version="1.0"?>\n' + xxe + '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-             '<Default Extension="rels" ContentType="&xxe;"/><Default Extension="xml" ContentType="application/xml"/>'
-             '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
-             "</Types>")
     c.add("xxe_content_types", "an external entity in [Content_Types].xml", ["accepted", "rejected", "quarantined"],
-          book([("Return", sheet_xml(return_rows(p)), "")], content_types=types),
+          book([("Return", sheet_xml(return_rows(p)), "")], content_types=content_types(xxe, "xxe")),
           phrases=["read", "damaged", "not a spreadsheet", "could not"], validate=[0, 1, 2], persons=p, no_passwd=True)
     p = people5()
     shared = ('<?xml version="1.0"?>\n' + laughs + f'<sst {_NS} count="1" uniqueCount="1"><si><t>&lol9;</t></si></sst>')
