@@ -102,7 +102,7 @@ _RANGES = {
     ("schedule", "reminder_day"): (1, 28, "a day of the month, 1 to 28"),
     ("schedule", "due_day"): (1, 28, "a day of the month, 1 to 28"),
     ("schedule", "report_day"): (1, 28, "a day of the month, 1 to 28"),
-    # Not below the 90 days within which the same file is recognised as sent before (pipeline.DUPLICATE_DAYS).
+    # Not below the 90 days within which the same file is recognised as sent before (examine.DUPLICATE_DAYS).
     ("schedule", "retention_days"): (90, 100 * 366, "a number of days, at least 90"),
     ("schedule", "heartbeat_minutes"): (1, 7 * 24 * 60, "a number of minutes above 0"),
 }

@@ -21,12 +21,14 @@ from .keys import Keyring
 from .postcodes import Directory
 # Opened and read in a child with memory and time limits, as the daemon does: a file that aborts a
 # native reader costs the command its answer, never a crash with a core dump of the decrypted file.
-from .isolate import open_file, read_return
+from .isolate import open_file
 from .receipt import FileFacts, report_lines
-from .route import Batch, Routed, route
+from .route import Batch, Routed
+from .examine import DUPLICATE_DAYS, duplicate_advice, examine
+from .ledger import Ledger
 from .rules import LONDON, Borough, Provider, Rules, known_authorities
 from .unpack import ENCRYPTED_SUFFIXES
-from .validate import Finding, sort_findings, validate
+from .validate import Finding
 
 
 @dataclass(frozen=True)
@@ -74,34 +76,46 @@ class _Examined:
 
 def _examine(path: Path, config_path: Path, settings: config_module.Config | None, rules: Rules, directory: Directory,
              ukprn: str | None, ask_password: Callable[[str], str] | None) -> _Examined:
-    """Decrypt, open, read, validate and route the file, as the pipeline would."""
+    """Decrypt and open the file, then examine it as the pipeline does (examine.py)."""
     data = _load(Path(path))
+    signature = None
     if _encrypted(path, data):
         if settings is None:
             raise ConfigError(f"{path} is encrypted: decrypting it needs the gateway's keyring, named in {config_path}")
         keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env))
         try:
-            data = keyring.decrypt(data).data
+            decrypted = keyring.decrypt(data)
         except KeyringError as error:
             raise ReadError(str(error), str(error)) from None
+        data, signature = decrypted.data, decrypted.signature
     unknown = Provider(ukprn or "unknown", "(not registered)", ())
+    received = data
     try:
         data = _opened(path, data, ask_password)
     except UnpackError as error:
         return _Examined(_refused(error.advice), unknown, directory.edition)
     facts = FileFacts("(offline check)", datetime.now(timezone.utc), 1, 1, len(data), hashlib.sha256(data).hexdigest()[:12])
-    try:
-        table = read_return(data)
-    except ReadError as error:
-        return _Examined(_refused(error.advice), unknown, directory.edition)
-    number = ukprn or table.header.get("provider_number", "")
-    registered = rules.providers.get(number)
-    provider = registered or Provider(number or "unknown", table.header.get("provider_name", "") or "(not registered)", ())
-    checked = validate(table, registered, progress=_progress if len(table.rows) > PROGRESS_ROWS else None)
-    routed = route(table, checked.accepted, rules, directory, registered) if not checked.fatal else Routed((), ())
-    findings = tuple(sort_findings(list(checked.findings + routed.findings)))
-    lines = report_lines(facts, provider, len(table.rows), list(findings), routed, directory.edition)
-    return _Examined(Report(len(table.rows), findings, routed, tuple(lines)), provider, directory.edition)
+    registered = rules.providers.get(ukprn) if ukprn else None
+    examined = examine(data, registered, rules, directory, signature=signature,
+                       duplicate=_duplicate_check(settings, hashlib.sha256(received).hexdigest()),
+                       progress=_progress)
+    table = examined.table
+    if examined.refusal is not None and not examined.findings:
+        return _Examined(_refused(examined.refusal), examined.provider or unknown, directory.edition)
+    number = ukprn or (table.header.get("provider_number", "") if table is not None else "")
+    provider = examined.provider or Provider(number or "unknown", (table.header.get("provider_name", "") if table else "")
+                                             or "(not registered)", ())
+    findings = examined.findings
+    lines = report_lines(facts, provider, examined.rows_read, list(findings), examined.routed, directory.edition)
+    return _Examined(Report(examined.rows_read, findings, examined.routed, tuple(lines)), provider, directory.edition)
+
+
+def _duplicate_check(settings: config_module.Config | None, sha256: str) -> Callable[[Provider], str | None] | None:
+    """The mailbox's duplicate check, against the installation's ledger when there is one (never created here)."""
+    if settings is None or not Path(settings.paths.database).is_file():
+        return None
+    ledger = Ledger(settings.paths.database)
+    return lambda provider: duplicate_advice(ledger.earlier_file(provider.ukprn, sha256, DUPLICATE_DAYS, "(offline check)"))
 
 
 @dataclass(frozen=True)
@@ -292,7 +306,6 @@ def _finding_dict(f: Finding) -> dict:
     return {"severity": f.severity, "row": f.row, "column": f.column, "rule": f.rule, "message": f.message}
 
 
-PROGRESS_ROWS = 3000
 
 
 def _progress(done: int, total: int) -> None:

@@ -25,11 +25,12 @@ from datetime import datetime
 
 from .bounce import original_of, parse_bounce, record_bounce
 from .config import Config, secret
-from .errors import NoUsableKey, ReadError, UnknownSender
+from .errors import NoUsableKey, UnknownSender
 from .held import HeldPackage, held_notices, hold, release_held
 from .inbox import Inbox, InboxMessage
 from .keys import Keyring, PublicKey
-from .isolate import read_return, warm_up
+from .isolate import warm_up
+from .examine import DUPLICATE_DAYS, duplicate_advice, examine
 from .ledger import Ledger, MessageRecord
 from .logs import describe
 from .mail import Outgoing, compose, outgoing_id
@@ -37,15 +38,13 @@ from .outbox import Outbox
 from .pack import Source, package_message
 from .postcodes import Directory
 from .receipt import FileFacts, Letterhead, acknowledgement, alert, rejection
-from .route import route
 from .rules import Rules
 from .send import Delivery, flush
 from .unpack import NOTHING_ATTACHED, Attachment, Unpacked, parse, sender_of, unpack
-from .validate import Finding, validate
+from .validate import Finding
 
 log = logging.getLogger(__name__)
 
-DUPLICATE_DAYS = 90  # the same file from the same provider within this many days is not forwarded again
 MAX_HANDLING_DEATHS = 2  # a message on which the process died this often is set aside on the next run
 
 _KILLED_US = (
@@ -287,33 +286,20 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
     """Validate, route and pack one return and queue its receipt; 1 if it was accepted, else 0."""
     config, ledger, provider = gateway.config, gateway.ledger, gateway.rules.providers[result.provider]
     reference = facts.reference
-    advice = attachment.error.advice if attachment.error is not None else None
-    table = checked = None
-    if advice is None:
-        try:
-            table = read_return(attachment.data or b"")
-        except ReadError as error:
-            if attachment.inline:
-                return 0  # an encrypted covering note, not a return
-            advice = error.advice
-    if advice is None and table is not None:
-        checked = validate(table, provider)
-        if checked.fatal:
-            advice = " ".join(f"{f.message} ({f.rule})." for f in checked.fatal) + (
-                " Please correct the header block of your return and send it again.")
-    if advice is None:
-        earlier = ledger.earlier_file(provider.ukprn, attachment.content_sha256, DUPLICATE_DAYS, reference)
-        if earlier is not None:
-            advice = (f"This file is a duplicate: it is identical to the one we received on {earlier['first_seen'][:10]} (gateway "
-                      f"reference {earlier['reference']}), which was already handled, so it has not been forwarded "
-                      "again. If you meant to send a new return, please attach the new file.")
-    if advice is not None or table is None or checked is None:
-        result.outgoing.append(rejection(facts, provider, advice or "", sender, head, head.seal))
-        ledger.event(reference, "file-rejected", attachment=attachment.index)
-        return 0
+    if attachment.error is not None:
+        return _refuse(gateway, result, facts, attachment, attachment.error.advice, sender, head)
+    notes = tuple(Finding("W", None, "", "File_02", text) for text in attachment.warnings)
+    examined = examine(attachment.data or b"", provider, gateway.rules, gateway.directory, notes=notes,
+                       duplicate=lambda p: duplicate_advice(ledger.earlier_file(p.ukprn, attachment.content_sha256,
+                                                                                DUPLICATE_DAYS, reference)))
+    if examined.unreadable and attachment.inline:
+        return 0  # an encrypted covering note, not a return
+    table = examined.table
+    if examined.refusal is not None or table is None:
+        return _refuse(gateway, result, facts, attachment, examined.refusal or "", sender, head)
     if result.exposure is not None:
         result.exposure.end()
-    routed = route(table, checked.accepted, gateway.rules, gateway.directory, provider)
+    routed, findings = examined.routed, examined.findings
     source = Source(provider, reference, facts.received)
     held_boroughs = set()
     for batch in routed.batches:
@@ -330,13 +316,19 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
         if not queued:
             held_boroughs.add(batch.borough.code)
     held = frozenset(held_boroughs)
-    notes = tuple(Finding("W", None, "", "File_02", text) for text in attachment.warnings)
-    findings = notes + checked.findings + routed.findings
     result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition, sender, head, held, head.seal))
     _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
     result.files.append((attachment.content_sha256, reference))
     ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded_except(held), boroughs=len(routed.batches))
     return 1
+
+
+def _refuse(gateway: Gateway, result: Result, facts: FileFacts, attachment: Attachment, advice: str, sender: str,
+            head: Letterhead) -> int:
+    """A file not taken: its rejection receipt queued; 0, as nothing of it was accepted."""
+    result.outgoing.append(rejection(facts, gateway.rules.providers[result.provider], advice, sender, head, head.seal))
+    gateway.ledger.event(facts.reference, "file-rejected", attachment=attachment.index)
+    return 0
 
 
 class _Exposure:

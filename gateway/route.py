@@ -9,9 +9,10 @@ gets a finding that says why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import authorities as authorities_module
+from . import postcodes
 from .postcodes import Directory
 from .read import Return
 from .rules import HOST_BOROUGH, Borough, Provider, Rules
@@ -49,46 +50,55 @@ class Routed:
 def route(table: Return, accepted: tuple[Accepted, ...], rules: Rules, directory: Directory,
           provider: Provider | None = None) -> Routed:
     """Place each row with the borough that takes it. `provider` (the registered sender) is needed for
-    routing.toml's unplaceable = "host_borough"; without it such rows are rejected."""
+    routing.toml's unplaceable = "host_borough" (the default); without it such rows are held back."""
     destinations: dict[str, Borough] = {}
     groups: dict[str, list[Accepted]] = {}
     findings: list[Finding] = []
     for item in accepted:
-        borough, said = _destination(table, item, rules, directory, provider)
+        borough, placed, said = _destination(table, item, rules, directory, provider)
         findings += said
         if borough is not None:
             destinations[borough.code] = borough
-            groups.setdefault(borough.code, []).append(item)
+            groups.setdefault(borough.code, []).append(placed)
     batches = tuple(Batch(destinations[code], tuple(rows)) for code, rows in sorted(groups.items()))
     return Routed(batches, tuple(findings))
 
 
 def _destination(table: Return, item: Accepted, rules: Rules, directory: Directory,
-                 provider: Provider | None) -> tuple[Borough | None, list[Finding]]:
-    """The borough a row goes to (None: not forwarded), with the finding that explains anything unusual."""
+                 provider: Provider | None) -> tuple[Borough | None, Accepted, list[Finding]]:
+    """The borough a row goes to (None: not forwarded), the row as placed (home authority, how it was
+    routed, its notes), and the finding that explains anything unusual."""
     row, routing = item.row, rules.routing
-    code = routing.override(item.postcode) or directory.authority(item.postcode)
+    shaped = postcodes.is_valid(item.postcode)  # else validation has noted it missing or malformed
+    code = routing.override(item.postcode) if shaped else None
+    routed_by = "override" if code else "postcode"
+    code = code or (directory.authority(item.postcode) if shaped else None)
     code = authorities_module.load().upper_tier(code) or code if code else None
-    note = None
+    notes, said = list(item.notes), []
     if code is None:
         host = _host_borough(rules, provider)
         if host is None:
-            return None, [finding(table, "Postcode_15", row.number, source=row)]
-        borough, note = host, finding(table, "Route_04", row.number, f"; sent to {host.name} ({host.code})", row)
+            return None, item, [finding(table, "Postcode_15", row.number, source=row, held=True, severity="E")]
+        borough, routed_by = host, "provider's authority"
+        if shaped:
+            detail = f" (sent to {host.name} ({host.code}))"
+            said.append(finding(table, "Postcode_15", row.number, detail, row))
+            notes.append(("Postcode_15", ""))
     elif code in rules.boroughs:
         borough = rules.boroughs[code]
     elif routing.outside_borough is not None:
         borough = routing.outside_borough
-        note = finding(table, "Route_03", row.number, f"; home authority {authority(code)}, sent to {', '.join(borough.recipients)}", row)
+        said.append(finding(table, "Route_03", row.number, f"; home authority {authority(code)}, sent to {', '.join(borough.recipients)}", row))
+        notes.append(("Route_03", f" ({authority(code)})"))
     else:
-        return None, [finding(table, "Route_01", row.number, f": {authority(code)}", row)]
+        return None, item, [finding(table, "Route_01", row.number, f": {authority(code)}", row)]
     if not borough.takes(item.reason):
-        return None, [finding(table, "Route_02", row.number, _not_taken(borough, item.reason), row)]
-    return borough, [note] if note else []
+        return None, item, [finding(table, "Route_02", row.number, _not_taken(borough, item.reason), row)]
+    return borough, replace(item, notes=tuple(notes), home=code, routed_by=routed_by), said
 
 
 def _host_borough(rules: Rules, provider: Provider | None) -> Borough | None:
-    """Where routing.toml sends a row the directory cannot place: the provider's own borough, if asked and served."""
+    """Where routing.toml sends a row the directory cannot place: the provider's own authority, when served here."""
     if rules.routing.unplaceable != HOST_BOROUGH or provider is None or not provider.host_la:
         return None
     host = authorities_module.load().upper_tier(provider.host_la) or provider.host_la

@@ -34,7 +34,7 @@ _REASON_WORDS = {**{reason.lower(): reason for reason in REASONS}, "at risk of d
 
 # routing.toml: what happens to a row no borough in boroughs.toml takes.
 REJECT, HOST_BOROUGH, RECIPIENT = "reject", "host_borough", "recipient"
-UNPLACEABLE_CHOICES = (REJECT, HOST_BOROUGH)  # postcode not in the ONS directory
+UNPLACEABLE_CHOICES = (HOST_BOROUGH, REJECT)  # postcode missing, malformed or not in the ONS directory; the first is the default
 OUTSIDE_CHOICES = (REJECT, RECIPIENT)  # home authority not in boroughs.toml
 OUTSIDE = "OUTSIDE"  # the code of the pseudo-borough that stands for outside_recipient
 OUTSIDE_NAME = "Other local authorities"
@@ -89,7 +89,7 @@ class Provider:
 class Routing:
     """rules/routing.toml: rows that no borough in boroughs.toml takes. Without the file, they are rejected."""
 
-    unplaceable: str = REJECT  # or HOST_BOROUGH: to the provider's host_la, when that is a borough here
+    unplaceable: str = HOST_BOROUGH  # to the provider's host_la, when that is a borough here; or REJECT
     outside_borough: Borough | None = None  # outside_recipient as a pseudo-borough, when outside = "recipient"
     overrides: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # postcode or district -> code
 

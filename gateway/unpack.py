@@ -283,7 +283,7 @@ class _Finder:
     def _add(self, received: bytes, data: bytes | None, error: UnpackError | None, signature: Signature = Signature(),
              warnings: tuple[str, ...] = (), inline: bool = False) -> None:
         if error is None:
-            error = _untrusted(self.provider, signature)
+            error = untrusted(self.provider, signature)
             if error is not None:
                 data = None
         self.found.append(Attachment(0, len(received), hashlib.sha256(received).hexdigest(), data, error, signature, warnings, inline))
@@ -296,7 +296,7 @@ def _stronger(inner: Signature, outer: Signature) -> Signature:
     return inner if inner.present else outer
 
 
-def _untrusted(provider: Provider, signature: Signature) -> UnpackError | None:
+def untrusted(provider: Provider, signature: Signature) -> UnpackError | None:
     """Whether a signature (or its absence) means the file must not be taken as this provider's."""
     if signature.bad:
         return UnpackError(

@@ -27,6 +27,10 @@ class Rule:
     # The receipt then says it in words, so a data officer never reads a note as a rejection.
     forwarded: str = ""
     correct: str = ""
+    # What the borough reads in the package's Data Quality column (the message when blank).
+    note: str = ""
+    # What to correct when the row was held back after all (the capitalised `correct` when blank).
+    when_held: str = ""
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,19 @@ class Finding:
     # The offending cell as the provider wrote it. Personal data: shown only in a receipt encrypted to
     # the provider's own key, never in a clear receipt, a log or the ledger.
     value: str = field(default="", repr=False, compare=False)
+    # The same finding, worded for a row that in the end was not forwarded (routing can hold back a row
+    # that validation accepted): settle() puts it in place of `message`.
+    if_held: str = field(default="", repr=False, compare=False)
 
 
 _FORWARDED = "The row was forwarded"
 _CORRECT_ULN = "please correct the ULN in your records and give it next time"
 _CORRECT_DOB = "please give the date of birth next time as day/month/year, e.g. 31/01/2008"
+_TO_HOST = "The row was sent to the local authority your organisation is in, as its home authority could not be found"
+_CORRECT_POSTCODE = "please tell that authority the young person's home postcode, and give it in your return next time"
+_HOME_UNKNOWN = "home postcode unknown: sent to the authority the provider is in"
+_HELD_POSTCODE = ("The row was not forwarded, as no authority could be found for it; please correct the postcode "
+                  "and send the row again")
 
 
 def _registry(*rules: Rule) -> Mapping[str, Rule]:
@@ -57,6 +69,7 @@ RULES = _registry(
     Rule("Header_01", "W", "", "Header contact details are incomplete"),
     Rule("File_01", "F", "", "The file cannot be opened or read as a return"),
     Rule("File_02", "W", "", "The file's encryption is weak"),
+    Rule("File_04", "F", "", "This file is identical to one already handled, so it is not forwarded again"),
     Rule("File_03", "W", "", "The table was read from a hidden sheet, as no visible sheet holds one; please check this is the return you meant to send"),
     Rule("Csv_01", "W", "", "A quote mark (\") in this row is not closed, so the row was read with the quote mark taken as text; please check the row"),
     Rule("Csv_02", "E", "", "A quote mark (\") in this row is not closed, so its columns cannot be told apart; please remove the stray quote mark and send the row again"),
@@ -68,7 +81,7 @@ RULES = _registry(
          _FORWARDED, _CORRECT_ULN),
     Rule("ULN_04", "W", "uln", "The Unique Learner Number you gave does not pass the checksum calculation",
          "The row was forwarded with its ULN left out, so it cannot be matched to another young person",
-         _CORRECT_ULN),
+         _CORRECT_ULN, "the provider's ULN failed the check digit, so it was left out"),
     Rule("Name_01", "E", "", "The learner's family name and given name must be returned (both are blank)"),
     Rule("FamilyName_01", "W", "family_name", "The learner's family name is blank",
          _FORWARDED, "please give the family name next time"),
@@ -85,15 +98,20 @@ RULES = _registry(
          _FORWARDED, "please check the date of birth next time"),
     Rule("DOB_05", "E", "dob", "Learner is over 24 on 31 August, too old for this return"),
     Rule("Address_01", "W", "address", "Address is missing"),
-    Rule("Postcode_01", "E", "postcode", "Post code must be returned"),
-    Rule("Postcode_02", "E", "postcode", "The postcode is not in the correct format"),
-    Rule("Postcode_15", "E", "postcode", "Postcode not found, so the young person's home local authority cannot be identified"),
+    Rule("Postcode_01", "W", "postcode", "Post code must be returned", _TO_HOST, _CORRECT_POSTCODE,
+         _HOME_UNKNOWN, _HELD_POSTCODE),
+    Rule("Postcode_02", "W", "postcode", "The postcode is not in the correct format", _TO_HOST, _CORRECT_POSTCODE,
+         _HOME_UNKNOWN, _HELD_POSTCODE),
+    # W when the row went to the provider's authority; E (routing) when it had nowhere to go.
+    Rule("Postcode_15", "W", "postcode", "Postcode not found, so the young person's home local authority cannot be identified",
+         _TO_HOST, _CORRECT_POSTCODE, _HOME_UNKNOWN, _HELD_POSTCODE),
     Rule("Email_01", "W", "contact_email", "Contact e-mail looks invalid"),
     Rule("Phone_01", "W", "phone", "Contact phone number looks invalid"),
     Rule("Reason_01", "E", "reason", "Reason must be one of: Joiner, Leaver, At risk of dropping out (none given)"),
     Rule("Reason_02", "W", "reason", "More than one reason is marked",
          "The row was forwarded as the most urgent of them (Leaver, then At risk, then Joiner)",
-         "please mark one reason for each row next time"),
+         "please mark one reason for each row next time",
+         "several reasons were marked; sent as the most urgent (Leaver, then At risk, then Joiner)"),
     Rule("Reason_03", "E", "reason", "Reason must be one of: Joiner, Leaver, At risk of dropping out (mark the column with X, Y, Yes or a tick)"),
     Rule("Destination_01", "W", "destination", "Destination code is not a recognised CCIS activity code"),
     Rule("Row_01", "W", "", "Possible duplicate of another row"),
@@ -102,7 +120,6 @@ RULES = _registry(
     Rule("Route_01", "E", "postcode", "The young person lives in a local authority this gateway does not serve; please notify that authority directly"),
     Rule("Route_02", "E", "reason", "The young person's local authority does not take this kind of notification through this gateway, so the row was not forwarded"),
     Rule("Route_03", "W", "postcode", "The young person lives in a local authority this gateway does not serve; the row was forwarded to the recipient who takes such notifications"),
-    Rule("Route_04", "W", "postcode", "Postcode not found in the postcode directory, so the row was sent to the local authority your organisation is in; please check the postcode"),
 )
 
 REASONS = ("Joiner", "Leaver", "At risk")
@@ -135,8 +152,13 @@ class Accepted:
     """
 
     row: Row
-    postcode: str  # normalised
+    postcode: str  # normalised ("" when blank; it may still fail the format check: routing sees to that)
     reason: str  # one of REASONS
+    notes: tuple[tuple[str, str], ...] = ()  # its data quality notes, (rule, detail), which travel with it
+    # Set by routing: the home authority's code (None when the postcode could not place it), and how it
+    # was placed: "postcode", "override" or "provider's authority".
+    home: str | None = None
+    routed_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,18 +172,34 @@ class Checked:
 
 
 def finding(table: Return, rule_name: str, row: int | None, detail: str = "", source: Row | None = None,
-            held: bool = False) -> Finding:
+            held: bool = False, severity: str = "") -> Finding:
     """A finding of `rule_name`; with `source`, it keeps the offending cell for encrypted receipts.
 
     A W note on the row's own cells says the row was forwarded and what to correct next time; `held`
-    (the row is held back for an E finding of its own) leaves out the first part, which would be false.
+    (the row is held back, for an E finding of its own or by routing) says what to correct instead,
+    as the first part would be false. `severity` overrides the rule's (a postcode rule is E when the
+    row had nowhere to go).
     """
     rule = RULES[rule_name]
     value = _as_text(source.get(table, rule.field)) if source is not None and rule.field in table.columns else ""
-    message = f"{rule.message}{detail}"
+    message = if_held = f"{rule.message}{detail}"
     if rule.correct:
-        message += f". {rule.correct[0].upper()}{rule.correct[1:]}" if held else f". {rule.forwarded}; {rule.correct}"
-    return Finding(rule.severity, row, _column(table, rule.field), rule.name, message, value)
+        if_held += ". " + (rule.when_held or f"{rule.correct[0].upper()}{rule.correct[1:]}")
+        message = if_held if held else f"{message}. {rule.forwarded}; {rule.correct}"
+    return Finding(severity or rule.severity, row, _column(table, rule.field), rule.name, message, value,
+                   if_held if rule.correct else "")
+
+
+def settle(findings: tuple[Finding, ...], held_rows: frozenset[int]) -> tuple[Finding, ...]:
+    """The findings once routing is done: a W note on a row routing then held back no longer says it was forwarded."""
+    return tuple(replace(f, message=f.if_held) if f.severity == "W" and f.if_held and f.row in held_rows else f
+                 for f in findings)
+
+
+def borough_note(rule_name: str, detail: str = "") -> str:
+    """A data quality note as the borough reads it in the package: the rule's name and a short text."""
+    rule = RULES[rule_name]
+    return f"{rule.name} {rule.note or rule.message[0].lower() + rule.message[1:]}{detail}"
 
 
 def _column(table: Return, field: str) -> str:
@@ -198,8 +236,11 @@ def validate(table: Return, provider: Provider | None, today: date | None = None
         uln, person = identity
         earlier = seen_uln.get(uln) if uln else None
         earlier = earlier or (seen_person.get(person) if person else None)
+        notes = [(name, detail) for name, detail in marks if RULES[name].severity == "W"]
+        notes += [(f.rule, "") for f in other if f.severity == "W"]
         if earlier:
             other.append(finding(table, "Row_01", row.number, f" (row {earlier})"))
+            notes.append(("Row_01", f" (row {earlier})"))
         if uln:
             seen_uln.setdefault(uln, row.number)
         if person:
@@ -209,7 +250,7 @@ def validate(table: Return, provider: Provider | None, today: date | None = None
         if not held:
             # A ULN that fails its check could be another young person's: the borough never sees it.
             failed = ("ULN_04", "") in marks
-            accepted.append(Accepted(_without_uln(table, row) if failed else row, postcode, reason))
+            accepted.append(Accepted(_without_uln(table, row) if failed else row, postcode, reason, tuple(notes)))
     return Checked(tuple(accepted), tuple(sort_findings(findings)))
 
 
