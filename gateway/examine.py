@@ -11,6 +11,7 @@ Nothing here sends, stores or logs anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Callable
 
 from .errors import ReadError
@@ -69,7 +70,7 @@ def examine(data: bytes, provider: Provider | None, rules: Rules, directory: Dir
             duplicate: Callable[[Provider], str | None] | None = None,
             signature: Signature | None = None,
             notes: tuple[Finding, ...] = (),
-            progress: Callable[[int, int], None] | None = None) -> Examination:
+            progress: Callable[[int, int], None] | None = None, today: date | None = None) -> Examination:
     """Read, check and route one decrypted return.
 
     `provider` is the registered sender; None takes the registered provider named by the header block,
@@ -87,7 +88,7 @@ def examine(data: bytes, provider: Provider | None, rules: Rules, directory: Dir
     distrusted = untrusted(provider, signature) if signature is not None and provider is not None else None
     if distrusted is not None:
         return Examination(table, provider, (), NOTHING_ROUTED, distrusted.advice)
-    checked = validate(table, provider, progress=progress if len(table.rows) > PROGRESS_ROWS else None)
+    checked = validate(table, provider, today, progress if len(table.rows) > PROGRESS_ROWS else None)
     if checked.fatal:
         advice = " ".join(f"{f.message} ({f.rule})." for f in checked.fatal) + (
             " Please correct the header block of your return and send it again.")

@@ -145,7 +145,7 @@ class RouteReport:
     rows_held: int  # rows of boroughs none of whose recipients has a usable key
     packages: tuple[Package, ...]
     not_forwarded: tuple[Finding, ...]  # F and E findings: why a row (or the file) would not be forwarded
-    notes: tuple[Finding, ...]  # a row forwarded somewhere other than its home borough (Route_03, Route_04)
+    notes: tuple[Finding, ...]  # a row forwarded somewhere other than its home borough (_ROUTING_NOTES)
     warnings: int  # other W findings, which `gateway validate` lists
 
     @property
@@ -228,7 +228,8 @@ def route_file(path: Path, config_path: Path, provider: str | None = None,
     examined = _examine(path, config_path, settings, rules, directory, provider, ask_password)
     report = examined.report
     routed = report.routed or Routed((), ())
-    routing_notes = tuple(f for f in report.findings if f.severity == "W" and f.rule.startswith("Route_"))
+    placed = {item.row.number for batch in routed.batches for item in batch.rows}
+    routing_notes = tuple(f for f in report.findings if f.severity == "W" and f.rule in _ROUTING_NOTES and f.row in placed)
     packages = _packages(routed.batches, settings, rules)
     sent_to = {p.borough.code for p in packages if p.key}
     return RouteReport(
@@ -262,7 +263,10 @@ def _packages(batches: tuple[Batch, ...], settings: config_module.Config, rules:
     return tuple(packages)
 
 
-_REASON_ORDER = ("Leaver", "Joiner", "At risk")  # as packages and receipts list them
+_REASON_ORDER = ("Leaver", "Joiner", "At risk")
+# Notes on a forwarded row that say it went somewhere other than its home authority: to the outside
+# recipient, or (its postcode missing, malformed or unknown) to the provider's own authority.
+_ROUTING_NOTES = frozenset({"Route_03", "Postcode_01", "Postcode_02", "Postcode_15"})  # as packages and receipts list them
 
 
 def _reason_totals(packages: tuple[Package, ...]) -> tuple[tuple[str, int], ...]:

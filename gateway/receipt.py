@@ -107,16 +107,16 @@ def report_lines(
         if listed is not None and len(ordered) > listed:
             lines += [
                 f"Findings by rule ({len(ordered):,} in all, each in the attached findings file)", *_by_rule(ordered), "",
-                f"The first {listed} findings (E = row not forwarded, W = forwarded with a note)",
+                f"The first {listed} findings (E = row not forwarded, W = a note; each says whether its row was forwarded)",
                 *_table(ordered[:listed], values), "",
             ]
         else:
-            lines += ["Findings (E = row not forwarded, W = forwarded with a note)", *_table(ordered, values), ""]
+            lines += ["Findings (E = row not forwarded, W = a note; each says whether its row was forwarded)", *_table(ordered, values), ""]
         lines += [
-            "What to do: rows marked E were not forwarded; each message says why. Where it asks for a",
+            "What to do: rows with an E were not forwarded; each message says why. Where it asks for a",
             "correction, correct the row in your records and send that young person again in your next",
-            "return (or a new return now). Rows marked W have been forwarded; please check them. Each rule",
-            "name (such as ULN_04) is explained in the Instructions sheet of the template.",
+            "return (or a new return now). A row with only W notes has been forwarded; please check it.",
+            "Each rule name (such as ULN_04) is explained in the Instructions sheet of the template.",
         ]
     if not rows_read:
         lines += ([""] if ordered else []) + NIL_RETURN

@@ -7,12 +7,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import authorities
 from . import rules as rules_module
 from .config import Config, secret
 from .errors import KeyringError, NoUsableKey
 from .keys import Keyring, PublicKey
 from .postcodes import Directory
-from .rules import OUTSIDE, Borough, Rules
+from .rules import HOST_BOROUGH, OUTSIDE, Borough, Rules
 from .tomlfile import Problem
 
 EXPIRY_WARNING_DAYS = 30
@@ -20,7 +21,7 @@ EXPIRY_WARNING_DAYS = 30
 
 @dataclass(frozen=True)
 class Advisory(Problem):
-    """Not wrong yet, but will be soon (a key about to expire): worth acting on; the gateway still works."""
+    """Not wrong, but worth acting on (a key about to expire, a provider with no host_la): the gateway still works."""
 
 
 def check_installation(settings: Config, directory: Directory | None = None, now: float | None = None) -> list[Problem]:
@@ -28,7 +29,30 @@ def check_installation(settings: Config, directory: Directory | None = None, now
     directory = directory or Directory()
     rules, problems = rules_module.check(settings.paths.rules, rules_module.known_authorities(directory))
     problems += check_keys(settings, rules, now)
+    problems += host_authorities(rules, settings.paths.rules / "providers.toml")
     problems += _unset_secrets(settings)
+    return problems
+
+
+def host_authorities(rules: Rules, providers_file: Path) -> list[Problem]:
+    """Providers whose rows with a postcode that cannot be placed would be held back rather than reach the
+    authority the provider is in (routing.toml's unplaceable = "host_borough")."""
+    if rules.routing.unplaceable != HOST_BOROUGH:
+        return []
+    tiers = authorities.load()
+    problems: list[Problem] = []
+    for provider in rules.providers.values():
+        where = f"warning: provider {provider.ukprn} ({provider.name})"
+        held = ("rows of its returns whose postcode is missing, malformed or not yet in the postcode directory "
+                "will be held back instead of going to the authority it is in")
+        if not provider.host_la:
+            problems.append(Advisory(providers_file, provider.line, f"{where} has no host_la, so {held}: add "
+                                     'host_la = "<ONS code of the authority it is in>", e.g. host_la = "E09000019"'))
+            continue
+        host = tiers.upper_tier(provider.host_la) or provider.host_la
+        if host not in rules.boroughs:
+            problems.append(Advisory(providers_file, provider.line, f"{where} has host_la = \"{provider.host_la}\" "
+                                     f"({tiers.label(host)}), which has no table in boroughs.toml, so {held}"))
     return problems
 
 

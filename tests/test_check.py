@@ -130,9 +130,25 @@ def test_a_typo_in_routing_toml(installation, directory):
     assert problem.message == "unknown key 'outisde_recipient' in the top level (a [section] name?); did you mean 'outside_recipient'?"
 
 
+def test_a_provider_without_a_host_authority_here_is_a_warning(installation, directory):
+    """Rows whose postcode cannot be placed go to the provider's host_la: without one they would be held back."""
+    installation.providers.write_text(installation.providers.read_text()
+                                      + '\n[10005678]\nname = "Northbank College"\nsenders = ["mis@northbank.example"]\n'
+                                      + '\n[10005679]\nname = "Eastway School"\nsenders = ["mis@eastway.example"]\nhost_la = "E07000070"\n')
+    missing, unserved = check(installation, directory)
+    assert isinstance(missing, Advisory) and isinstance(unserved, Advisory)
+    assert (missing.file, missing.line) == (installation.providers, line_of(installation.providers, "[10005678]"))
+    assert missing.message.startswith("warning: provider 10005678 (Northbank College) has no host_la, so rows of its "
+                                      "returns whose postcode is missing, malformed or not yet in the postcode directory "
+                                      "will be held back")
+    assert 'host_la = "E07000070" (Essex (E10000012)), which has no table in boroughs.toml' in unserved.message
+    installation.routing.write_text('unplaceable = "reject"\n')  # such rows are held back anyway: nothing to warn of
+    assert check(installation, directory) == []
+
+
 def test_a_sender_claimed_by_two_providers(installation, directory):
     installation.providers.write_text(installation.providers.read_text()
-                                      + f'\n[10005678]\nname = "Other"\nsenders = ["{PROVIDER_SENDER.upper()}"]\n')
+                                      + f'\n[10005678]\nname = "Other"\nsenders = ["{PROVIDER_SENDER.upper()}"]\nhost_la = "E09000007"\n')
     problem = only(check(installation, directory))
     assert (problem.file, problem.line) == (installation.providers, line_of(installation.providers, "[10005678]"))
     assert f"sender {PROVIDER_SENDER} is claimed by providers 10001234 and 10005678" in problem.message

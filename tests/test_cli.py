@@ -39,7 +39,8 @@ def test_check_names_each_problem_with_its_file_and_line(deployment, capsys):
     assert len(camden) == 1 and re.match(r".*boroughs\.toml:\d+: \[E09000007\] Camden: no public key", camden[0])
     assert re.search(r"boroughs\.toml:\d+: \[E09000099\] is not a known local authority code", text)
     assert re.search(r"providers\.toml:\d+: provider 10009999 has no senders", text)
-    assert out[-1] == "3 problem(s) found."
+    assert re.search(r"providers\.toml:\d+: warning: provider 10009999 \(Silent College\) has no host_la", text)
+    assert out[-1] == "3 problem(s) found, and 1 warning(s)."
 
 
 def test_check_reports_an_unreadable_rule_file(deployment, capsys):
@@ -50,19 +51,20 @@ def test_check_reports_an_unreadable_rule_file(deployment, capsys):
 
 def test_validate_prints_the_receipt_a_provider_would_get(deployment, directory, keys, tmp_path, capsys):
     crowd = people(directory, {"E09000019": 3, "E09000007": 2})
-    crowd[1] = with_changes(crowd[1], postcode="NOT A PC")
+    crowd[1] = with_changes(crowd[1], postcode="NOT A PC")  # forwarded to the college's borough, with a note
+    crowd[3] = with_changes(crowd[3], family_name="", first_name="")  # names no one: held back
     path = tmp_path / "return.xlsx.gpg"
     path.write_bytes(keys.encrypt_for_gateway(workbook("Example College", "10001234", [p.cells() for p in crowd])))
 
     assert main(["--config", str(deployment.config), "validate", str(path)]) == 1
     out = capsys.readouterr().out
     assert re.search(r"Rows read:\s+5", out) and re.search(r"Rows forwarded:\s+4", out)
-    assert "Postcode_02" in out and crowd[1].family_name not in out
+    assert "Postcode_02" in out and "Name_01" in out and crowd[1].family_name not in out
 
     assert main(["--config", str(deployment.config), "validate", str(path), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["rows_forwarded"] == 4
-    assert [(f["severity"], f["row"], f["rule"]) for f in report["findings"]] == [("E", 10, "Postcode_02")]
+    assert [(f["severity"], f["row"], f["rule"]) for f in report["findings"]] == [("E", 12, "Name_01"), ("W", 10, "Postcode_02")]
 
 
 def test_validate_exits_0_for_a_clean_file(deployment, directory, tmp_path, capsys):

@@ -11,9 +11,8 @@ import pytest
 
 from gateway.postcodes import Directory
 from gateway.read import read_return
-from gateway.route import route
+from gateway.examine import examine
 from gateway.rules import LONDON, Borough, Provider, Rules
-from gateway.validate import validate
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = sorted(path.name[: -len(".expected.json")] for path in DATA.glob("*.expected.json"))
@@ -26,24 +25,19 @@ def sort_key(finding: list) -> tuple:
 
 
 def outcome(data: bytes, expected: dict, directory: Directory) -> dict:
-    """What the gateway makes of a file: the pipeline's steps up to routing, as plain values."""
-    provider = Provider(expected["provider"], "Example College", ("mis@example-college.example",))
+    """What the gateway makes of a file: the examination the mailbox and `gateway validate` share, as plain values."""
+    provider = Provider(expected["provider"], "Example College", ("mis@example-college.example",), host_la="E09000019")
     rules = Rules({code: Borough(code, name, (f"ldor@{code.lower()}.example",)) for code, name in LONDON.items()},
                   {provider.ukprn: provider})
-    table = read_return(data)
-    checked = validate(table, provider, today=date.fromisoformat(expected["today"]))
-    findings = list(checked.findings)
-    forwarded = 0
-    if not checked.fatal:  # a file with an F finding is rejected whole and never routed
-        routed = route(table, checked.accepted, rules, directory)
-        findings += routed.findings
-        forwarded = routed.forwarded
+    examined = examine(data, provider, rules, directory, today=date.fromisoformat(expected["today"]))
+    table = examined.table
+    assert table is not None
     return {
-        "rows_read": len(table.rows),
-        "file_rejected": bool(checked.fatal),
-        "forwarded": forwarded,
-        "findings": [[f.severity, f.row, f.rule] for f in findings],
-        "validate_order": [[f.severity, f.row, f.rule] for f in checked.findings],
+        "rows_read": examined.rows_read,
+        "file_rejected": examined.refusal is not None,
+        "forwarded": examined.routed.forwarded,
+        "findings": [[f.severity, f.row, f.rule] for f in examined.findings],
+        "order": [[f.severity, f.row, f.rule] for f in examined.findings],
     }
 
 
@@ -61,8 +55,8 @@ def test_golden(name, directory):
     assert got["rows_read"] == expected["rows_read"]
     assert got["file_rejected"] == expected["file_rejected"]
     assert got["forwarded"] == expected["forwarded"]
-    # validate() hands its findings over in receipt order: file, then errors, then warnings.
-    assert got["validate_order"] == sorted(got["validate_order"], key=sort_key)
+    # The examination hands its findings over in receipt order: file, then errors, then warnings.
+    assert got["order"] == sorted(got["order"], key=sort_key)
 
 
 def load_script():

@@ -31,16 +31,16 @@ class Month:
 
 @pytest.fixture
 def month(deployment, directory, keys) -> Month:
-    """Example College sends two returns (one row with a bad postcode, one without a ULN), Failing Academy a
+    """Example College sends two returns (one row naming no one, one without a ULN), Failing Academy a
     file that is not a return, a stranger a message; Silent College sends nothing. One `run --once`."""
     providers = deployment.root / "rules" / "providers.toml"
     providers.write_text(providers.read_text() + "".join(
         f'\n[{ukprn}]\nname = "{name}"\nsenders = ["{sender}"]\nhost_la = "E09000019"\n' for ukprn, name, sender in (SILENT, FAILING)))
     # Reasons go Leaver, Joiner, At risk in turn: Islington L J A, Camden L J.
     first = people(directory, {"E09000019": 3, "E09000007": 2})
-    # Hackney L J and a third (At risk) whose postcode is wrong, so rejected; Islington L, without a ULN (a warning).
+    # Hackney L J and a third (At risk) that names no one, so held back; Islington L, without a ULN (a warning).
     second = people(directory, {"E09000012": 3, "E09000019": 1}, seed=11)
-    second[2] = with_changes(second[2], postcode="NOT A PC")
+    second[2] = with_changes(second[2], family_name="", first_name="")
     second[3] = with_changes(second[3], uln="")
     for crowd in (first, second):
         xlsx = workbook("Example College", PROVIDER_UKPRN, [p.cells() for p in crowd])

@@ -74,19 +74,34 @@ def found(result) -> list[tuple[str, int, str]]:
     return [(f.severity, f.row, f.rule) for f in result.findings]
 
 
-def test_by_default_rows_no_borough_takes_are_rejected_each_with_why(directory, tmp_path, crowd):
+def test_by_default_unserved_authorities_are_named_and_unplaceable_rows_go_to_the_providers_authority(directory, tmp_path, crowd):
     rows = [crowd["islington"][0], with_changes(crowd["islington"][1], postcode=MANCHESTER),
             with_changes(crowd["islington"][2], postcode=ABSENT), with_changes(crowd["camden"][0], postcode=NO_AUTHORITY),
             crowd["hackney"][0]]
     result = routed_rows(directory, installed(tmp_path), rows)
-    assert placed(result) == {"E09000019": [FIRST_ROW]}
-    assert found(result) == [("E", FIRST_ROW + 1, "Route_01"), ("E", FIRST_ROW + 2, "Postcode_15"),
-                             ("E", FIRST_ROW + 3, "Postcode_15"), ("E", FIRST_ROW + 4, "Route_01")]
+    assert placed(result) == {"E09000019": [FIRST_ROW, FIRST_ROW + 2, FIRST_ROW + 3]}  # the college is in Islington
+    assert found(result) == [("E", FIRST_ROW + 1, "Route_01"), ("W", FIRST_ROW + 2, "Postcode_15"),
+                             ("W", FIRST_ROW + 3, "Postcode_15"), ("E", FIRST_ROW + 4, "Route_01")]
     manchester, absent, _, hackney = result.findings
     assert "please notify that authority directly: Manchester (E08000003)" in manchester.message
     assert hackney.message.endswith(": Hackney (E09000012)")
-    assert "Postcode not found" in absent.message and absent.column == "Post Code"
-    assert result.forwarded == 1
+    assert absent.message.startswith("Postcode not found") and absent.column == "Post Code"
+    assert "(sent to Islington (E09000019)). The row was sent to the local authority your organisation is in" in absent.message
+    assert result.forwarded == 3
+    first, absent_row, no_authority = result.batches[0].rows
+    assert (first.home, first.routed_by) == ("E09000019", "postcode")
+    assert (absent_row.home, absent_row.routed_by, absent_row.notes) == (None, "provider's authority", (("Postcode_15", ""),))
+    assert no_authority.routed_by == "provider's authority"
+
+
+def test_reject_holds_back_rows_whose_postcode_cannot_be_placed(directory, tmp_path, crowd):
+    loaded = installed(tmp_path, routing='unplaceable = "reject"\n')
+    rows = [with_changes(crowd["camden"][0], postcode=ABSENT), crowd["camden"][1]]
+    result = routed_rows(directory, loaded, rows)
+    assert placed(result) == {"E09000007": [FIRST_ROW + 1]}
+    assert found(result) == [("E", FIRST_ROW, "Postcode_15")]
+    assert result.findings[0].message.endswith("The row was not forwarded, as no authority could be found for it; "
+                                               "please correct the postcode and send the row again")
 
 
 MAIDSTONE, CHELMSFORD, LEEDS, CARLISLE, TAUNTON = "ME14 1XQ", "CM1 1JE", "LS1 4DY", "CA3 8JH", "TA1 1DA"
@@ -122,8 +137,8 @@ def test_an_override_to_a_district_and_a_host_la_that_is_a_district_reach_the_co
     rows = [with_changes(crowd["islington"][0], postcode="N1C 4AA"), with_changes(crowd["islington"][1], postcode=ABSENT)]
     result = routed_rows(directory, loaded, rows)
     assert placed(result) == {"E10000012": [FIRST_ROW, FIRST_ROW + 1]}
-    assert found(result) == [("W", FIRST_ROW + 1, "Route_04")]
-    assert result.findings[0].message.endswith("; sent to Essex (E10000012)")
+    assert found(result) == [("W", FIRST_ROW + 1, "Postcode_15")]
+    assert "(sent to Essex (E10000012))" in result.findings[0].message
 
 
 def test_a_borough_takes_only_the_reasons_it_asked_for(directory, tmp_path, crowd):
@@ -175,8 +190,9 @@ def test_unplaceable_rows_go_to_the_providers_host_borough_with_a_note(directory
             crowd["camden"][2]]
     result = routed_rows(directory, loaded, rows)
     assert placed(result) == {"E09000007": [FIRST_ROW + 2], "E09000019": [FIRST_ROW, FIRST_ROW + 1]}
-    assert found(result) == [("W", FIRST_ROW, "Route_04"), ("W", FIRST_ROW + 1, "Route_04")]
-    assert result.findings[0].message.endswith("please check the postcode; sent to Islington (E09000019)")
+    assert found(result) == [("W", FIRST_ROW, "Postcode_15"), ("W", FIRST_ROW + 1, "Postcode_15")]
+    assert result.findings[0].message.endswith("please tell that authority the young person's home postcode, "
+                                               "and give it in your return next time")
     assert result.forwarded == 3
 
 
@@ -190,6 +206,7 @@ def test_unplaceable_rows_without_a_host_borough_here_are_rejected(directory, tm
 
 def test_rows_from_outside_go_to_the_named_recipient_as_a_borough_of_their_own(directory, tmp_path, crowd):
     loaded = installed(tmp_path, routing="""\
+        unplaceable = "reject"
         outside = "recipient"
         outside_recipient = "ldor-unit@london.example"
         outside_format = "csv"
@@ -231,21 +248,23 @@ def test_route_file_says_where_each_row_of_a_workbook_would_go(deployment, mixed
     path.write_bytes(data)
     report = route_file(path, deployment.config)
     facts = report.as_dict()
-    assert (facts["rows_read"], facts["rows_forwarded"], facts["rows_not_forwarded"]) == (7, 5, 2)
+    assert (facts["rows_read"], facts["rows_forwarded"], facts["rows_not_forwarded"]) == (7, 6, 1)
     assert list(facts["recipients"]) == ["ldor@camden.example", "ldor@islington.example"]
     islington = facts["recipients"]["ldor@islington.example"]
-    assert islington["reasons"] == {"Leaver": 1, "Joiner": 1, "At risk": 1}
+    assert islington["reasons"] == {"Leaver": 2, "Joiner": 1, "At risk": 1}  # the college's own borough: and the bad postcode
     [package] = islington["packages"]
-    assert (package["borough"], package["rows"], package["held"]) == ("E09000019", 3, None)
-    assert package["row_numbers"] == [FIRST_ROW, FIRST_ROW + 1, FIRST_ROW + 2]
+    assert (package["borough"], package["rows"], package["held"]) == ("E09000019", 4, None)
+    assert package["row_numbers"] == [FIRST_ROW, FIRST_ROW + 1, FIRST_ROW + 2, FIRST_ROW + 5]
     assert re.fullmatch(r"[0-9A-F]{40}", package["key"])
-    assert [(f["row"], f["rule"]) for f in facts["not_forwarded"]] == [(FIRST_ROW + 5, "Postcode_02"), (FIRST_ROW + 6, "Route_01")]
+    assert [(f["row"], f["rule"]) for f in facts["not_forwarded"]] == [(FIRST_ROW + 6, "Route_01")]
+    assert [(f["row"], f["rule"]) for f in facts["notes"]] == [(FIRST_ROW + 5, "Postcode_02")]  # sent to Islington
     assert report.complete is False
     text = report.text()
     assert "nothing has been sent" in text
-    assert "ldor@islington.example: 3 rows (Leaver 1, Joiner 1, At risk 1)" in text
-    assert (f"Islington (E09000019): 3 rows (Leaver 1, Joiner 1, At risk 1), encrypted to key {package['key']}\n"
-            f"          rows {FIRST_ROW}-{FIRST_ROW + 2}\n") in text
+    assert "ldor@islington.example: 4 rows (Leaver 2, Joiner 1, At risk 1)" in text
+    assert (f"Islington (E09000019): 4 rows (Leaver 2, Joiner 1, At risk 1), encrypted to key {package['key']}\n"
+            f"          rows {FIRST_ROW}-{FIRST_ROW + 2}, {FIRST_ROW + 5}\n") in text
+    assert re.search(rf"row {FIRST_ROW + 5}\s+Postcode_02\s+The postcode is not in the correct format", text)
     assert "Camden (E09000007): 2 rows (Leaver 1, Joiner 1)" in text
     assert re.search(rf"row {FIRST_ROW + 6}\s+Route_01\s+The young person lives in a local authority", text)
     for person in rows:  # row numbers only: no names, no postcodes
@@ -287,7 +306,7 @@ def test_route_file_honours_the_provider_given_for_a_csv_without_header(deployme
     assert route_file(path, deployment.config).not_forwarded[0].rule == "Postcode_15"  # no provider: no host borough
     report = route_file(path, deployment.config, provider=COLLEGE)
     assert [(p.borough.code, p.rows) for p in report.packages] == [("E09000019", 1)]
-    assert [f.rule for f in report.notes] == ["Route_04"] and report.complete
+    assert [f.rule for f in report.notes] == ["Postcode_15"] and report.complete
 
 
 def test_route_file_of_a_file_that_is_not_a_return(deployment, tmp_path):

@@ -350,7 +350,7 @@ def test_receipts_to_that_is_not_an_address(tmp_path, value):
 
 ROUTING = textwrap.dedent("""\
     # Rows no borough takes
-    unplaceable = "host_borough"
+    unplaceable = "reject"
     outside = "recipient"
     outside_recipient = "LDOR-Unit@Example.org"
     outside_format = "csv"
@@ -368,17 +368,17 @@ def with_routing(tmp_path: Path, routing: str = ROUTING) -> Path:
     return tmp_path
 
 
-def test_no_routing_file_means_reject(tmp_path):
+def test_no_routing_file_means_host_borough_for_unplaceable_rows_and_reject_for_outside(tmp_path):
     loaded = rules.load(folder(tmp_path))
     assert loaded.routing == rules.Routing()
-    assert loaded.routing.unplaceable == "reject" and loaded.routing.outside_borough is None
+    assert loaded.routing.unplaceable == "host_borough" and loaded.routing.outside_borough is None
     assert loaded.routing.override("N1C 4AA") is None
 
 
 def test_a_routing_file(tmp_path):
     loaded = rules.load(with_routing(tmp_path))
     routing = loaded.routing
-    assert routing.unplaceable == "host_borough"
+    assert routing.unplaceable == "reject"
     outside = routing.outside_borough
     assert (outside.code, outside.name, outside.recipients, outside.format) == (
         rules.OUTSIDE, "Other local authorities", ("ldor-unit@example.org",), "csv")
@@ -397,7 +397,7 @@ def test_a_routing_file(tmp_path):
     [
         ("unplaceable =", "unplacable =", "unplacable", "unknown key 'unplacable' in the top level (a [section] name?); did you mean 'unplaceable'?"),
         ("[overrides]", "[overide]", "[overide]", "did you mean 'overrides'?"),
-        ('"host_borough"', '"host"', "unplaceable", 'unplaceable must be "reject" or "host_borough", not \'host\' (did you mean "host_borough"?)'),
+        ('unplaceable = "reject"', 'unplaceable = "host"', "unplaceable", 'unplaceable must be "host_borough" or "reject", not \'host\' (did you mean "host_borough"?)'),
         ('outside = "recipient"', 'outside = "recipients"', "outside =", 'outside must be "reject" or "recipient"'),
         ('outside_recipient = "LDOR-Unit@Example.org"\n', "", 'outside = "recipient"', 'outside = "recipient" needs outside_recipient = "address@..."'),
         ('"LDOR-Unit@Example.org"', '"the unit"', "outside_recipient", "'the unit' is not an email address"),
@@ -420,7 +420,7 @@ def test_routing_mistakes(tmp_path, old, new, at, words):
 
 
 def test_a_setting_written_below_overrides(tmp_path):
-    text = ROUTING.replace('unplaceable = "host_borough"\n', "") + 'unplaceable = "host_borough"\n'
+    text = ROUTING.replace('unplaceable = "reject"\n', "") + 'unplaceable = "reject"\n'
     problem = only_problem(with_routing(tmp_path, text))
     assert problem.line == line_of(text, "unplaceable")
     assert "unplaceable is inside [overrides], so it is read as an override: move the line above [overrides]" in problem.message

@@ -7,7 +7,8 @@ get, reasoned from the spec by hand; nothing here imports the gateway.
 Every file is checked as on TODAY, so academic age is taken on 31 August 2025 (16-18 means born
 1 Sep 2006 - 31 Aug 2009). Postcodes are real: N1/N7/N19/EC1A Islington, NW1/NW3/WC1E Camden,
 E8/E2/N16 Hackney, SW1A/W2 Westminster, M1 1AE Manchester (not served: Route_01), QQ1 1QQ absent
-from the ONS directory and GIR 0AA present without a local authority (both Postcode_15).
+from the ONS directory and GIR 0AA present without a local authority (both Postcode_15). The college is in
+Islington (host_la E09000019): rows whose postcode cannot be placed go there, with a note.
 """
 
 from __future__ import annotations
@@ -165,10 +166,12 @@ def ticks_and_duplicates() -> tuple[list, dict]:
                                                 Joiner="X", Leaver="X")),
         14: row([("E", "Reason_03")], **person("Silva", "Tom", date(2008, 7, 7), uln(400000012), "N1 9GU", Joiner="?")),
         15: row([("E", "Reason_01")], **person("Thompson", "Uma", date(2008, 8, 8), uln(400000023), "N1 9GU")),
-        16: row([("E", "Postcode_15")], **person("Usman", "Vik", date(2008, 9, 9), uln(400000034), "QQ1 1QQ", Joiner="X")),
-        17: row([("E", "Postcode_15")], **person("Varga", "Wren", date(2007, 9, 10), uln(400000045), "GIR 0AA", Joiner="X")),
-        18: row([("E", "Postcode_02")], **person("Williams", "Yusuf", date(2007, 9, 11), uln(400000056), "N1 1A", Leaver="X")),
-        19: row([("E", "Postcode_01")], **person("Xu", "Zara", date(2007, 9, 12), uln(400000067), "", Leaver="X")),
+        # Postcodes the directory cannot place (not in it; in it without an authority; malformed; blank): each
+        # row goes to the college's own authority (its host_la), with a note asking for the postcode.
+        16: row([("W", "Postcode_15")], **person("Usman", "Vik", date(2008, 9, 9), uln(400000034), "QQ1 1QQ", Joiner="X")),
+        17: row([("W", "Postcode_15")], **person("Varga", "Wren", date(2007, 9, 10), uln(400000045), "GIR 0AA", Joiner="X")),
+        18: row([("W", "Postcode_02")], **person("Williams", "Yusuf", date(2007, 9, 11), uln(400000056), "N1 1A", Leaver="X")),
+        19: row([("W", "Postcode_01")], **person("Xu", "Zara", date(2007, 9, 12), uln(400000067), "", Leaver="X")),
         20: row(CLEAN, **person("Yilmaz", "Ben", date(2007, 9, 13), uln(400000078), "ec1a1bb", Leaver="\u2714")),
     }
     # Header block in columns B-C with the telephone left blank: a note about the header.
@@ -203,6 +206,69 @@ def wrong_provider() -> tuple[list, dict]:
     return [("Return", header, (7, 1, STANDARD, rows))], rows
 
 
+# -- 6. Forty rows, one of each fault, beside clean rows: notify first (issue 10) --------------------------------------
+ISLINGTON = ["N1 1AA", "N7 8DB", "N19 5PG", "N1 9GU", "N5 1XL"]
+CAMDEN = ["NW1 2DB", "NW3 2QG", "WC1E 6BT", "NW5 1TL"]
+HACKNEY = ["E8 1DY", "E2 8DY", "N16 0AS", "E5 0LL"]
+
+
+def one_of_each() -> tuple[list, dict]:
+    """Every row fault a provider makes, once each, among clean rows of three boroughs. The college is in
+    Islington (its host_la), where rows whose postcode cannot be placed go. Dates of birth make the young
+    people 16-18 on 31 August 2025 and 2026 alike, so the file reads the same in either year."""
+    postcodes = ISLINGTON + CAMDEN + HACKNEY
+
+    def person(i: int, **changes: object) -> dict:
+        cells = {"ULN": uln(600000001 + i * 17), "Family Name": f"Family{i:02d}", "First Name": "Robin",
+                 "DOB": date(2008, 9 + i % 4, 1 + i % 27), "Address": f"{i + 1} Canal Street",
+                 "Post Code": postcodes[i % len(postcodes)], "Contact e-mail": f"robin{i}@example.net",
+                 "phone number": "020 7946 0001", ("Leaver", "Joiner", "at risk of dropping out")[i % 3]: "X"}
+        for key, value in changes.items():
+            cells[key.replace("_", " ")] = value
+        return cells
+
+    faults = [
+        ([("W", "ULN_01")], {"ULN": ""}),
+        ([("W", "ULN_02")], {"ULN": "9999999999"}),
+        ([("W", "ULN_03")], {"ULN": "0276308686"}),
+        ([("W", "ULN_04")], {"ULN": "9276308687"}),  # fails its check: forwarded with the ULN left out
+        ([("W", "FamilyName_01")], {"Family Name": ""}),
+        ([("W", "FirstName_01")], {"First Name": ""}),
+        ([("E", "Name_01")], {"Family Name": "", "First Name": ""}),  # names no one: held back
+        ([("W", "DOB_01")], {"DOB": ""}),
+        ([("W", "DOB_02")], {"DOB": "31/02/2008"}),
+        ([("W", "DOB_03")], {"DOB": date(2099, 1, 1)}),
+        ([("W", "DOB_04")], {"DOB": date(2005, 3, 15)}),  # 20 or 21: allowed with a note
+        ([("E", "DOB_05")], {"DOB": date(1995, 3, 15)}),  # 30: not a young person
+        ([("W", "Address_01")], {"Address": ""}),
+        ([("W", "Postcode_01")], {"Post Code": ""}),  # no fixed abode: to Islington, the college's authority
+        ([("W", "Postcode_02")], {"Post Code": "N1 1A"}),  # a slip: to Islington
+        ([("W", "Postcode_15")], {"Post Code": "QQ1 1QQ"}),  # not in the directory (a new build): to Islington
+        ([("W", "Email_01")], {"Contact e-mail": "robin at example.net"}),
+        ([("W", "Phone_01")], {"phone number": "ring after 5"}),
+        ([("E", "Reason_01")], {"Leaver": None, "Joiner": None, "at risk of dropping out": None}),  # says nothing
+        ([("E", "Reason_03")], {"Leaver": "?", "Joiner": None, "at risk of dropping out": None}),
+        ([("W", "Reason_02")], {"Leaver": "X", "Joiner": "X", "at risk of dropping out": None}),  # goes as a Leaver
+        ([("W", "Destination_01")], {"Destination if known": "999"}),
+        ([("E", "Route_01")], {"Post Code": "M1 1AE"}),  # Manchester: not served here, named in the receipt
+        ([("E", "Route_01")], {"Post Code": "LS1 4DY"}),  # Leeds
+    ]
+    rows: dict[int, dict] = {}
+    number = 8
+    for i, (expected, changes) in enumerate(faults):
+        rows[number] = row(expected, **person(i, **changes))
+        number += 1
+    first_clean = number
+    while number < 8 + 39:
+        rows[number] = row(CLEAN, **person(number))
+        number += 1
+    # The last row repeats the first clean row's ULN: a possible duplicate, forwarded with a note.
+    rows[number] = row([("W", "Row_01")], **person(number, ULN=rows[first_clean]["cells"]["ULN"]))
+    header = {1: ["Provider Name", "Example College"], 2: ["Provider Number", UKPRN], 3: ["Contact Name", "MIS Team"],
+              4: ["Tel", "020 7946 0000"], 5: ["e-mail", "mis@example-college.example"]}
+    return [("Return", header, (7, 1, STANDARD, rows))], rows
+
+
 GOLDEN = {
     "moved_columns": (moved_columns, [], "columns in another order, an extra column, instructions sheet first"),
     "text_dates": (text_dates, [], "dates typed as text: UK, ISO, dots, a month/day date, impossible and future dates"),
@@ -211,6 +277,7 @@ GOLDEN = {
                              "tick marks of every kind, duplicates, temporary ULNs, postcode problems, table from column B"),
     "wrong_provider": (wrong_provider, [("F", None, "Provider_03")],
                        "the header names another provider's UKPRN: the file is rejected"),
+    "one_of_each": (one_of_each, [], "forty rows, one of each row fault among clean rows of three boroughs"),
 }
 
 
