@@ -166,6 +166,15 @@ def _held_back(held_back: tuple[tuple[str, int], ...]) -> str:
     return "\n".join(lines)
 
 
+def _placed(batch: Batch) -> str:
+    """Rows that came as the provider's authority, their home unknown: the covering note must not call them residents."""
+    unknown = sum(1 for item in batch.rows if item.home is None and item.routed_by == "provider's authority")
+    if not unknown:
+        return ""
+    return (f",\nexcept {unknown} whose home authority the postcode could not show: sent to you as the authority\n"
+            "the provider is in (Routed By: provider's authority)")
+
+
 def _columns(table: Return, borough: Borough) -> str:
     """What became of the columns the provider added that are not part of the return (a count: their
     headings are the provider's own text)."""
@@ -202,11 +211,12 @@ Received by the gateway: {source.received:%d/%m/%Y %H:%M} UTC
 Notifications: {len(batch.rows)} ({summary})
 {_held_back(source.held_back)}
 {_columns(table, borough)}
-Layout: {LAYOUT_VERSION}: the same columns, in the same order, for every provider; a row's Data
-Quality column says what the gateway noted about it (rule names as in the provider's receipt).
+Layout: {LAYOUT_VERSION}
+(the same columns, in the same order, for every provider; a row's Data Quality column says what the
+gateway noted about it, by the rule names the provider's receipt uses)
 
-The attached file {filename} holds only young people resident in {borough.name}. It is encrypted to
-your key {fingerprint}.
+The attached file {filename} holds only young people resident in {borough.name}{_placed(batch)}.
+It is encrypted to your key {fingerprint}.
 
 To open it: save the attachment, then in Kleopatra choose Decrypt/Verify (or run
 gpg --output {filename[:-4]} --decrypt {filename}) and open the {borough.format} file that results.

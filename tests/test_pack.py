@@ -444,7 +444,8 @@ def test_a_package_held_before_the_layout_still_rebuilds(directory):
 
 
 def test_the_covering_note_counts_and_names_no_one(directory, ring):
-    persons = people(directory, {"E09000019": 2}, today=TODAY)
+    first, second = people(directory, {"E09000019": 2}, today=TODAY)
+    persons = [first, with_changes(second, postcode="")]  # sent as the provider's authority
     table = read_return(own_csv(persons))
     checked = validate(table, PROVIDER, today=TODAY)
     batch, = route(table, checked.accepted, RULES, directory, PROVIDER).batches
@@ -463,8 +464,10 @@ def test_the_covering_note_counts_and_names_no_one(directory, ring):
     assert "Rows of this return held back from every authority: 3" in body
     assert "  2 rows: named no one\n" in body and "  1 row: was over 24, not a young person\n" in body
     assert "Columns the provider added that are not part of the return: 2, left out" in body
-    assert f"Layout: {LAYOUT_VERSION}" in body
-    for person in persons:
+    assert f"\nLayout: {LAYOUT_VERSION}\n" in body
+    assert ("resident in Islington, except 1 whose home authority the postcode could not show: sent to you as the "
+            "authority the provider is in") in " ".join(body.split())
+    for person in (first, second):
         for value in (person.family_name, person.first_name, person.uln, person.postcode, person.address):
             assert value.encode() not in message.raw
     assert NOTE.encode() not in message.raw and b"Tutor Group" not in message.raw
@@ -480,3 +483,4 @@ def test_a_covering_note_without_rows_held_back_says_none(routed, ring):
     text = message.raw.decode("utf-8", "replace")
     assert "Rows of this return held back from every authority: none" in text
     assert "Columns the provider added that are not part of the return: none" in text
+    assert "except" not in text  # every row placed by its postcode
