@@ -66,7 +66,7 @@ def hold(table: Return, batch: Batch, source: Source, recipient: str, why: str, 
     """Encrypt one recipient's batch to the gateway's own key, to be kept until the recipient has a key."""
     # The id package_message gives this package, so the released message is the one it would have been.
     item_id = outgoing_id(source.reference, "package", batch.borough.code, recipient)
-    ciphertext = keyring.encrypt(_encode(table, batch), own_fingerprint)
+    ciphertext = keyring.encrypt(_encode(table, batch, source), own_fingerprint)
     return HeldPackage(item_id, source.reference, batch.borough, recipient, len(batch.rows), batch.by_reason(), why,
                        source.provider.ukprn, source.received, ciphertext)
 
@@ -153,9 +153,9 @@ def release_held(gateway: "Gateway") -> int:
         except NoUsableKey:
             continue
         provider = rules.providers.get(facts["provider"]) or Provider(facts["provider"], facts["provider"], ())
-        source = Source(provider, facts["reference"], datetime.fromisoformat(facts["received"]))
         try:
-            table, batch = _decode(keyring.decrypt(outbox.held_ciphertext(item_id)).data, borough)
+            table, batch, held_back = _decode(keyring.decrypt(outbox.held_ciphertext(item_id)).data, borough)
+            source = Source(provider, facts["reference"], datetime.fromisoformat(facts["received"]), held_back)
             message = package_message(table, batch, source, recipient, keyring, fingerprint,
                                       gateway.config.smtp.from_address, gateway.config.admin.email)
         except (GatewayError, OSError, ValueError, KeyError, TypeError) as error:
@@ -173,21 +173,30 @@ def release_held(gateway: "Gateway") -> int:
 
 
 # -- the batch, as JSON, for the gateway's eyes only ----------------------------------------------
-def _encode(table: Return, batch: Batch) -> bytes:
+def _encode(table: Return, batch: Batch, source: Source) -> bytes:
     return json.dumps({
         "headings": list(table.headings),
-        "columns": dict(table.columns),  # which column is the ULN, which the package writes as text
-        "rows": [[a.row.number, [_value(v) for v in a.row.values], a.postcode, a.reason] for a in batch.rows],
+        "columns": dict(table.columns),  # which column holds which field of the return
+        "rows": [[a.row.number, [_value(v) for v in a.row.values], a.postcode, a.reason,
+                  [list(note) for note in a.notes], a.home, a.routed_by] for a in batch.rows],
+        "held_back": [list(item) for item in source.held_back],
     }).encode()
 
 
-def _decode(data: bytes, borough: Borough) -> tuple[Return, Batch]:
+def _decode(data: bytes, borough: Borough) -> tuple[Return, Batch, tuple[tuple[str, int], ...]]:
+    """The table, the batch and the return's held-back counts; a package held before rows carried their
+    notes and home authority (four items a row) rebuilds with none."""
     held = json.loads(data)
     table = Return(sheet="", header={}, headings=tuple(held["headings"]),
                    columns=held.get("columns", {}), heading_row=0, rows=())
-    rows = tuple(Accepted(Row(number, tuple(_unvalue(v) for v in values)), postcode, reason)
-                 for number, values, postcode, reason in held["rows"])
-    return table, Batch(borough, rows)
+    rows = tuple(_accepted(*row) for row in held["rows"])
+    return table, Batch(borough, rows), tuple((why, count) for why, count in held.get("held_back", ()))
+
+
+def _accepted(number: int, values: list, postcode: str, reason: str, notes: list = (), home: str | None = None,
+              routed_by: str = "") -> Accepted:
+    return Accepted(Row(number, tuple(_unvalue(v) for v in values)), postcode, reason,
+                    tuple((rule, detail) for rule, detail in notes), home, routed_by)
 
 
 _TYPES = (("datetime", datetime), ("date", date), ("time", time))  # datetime first: it is also a date

@@ -106,7 +106,8 @@ def _examine(path: Path, config_path: Path, settings: config_module.Config | Non
     provider = examined.provider or Provider(number or "unknown", (table.header.get("provider_name", "") if table else "")
                                              or "(not registered)", ())
     findings = examined.findings
-    lines = report_lines(facts, provider, examined.rows_read, list(findings), examined.routed, directory.edition)
+    lines = report_lines(facts, provider, examined.rows_read, list(findings), examined.routed, directory.edition,
+                         left_out=table.other_headings() if table is not None else ())
     return _Examined(Report(examined.rows_read, findings, examined.routed, tuple(lines)), provider, directory.edition)
 
 

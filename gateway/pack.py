@@ -14,43 +14,75 @@ from datetime import date, datetime, time, timedelta
 
 import xlsxwriter
 
+from . import authorities, ccis, postcodes
 from .guard import Medium, guard
 from .keys import Keyring
 from .mail import Outgoing, compose, outgoing_id
 from .read import Return
 from .route import Batch
-from .rules import Provider
+from .rules import Borough, Provider
+from .validate import Accepted, borough_note, cell_text, parse_date
 
-ADDED_HEADINGS = ("Provider Name", "Provider UKPRN", "Date Received", "Notification Reason", "Postcode (checked)")
+# One layout for every package, whatever the provider's file looked like (RETURN-SPEC "Packages"), so a
+# borough loads every provider's rows with one import. Its version is in each covering note: change it
+# whenever the columns change, so an import script can refuse a layout it does not know.
+LAYOUT_VERSION = "LDOR package v2"
+HEADINGS = (
+    "Gateway Reference", "Source Row", "Provider UKPRN", "Provider Name", "Date Received", "Notification",
+    "ULN", "Family Name", "First Name", "DOB", "Address", "Post Code", "Home Authority Code", "Home Authority",
+    "Routed By", "Contact e-mail", "Phone", "Destination Code", "Destination", "Data Quality",
+)
+WIDEST = 60  # characters: a column is as wide as its heading and cells, up to this
 
 
 @dataclass(frozen=True)
 class Source:
-    """Where a batch came from: the provider, when, and the gateway's reference."""
+    """Where a batch came from: the provider, when, the gateway's reference, and the return's rows that no
+    authority received, counted by why (examine.Examination.held_back)."""
 
     provider: Provider
     reference: str
     received: datetime
+    held_back: tuple[tuple[str, int], ...] = ()
 
 
 def sheet_bytes(table: Return, batch: Batch, source: Source, fmt: str) -> bytes:
-    """The borough's rows with the provider's columns plus provider, UKPRN, date received and reason."""
-    headings = list(table.headings) + list(ADDED_HEADINGS)
-    provider = source.provider
-    uln = table.columns.get("uln")
-    rows = [
-        [*_identifiers(item.row.values, uln), provider.name, provider.ukprn, source.received.date(), item.reason, item.postcode]
-        for item in batch.rows
-    ]
+    """The borough's rows in the one package layout; the provider's own columns after them only for a
+    borough that asked for them (extra_columns)."""
+    others = table.others() if batch.borough.extra_columns else ()
+    headings = [*HEADINGS, *(table.headings[i] for i in others)]
+    rows = [_cells(table, item, source) + [_own(item.row.values, i) for i in others] for item in batch.rows]
     return _csv(headings, rows) if fmt == "csv" else _xlsx(headings, rows, batch.borough.name)
 
 
-def _identifiers(values: tuple[object, ...], uln: int | None) -> list[object]:
-    """A ULN typed as a number goes out as text, so no spreadsheet shows it rounded or as 1.23E+09."""
-    out = list(values)
-    if uln is not None and uln < len(out) and isinstance(out[uln], int) and not isinstance(out[uln], bool):
-        out[uln] = str(out[uln])
-    return out
+def _cells(table: Return, item: Accepted, source: Source) -> list[object]:
+    """One row in the layout's columns: text as text (a ULN, code, postcode or phone number keeps its
+    leading 0), dates as dates, the sheet row as a number."""
+    row, received = item.row, source.received.date()
+
+    def text(field: str) -> str:
+        return cell_text(row.get(table, field))
+
+    destination = text("destination")
+    label = ccis.CODES.get(destination)
+    home = item.home or ""
+    return [
+        source.reference, row.number, source.provider.ukprn, source.provider.name, received, item.reason,
+        text("uln"), text("family_name"), text("first_name"), _date(row.get(table, "dob"), received),
+        text("address"), item.postcode if postcodes.is_valid(item.postcode) else text("postcode"),
+        home, (authorities.load().name(home) or "") if home else "", item.routed_by,
+        text("contact_email"), text("phone"), destination if label else "", label or destination,
+        "; ".join(borough_note(rule, detail) for rule, detail in item.notes),
+    ]
+
+
+def _date(value: object, today: date) -> date | str:
+    """A date cell however the provider gave it (a date cell, "31/01/2008", ISO); else their text as it was."""
+    return parse_date(value, today) or cell_text(value)
+
+
+def _own(values: tuple[object, ...], column: int) -> object:
+    return values[column] if column < len(values) else None
 
 
 _NUMBER_FORMATS = (  # datetime before date: a datetime is also a date
@@ -73,18 +105,22 @@ def _xlsx(headings: list[str], rows: list[list[object]], title: str) -> bytes:
     sheet.freeze_panes(1, 0)
     bold = book.add_format({"bold": True})
     formats = {kind: book.add_format({"num_format": pattern}) for kind, pattern in _NUMBER_FORMATS}
+    widths = [len(heading) for heading in headings]
     for column, heading in enumerate(headings):
         sheet.write_string(0, column, guard(heading, Medium.XLSX), bold)
     for number, values in enumerate(rows, start=1):
         for column, value in enumerate(values):
-            _xlsx_cell(sheet, number, column, value, formats)
+            widths[column] = max(widths[column], _xlsx_cell(sheet, number, column, value, formats))
+    for column, width in enumerate(widths):
+        sheet.set_column(column, column, min(width, WIDEST) + 2)
     book.close()
     return buffer.getvalue()
 
 
-def _xlsx_cell(sheet, row: int, column: int, value: object, formats: dict) -> None:
-    if value is None:
-        return
+def _xlsx_cell(sheet, row: int, column: int, value: object, formats: dict) -> int:
+    """Write one cell; return how many characters wide it shows."""
+    if value is None or value == "":
+        return 0
     if isinstance(value, bool):
         sheet.write_boolean(row, column, value)
     elif isinstance(value, (int, float)):
@@ -93,9 +129,12 @@ def _xlsx_cell(sheet, row: int, column: int, value: object, formats: dict) -> No
         for kind, _ in _NUMBER_FORMATS:
             if isinstance(value, kind):
                 sheet.write_datetime(row, column, value, formats[kind])
-                return
+                return 10
         # A string, even when it starts with "=": Excel shows it, never runs it.
-        sheet.write_string(row, column, guard(str(value), Medium.XLSX))
+        text = guard(str(value), Medium.XLSX)
+        sheet.write_string(row, column, text)
+        return max(len(line) for line in text.split("\n"))
+    return len(str(value))
 
 
 def _csv(headings: list[str], rows: list[list[object]]) -> bytes:
@@ -110,9 +149,42 @@ def _csv(headings: list[str], rows: list[list[object]]) -> bytes:
 def _csv_cell(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, datetime) and value.time() != time():
+        return value.isoformat(sep=" ")
     if isinstance(value, (date, datetime)):
-        return value.strftime("%d/%m/%Y")
+        return value.strftime("%Y-%m-%d")  # ISO: what an import script reads without guessing day or month
     return guard(str(value), Medium.CSV)
+
+
+def _held_back(held_back: tuple[tuple[str, int], ...]) -> str:
+    """The covering note's count of the return's rows no authority received, by why (counts only)."""
+    total = sum(count for _, count in held_back)
+    if not total:
+        return "Rows of this return held back from every authority: none"
+    lines = [f"Rows of this return held back from every authority: {total} (the provider has been told which, and why)"]
+    lines += [f"  {count} {'row' if count == 1 else 'rows'}: {why}" for why, count in held_back]
+    return "\n".join(lines)
+
+
+def _placed(batch: Batch) -> str:
+    """Rows that came as the provider's authority, their home unknown: the covering note must not call them residents."""
+    unknown = sum(1 for item in batch.rows if item.home is None and item.routed_by == "provider's authority")
+    if not unknown:
+        return ""
+    return (f",\nexcept {unknown} whose home authority the postcode could not show: sent to you as the authority\n"
+            "the provider is in (Routed By: provider's authority)")
+
+
+def _columns(table: Return, borough: Borough) -> str:
+    """What became of the columns the provider added that are not part of the return (a count: their
+    headings are the provider's own text)."""
+    count = len(table.others())
+    if not count:
+        return "Columns the provider added that are not part of the return: none"
+    if borough.extra_columns:
+        return (f"Columns the provider added that are not part of the return: {count}, after Data Quality "
+                "(your authority asked for them)")
+    return f"Columns the provider added that are not part of the return: {count}, left out"
 
 
 def csv_text(text: str) -> str:
@@ -137,9 +209,14 @@ Provider: {source.provider.name} (UKPRN {source.provider.ukprn})
 Gateway reference: {source.reference}
 Received by the gateway: {source.received:%d/%m/%Y %H:%M} UTC
 Notifications: {len(batch.rows)} ({summary})
+{_held_back(source.held_back)}
+{_columns(table, borough)}
+Layout: {LAYOUT_VERSION}
+(the same columns, in the same order, for every provider; a row's Data Quality column says what the
+gateway noted about it, by the rule names the provider's receipt uses)
 
-The attached file {filename} holds only young people resident in {borough.name}. It is encrypted to
-your key {fingerprint}.
+The attached file {filename} holds only young people resident in {borough.name}{_placed(batch)}.
+It is encrypted to your key {fingerprint}.
 
 To open it: save the attachment, then in Kleopatra choose Decrypt/Verify (or run
 gpg --output {filename[:-4]} --decrypt {filename}) and open the {borough.format} file that results.

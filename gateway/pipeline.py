@@ -300,7 +300,7 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
     if result.exposure is not None:
         result.exposure.end()
     routed, findings = examined.routed, examined.findings
-    source = Source(provider, reference, facts.received)
+    source = Source(provider, reference, facts.received, examined.held_back())
     held_boroughs = set()
     for batch in routed.batches:
         queued = 0
@@ -316,7 +316,8 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
         if not queued:
             held_boroughs.add(batch.borough.code)
     held = frozenset(held_boroughs)
-    result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition, sender, head, held, head.seal))
+    result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition,
+                                           sender, head, held, head.seal, table.other_headings()))
     _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
     result.files.append((attachment.content_sha256, reference))
     ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded_except(held), boroughs=len(routed.batches))

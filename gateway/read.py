@@ -100,6 +100,15 @@ class Return:
     formulas: Mapping[tuple[int, int], bool] = field(default_factory=lambda: MappingProxyType({}))
     problems: tuple[Problem, ...] = ()  # found while reading: a hidden sheet used, a csv row with a stray quote
 
+    def others(self) -> tuple[int, ...]:
+        """The columns that are no field of the return (a provider's own notes, tutor groups): not forwarded,
+        unless a borough asks for them (boroughs.toml extra_columns)."""
+        fields = set(self.columns.values())
+        return tuple(i for i in range(len(self.headings)) if i not in fields)
+
+    def other_headings(self) -> tuple[str, ...]:
+        return tuple(self.headings[i] for i in self.others())
+
     def heading(self, field: str) -> str:
         """The provider's own heading for a field (for receipts), or the field's usual name."""
         column = self.columns.get(field)

@@ -59,11 +59,14 @@ class Letterhead:
 def acknowledgement(
     facts: FileFacts, provider: Provider, rows_read: int, findings: tuple[Finding, ...], routed: Routed,
     edition: str, to: str, head: Letterhead, held: frozenset[str] = frozenset(), seal: Seal | None = None,
+    left_out: tuple[str, ...] = (),
 ) -> Outgoing:
     """The receipt for an accepted return. With `seal` (encryption to the provider's own key) it may
-    also show each offending value, so the data officer need not look the rows up."""
+    also show each offending value, so the data officer need not look the rows up. `left_out`: the
+    headings of the file's columns that are not part of the return."""
     ordered = sort_findings(list(findings))
-    lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=seal is not None, listed=LISTED)
+    lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=seal is not None, listed=LISTED,
+                         left_out=left_out)
     verdict = "nil return" if not rows_read else f"{routed.forwarded_except(held)} of {rows_read} rows forwarded"
     return _receipt(facts, "receipt", f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head, seal)
 
@@ -71,11 +74,13 @@ def acknowledgement(
 def report_lines(
     facts: FileFacts, provider: Provider, rows_read: int, findings: list[Finding], routed: Routed, edition: str,
     held: frozenset[str] = frozenset(), values: bool = False, listed: int | None = None,
+    left_out: tuple[str, ...] = (),
 ) -> list[str]:
     """The body of an acknowledgement: summary, then one line per finding, errors first.
 
     `held` names boroughs none of whose recipients could be sent a package (no usable key). With
     `listed`, only that many findings are listed one by one, and all of them are counted by rule.
+    `left_out` are the headings of the file's own columns that are not part of the return, said once.
     """
     ordered = sort_findings(findings)
     rejected_rows = {f.row for f in ordered if f.severity == "E" and f.row}
@@ -103,6 +108,8 @@ def report_lines(
         f"  Warnings:        {warnings}",
         "",
     ]
+    if left_out and rows_read:
+        lines += [*_wrap(_left_out(left_out, routed, values)), ""]
     if ordered:
         if listed is not None and len(ordered) > listed:
             lines += [
@@ -130,6 +137,18 @@ NIL_RETURN = [
     "Nil return: your table has its headings but no rows under them, so nothing was forwarded.",
     "You told us of no young people this month; if that is wrong, send the return again with the rows.",
 ]
+
+
+def _left_out(headings: tuple[str, ...], routed: Routed, values: bool) -> str:
+    """What became of the file's columns that are not part of the return: counted in a clear receipt, named
+    only in one encrypted to the provider (a heading is the provider's own text, and could be anything)."""
+    one = len(headings) == 1
+    named = f": {', '.join(guard(h, Medium.LINE) or '(no heading)' for h in headings)}" if values else ""
+    asked = sorted((b.borough.name, b.borough.code) for b in routed.batches if b.borough.extra_columns)
+    to = (f"forwarded only to {', '.join(f'{name} ({code})' for name, code in asked)}, which asked for them"
+          if asked else "not forwarded to any authority")
+    return (f"{len(headings)} {'column' if one else 'columns'} of your file that {'is' if one else 'are'} not part of "
+            f"the return (such as tutors' notes) {'was' if one else 'were'} {to}{named}.")
 
 
 def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: Letterhead, seal: Seal | None = None) -> Outgoing:

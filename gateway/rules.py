@@ -47,7 +47,7 @@ _FINGERPRINT = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
 # The outward half of the GOV.UK postcode pattern (postcodes.py), alone: a postcode district such as N1C or E20.
 _DISTRICT = re.compile(r"^(?:[A-Z][0-9]{1,2}|[A-Z][A-HJ-Y][0-9]{1,2}|[A-Z][0-9][A-Z]|[A-Z][A-HJ-Y][0-9]?[A-Z])$")
 
-_BOROUGH_KEYS = {"name", "recipients", "format", "reasons", "keys"}
+_BOROUGH_KEYS = {"name", "recipients", "format", "reasons", "keys", "extra_columns"}
 _PROVIDER_KEYS = {"name", "senders", "host_la", "password_env", "signing_keys", "require_signature", "receipts_to"}
 _ROUTING_KEYS = {"unplaceable", "outside", "outside_recipient", "outside_format", "overrides"}
 
@@ -62,6 +62,7 @@ class Borough:
     reasons: tuple[str, ...] = REASONS  # the notifications it takes; rows of another reason are not forwarded
     pins: tuple[tuple[str, str], ...] = ()  # (recipient, fingerprint): that recipient's packages use that key
     pins_line: int | None = field(default=None, compare=False)
+    extra_columns: bool = False  # its packages also carry the provider's own columns that are no field of the return
 
     def takes(self, reason: str) -> bool:
         return reason in self.reasons
@@ -216,7 +217,12 @@ def _boroughs(toml: TomlFile, known: Callable[[str], bool], problems: list[Probl
         line = toml.line(code, "recipients") or toml.line(code)
         reasons = _reasons(toml, code, table.get("reasons"), problems)
         pins = _pins(toml, code, table.get("keys", {}), clean, problems)
-        found[code] = Borough(code, str(name), tuple(clean), fmt if fmt in FORMATS else "xlsx", line, reasons, pins, _pins_line(toml, code))
+        extra = table.get("extra_columns", False)
+        if not isinstance(extra, bool):
+            problems.append(toml.problem(f"[{code}] extra_columns must be true or false, not {extra!r}", code, "extra_columns"))
+            extra = False
+        found[code] = Borough(code, str(name), tuple(clean), fmt if fmt in FORMATS else "xlsx", line, reasons, pins,
+                              _pins_line(toml, code), extra)
     return found
 
 

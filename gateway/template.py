@@ -12,7 +12,8 @@ import openpyxl
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.worksheet.datavalidation import DataValidation
 
-from .validate import CCIS_CODES, RULES
+from . import ccis
+from .validate import RULES
 
 HEADER_LABELS = ("Provider Name", "Provider Number", "Contact Name", "Tel", "e-mail")
 TABLE = (
@@ -54,7 +55,7 @@ def _return_sheet(sheet) -> None:
     ticks = DataValidation(type="list", formula1='"X"', allow_blank=True, showErrorMessage=True,
                            errorTitle="Reason", error="Mark one of Joiner, Leaver or at risk with X.")
     ticks.add(f"{letter['Joiner']}{first}:{letter['at risk of dropping out']}{last}")
-    codes = ",".join(str(c) for c in sorted(CCIS_CODES))
+    codes = ",".join(ccis.CODES)
     destination = DataValidation(type="list", formula1=f'"{codes}"', allow_blank=True, showErrorMessage=False)
     destination.add(f"{letter['Destination if known']}{first}:{letter['Destination if known']}{last}")
     born = DataValidation(type="date", operator="greaterThan", formula1="DATE(1990,1,1)", allow_blank=True,
@@ -84,5 +85,14 @@ def _instructions(sheet) -> None:
         cell.font = bold
     for rule in RULES.values():
         sheet.append([rule.name, _SEVERITY[rule.severity], rule.field.replace("_", " ").title(), rule.message])
+    sheet.append([])
+    sheet.append(["Destination if known: a CCIS activity code from this list, or a few words"])
+    sheet.cell(sheet.max_row, 1).font = bold
+    sheet.append(["Code", "Group", "", "Activity"])
+    for cell in sheet[sheet.max_row]:
+        cell.font = bold
+    for group, codes in ccis.GROUPS:
+        for code, label in codes:
+            sheet.append([code, group, "", label])
     for letter, width in zip("ABCD", (16, 30, 16, 110)):
         sheet.column_dimensions[letter].width = width

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from . import postcodes
+from . import ccis, postcodes
 from .read import Problem, Return, Row
 from .rules import Provider
 
@@ -132,11 +132,6 @@ _REASON_WORDS = {
     "leaver": "Leaver", "left": "Leaver", "left early": "Leaver",
     "at risk": "At risk", "at risk of dropping out": "At risk", "wobbler": "At risk", "risk": "At risk",
 }
-CCIS_CODES = frozenset(
-    [210, 220, 230, 240, 250, 260, 270, 280, 290, 310, 320, 330, 340, 350, 360, 380, 381,
-     410, 430, 440, 450, 460, 530, 540, 550, 610, 615, 616, 619, 620, 630, 640, 650, 660, 670, 680,
-     710, 720, 810, 820, 830]
-)
 _ULN = re.compile(r"^[1-9][0-9]{9}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _PHONE = re.compile(r"^\+?[0-9 ()\-.]+$")
@@ -181,7 +176,7 @@ def finding(table: Return, rule_name: str, row: int | None, detail: str = "", so
     row had nowhere to go).
     """
     rule = RULES[rule_name]
-    value = _as_text(source.get(table, rule.field)) if source is not None and rule.field in table.columns else ""
+    value = cell_text(source.get(table, rule.field)) if source is not None and rule.field in table.columns else ""
     message = if_held = f"{rule.message}{detail}"
     if rule.correct:
         if_held += ". " + (rule.when_held or f"{rule.correct[0].upper()}{rule.correct[1:]}")
@@ -270,7 +265,7 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
 
 def uln_problem(value: object) -> str | None:
     """The rule a ULN breaks (ULN_01..04), or None when it is valid."""
-    text = _as_text(value)
+    text = cell_text(value)
     if not text:
         return "ULN_01"
     if text == "9999999999":
@@ -300,7 +295,7 @@ def parse_date(value: object, today: date) -> date | None:
         return value.date()
     if isinstance(value, date):
         return value
-    text = _as_text(value)
+    text = cell_text(value)
     match = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ].*)?", text)
     if match:
         year, month, day = (int(g) for g in match.groups())
@@ -329,13 +324,13 @@ def reason_of(table: Return, row: Row) -> tuple[str | None, str | None]:
     for tick, reason in zip(("joiner", "leaver", "at_risk"), REASONS):
         if tick not in table.columns:
             continue
-        mark = _as_text(row.get(table, tick)).lower()
+        mark = cell_text(row.get(table, tick)).lower()
         if mark in _TICKS:
             ticked.append(reason)
         elif mark not in _NOT_TICKED:
             odd = True
     if "reason" in table.columns:
-        word = " ".join(_as_text(row.get(table, "reason")).lower().replace("-", " ").split())
+        word = " ".join(cell_text(row.get(table, "reason")).lower().replace("-", " ").split())
         if word:
             named = _REASON_WORDS.get(word)
             if named is None:
@@ -352,8 +347,8 @@ def reason_of(table: Return, row: Row) -> tuple[str | None, str | None]:
 def _marked(table: Return, row: Row) -> str:
     """The reasons a row marks, for the receipt: "Joiner and Leaver"."""
     marked = [r for tick, r in zip(("joiner", "leaver", "at_risk"), REASONS)
-              if tick in table.columns and _as_text(row.get(table, tick)).lower() in _TICKS]
-    word = " ".join(_as_text(row.get(table, "reason")).lower().replace("-", " ").split()) if "reason" in table.columns else ""
+              if tick in table.columns and cell_text(row.get(table, tick)).lower() in _TICKS]
+    word = " ".join(cell_text(row.get(table, "reason")).lower().replace("-", " ").split()) if "reason" in table.columns else ""
     if _REASON_WORDS.get(word) and _REASON_WORDS[word] not in marked:
         marked.append(_REASON_WORDS[word])
     return " and ".join(marked)
@@ -400,12 +395,12 @@ def _row(table: Return, row: Row, today: date) -> tuple[list[tuple[str, str]], s
     def add(rule_name: str, detail: str = "") -> None:
         found.append((rule_name, detail))
 
-    uln = _as_text(row.get(table, "uln"))
+    uln = cell_text(row.get(table, "uln"))
     problem = uln_problem(uln)
     if problem:
         add(problem)
-    family = _as_text(row.get(table, "family_name"))
-    first = _as_text(row.get(table, "first_name"))
+    family = cell_text(row.get(table, "family_name"))
+    first = cell_text(row.get(table, "first_name"))
     if not family and not first:
         add("Name_01")  # names no one: nothing a borough could act on
     for value, blank, long in ((family, "FamilyName_01", "FamilyName_02"), (first, "FirstName_01", "FirstName_02")):
@@ -415,7 +410,7 @@ def _row(table: Return, row: Row, today: date) -> tuple[list[tuple[str, str]], s
             add(long)
     raw_dob = row.get(table, "dob")
     born = parse_date(raw_dob, today)
-    if not _as_text(raw_dob):
+    if not cell_text(raw_dob):
         add("DOB_01")
     elif born is None:
         add("DOB_02")
@@ -427,17 +422,17 @@ def _row(table: Return, row: Row, today: date) -> tuple[list[tuple[str, str]], s
             add("DOB_05")
         elif not 16 <= age <= 18:
             add("DOB_04", f" (age {age})")
-    if not _as_text(row.get(table, "address")):
+    if not cell_text(row.get(table, "address")):
         add("Address_01")
     postcode = postcodes.normalise(row.get(table, "postcode"))
     if not postcode:
         add("Postcode_01")
     elif not postcodes.is_valid(postcode):
         add("Postcode_02")
-    email = _as_text(row.get(table, "contact_email"))
+    email = cell_text(row.get(table, "contact_email"))
     if email and not plausible_email(email):
         add("Email_01")
-    phone = _as_text(row.get(table, "phone"))
+    phone = cell_text(row.get(table, "phone"))
     if phone and not plausible_phone(phone):
         add("Phone_01")
     reason, problem = reason_of(table, row)
@@ -445,14 +440,15 @@ def _row(table: Return, row: Row, today: date) -> tuple[list[tuple[str, str]], s
         add(problem, f" ({_marked(table, row)})")
     elif problem:
         add(problem)
-    destination = _as_text(row.get(table, "destination"))
-    if re.fullmatch(r"\d{3}", destination) and int(destination) not in CCIS_CODES:
+    destination = cell_text(row.get(table, "destination"))
+    if re.fullmatch(r"\d{3}", destination) and destination not in ccis.CODES:
         add("Destination_01")
     person = (family.lower(), first.lower(), born) if family and first and born else None
     return found, postcode, reason or "", (uln if uln and uln != "9999999999" else None, person)
 
 
-def _as_text(value: object) -> str:
+def cell_text(value: object) -> str:
+    """A cell as text: a whole number stored as a float (a ULN typed as a number) without its ".0"."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import BOROUGHS, provider_message
 from gateway.cli import main
+from gateway.pack import HEADINGS
 from gateway.sample import people, with_changes, workbook
 
 
@@ -143,7 +144,8 @@ def test_demo_runs_the_whole_journey(tmp_path, capsys):
         else:
             rows = [list(r) for r in openpyxl.load_workbook(path).active.iter_rows(min_row=2, values_only=True)]
         assert rows
-        personal |= {str(r[0]) for r in rows} | {str(r[1]) for r in rows}
+        uln, family = HEADINGS.index("ULN"), HEADINGS.index("Family Name")
+        personal |= {str(r[uln]) for r in rows} | {str(r[family]) for r in rows}
     for mail in (folder / "relay").glob("*.eml"):
         data = mail.read_bytes()
         assert not any(p.encode() in data for p in personal if len(p) > 3), mail.name

@@ -19,6 +19,7 @@ from test_bounce import dsn
 
 from gateway.ledger import Ledger
 from gateway.outbox import Outbox
+from gateway.pack import HEADINGS
 from gateway.sample import people, workbook
 from gateway.send import outbox_report
 from gateway import config as config_module
@@ -110,8 +111,12 @@ def test_a_package_without_a_key_is_held_encrypted_and_sent_when_the_key_arrives
     assert to == HACKNEY and package["Message-ID"].startswith(f"<{held['id']}@")
     name, rows = _decrypt_package(package, keys.borough_homes[HACKNEY])
     assert name.endswith("-E09000012.csv.gpg") and len(rows) == 3  # headings and two young people
-    assert sorted(row[1] for row in rows[1:]) == sorted(p.family_name for p in hackney_people)
-    assert sorted(row[0] for row in rows[1:]) == sorted(p.uln for p in hackney_people)
+    assert tuple(rows[0]) == HEADINGS  # released in the layout it would have had when sent at once
+    found = [dict(zip(HEADINGS, row)) for row in rows[1:]]
+    assert sorted(r["Family Name"] for r in found) == sorted(p.family_name for p in hackney_people)
+    assert sorted(r["ULN"] for r in found) == sorted(p.uln for p in hackney_people)
+    assert {(r["Home Authority"], r["Routed By"], r["Gateway Reference"]) for r in found} == {
+        ("Hackney", "postcode", held["reference"])}
     assert "Notifications: 2" in _text(package)
     ledger = _ledger(deployment)
     assert ledger.outgoing(held["id"])["state"] == "sent" and ledger.outgoing_in("held") == []

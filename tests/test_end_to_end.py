@@ -14,6 +14,7 @@ import gnupg
 import pytest
 
 from conftest import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
+from gateway.pack import HEADINGS
 from gateway.sample import people, valid_uln, with_changes, workbook
 
 NOT_CONFIGURED = "E09000028"  # Southwark: residents there are not served by this deployment
@@ -87,16 +88,15 @@ def test_a_return_reaches_each_home_borough_and_nothing_else(deployment, messy_r
     for code, (name, address, fmt) in BOROUGHS.items():
         filename, ciphertext, rows = _package_rows(by_recipient[address][0], keys, address)
         assert filename.endswith(f"{code}.{fmt}.gpg")
-        heading, body = rows[0], rows[1:]
-        assert heading[:3] == ["ULN", "Family Name", "First Name"]
-        assert "Provider UKPRN" in heading
+        heading, body = rows[0], [dict(zip(rows[0], row)) for row in rows[1:]]
+        assert tuple(heading) == HEADINGS  # one layout for every package
         # A ULN failing its check (9276308687) is left out of the package: its cell is empty.
         expected = {("" if p.uln == "9276308687" else p.uln): p for p in crowd if deployment_code(p, code)}
-        assert {str(r[0] or "") for r in body} == set(expected)
+        assert {str(r["ULN"] or "") for r in body} == set(expected)
         for row in body:
-            person = expected[str(row[0] or "")]
-            assert (row[1] or "", row[2], row[5]) == (person.family_name, person.first_name, person.postcode)
-            assert str(row[heading.index("Provider UKPRN")]) == "10001234"
+            person = expected[str(row["ULN"] or "")]
+            assert (row["Family Name"] or "", row["First Name"], row["Post Code"]) == (person.family_name, person.first_name, person.postcode)
+            assert str(row["Provider UKPRN"]) == "10001234"
         for other, home in keys.borough_homes.items():
             if other != address:
                 assert not gnupg.GPG(gnupghome=str(home)).decrypt(ciphertext).ok
@@ -302,9 +302,9 @@ def test_each_clerical_fault_is_forwarded_with_a_note_and_only_the_three_faults_
         elif rule in ("ULN_03", "ULN_02"):
             assert str(cells["ULN"]) == person.uln
         if ticks == ["X", "X", ""]:
-            assert cells["Notification Reason"] == "Leaver"
+            assert cells["Notification"] == "Leaver"
         elif ticks == ["X", "", "X"]:
-            assert cells["Notification Reason"] == "At risk"
+            assert cells["Notification"] == "At risk"
     assert len(received) == 12
     for message in deployment.smtp.messages:  # the failed ULN is in no mail, even encrypted packages carry none
         assert b"9276308687" not in message.data

@@ -30,6 +30,7 @@ import pytest
 from conftest import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, Keys, attachments_of, provider_message, read_xlsx
 from servers import Dovecot, SmtpCapture, kill_agents, prepare_gnupghome
 
+from gateway.pack import HEADINGS
 from gateway.postcodes import Directory
 from gateway.sample import people, workbook
 from gateway.scaffold import write_installation
@@ -42,6 +43,7 @@ PROVIDERS: dict[str, dict] = GOLDEN["providers"]
 GATEWAY_FPR: str = GOLDEN["keys"]["gateway"]
 COLLEGE = PROVIDERS["10001234"]
 ACADEMY = PROVIDERS["10005678"]
+ULN = HEADINGS.index("ULN")  # where a package row holds the ULN
 BOROUGH_ADDRESSES = {address for _, address, _ in BOROUGHS.values()}
 ACKNOWLEDGEMENT, REJECTION = "LDOR receipt", "LDOR return not accepted"
 _REFERENCE = re.compile(r"^(?:LDOR receipt|LDOR return not accepted)\s+([^\s:]+)")
@@ -205,7 +207,7 @@ def package_rows(message: EmailMessage, keys: Keys) -> list[list[object]]:
         rows = list(csv.reader(io.StringIO(result.data.decode("utf-8-sig"))))
     else:
         rows = read_xlsx(result.data)
-    assert rows and rows[0][0] == "ULN"
+    assert rows and tuple(rows[0]) == HEADINGS  # one layout for every package
     return rows[1:]
 
 
@@ -256,7 +258,7 @@ def check_outcome(intake: Intake, expected: dict, sender: str | None, tmp_path: 
         rows = package_rows(message, intake.keys)
         got[str(message["To"])] = got.get(str(message["To"]), 0) + len(rows)
         for row in rows:
-            assert str(row[0]) in expected["personal"], "a package holds a row that is not from this message"
+            assert str(row[ULN]) in expected["personal"], "a package holds a row that is not from this message"
     assert got == expected["packages"]
 
     assert_nothing_personal_in_clear(captured, expected["personal"])
@@ -439,7 +441,7 @@ def test_an_instructions_sheet_naming_headings_does_not_hide_the_return_behind_i
     for code, (_, address, _) in BOROUGHS.items():
         rows = package_rows(packages[address], keys)
         expected = {p.uln for p in crowd if Directory().authority(p.postcode) == code}
-        assert {str(r[0]) for r in rows} == expected and len(expected) >= 10
+        assert {str(r[ULN]) for r in rows} == expected and len(expected) >= 10
     receipt, body = _plain_receipt(deployment)
     assert "33 of 33 rows forwarded" in str(receipt["Subject"])
     assert re.search(r"Rows read:\s+33\b", body) and re.search(r"Rows forwarded:\s+33\b", body)

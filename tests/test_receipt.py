@@ -330,3 +330,55 @@ def test_a_nil_return_with_a_note_still_says_it_is_one(directory):
     note = Finding("W", None, "", "File_02", "The file's encryption is weak")
     body = " ".join(body_of(acknowledgement(FACTS, PROVIDER, 0, (note,), routed, directory.edition, TO, HEAD).raw).split())
     assert "File_02" in body and "Nil return" in body and "every row was forwarded" not in body
+
+
+# -- issue 11: the provider's own columns are not forwarded, and the receipt says so once ------------
+OWN_HEADINGS = ("Tutor Group", "Keyworker Ms Okonjo")  # a heading is the provider's own text: it may name someone
+
+
+def routed_with_own_columns(directory, extra: bool = False) -> tuple:
+    person = people(directory, {"E09000019": 1}, today=TODAY)[0]
+    text = (f"ULN,Surname,Forename,Date of Birth,Address,Postcode,Reason,{','.join(OWN_HEADINGS)}\r\n"
+            f"{person.uln},{person.family_name},{person.first_name},{person.dob:%d/%m/%Y},{person.address},"
+            f"{person.postcode},{person.reason},7B,call after 6pm\r\n")
+    table = read_return(text.encode())
+    islington = Borough("E09000019", "Islington", ("ldor@islington.example",), extra_columns=extra)
+    checked = validate(table, PROVIDER, today=TODAY)
+    routed = route(table, checked.accepted, Rules({"E09000019": islington}, {"10001234": PROVIDER}), directory)
+    return table, checked, routed
+
+
+def test_a_clear_receipt_counts_the_columns_left_out_and_never_names_them(directory):
+    table, checked, routed = routed_with_own_columns(directory)
+    assert table.other_headings() == OWN_HEADINGS
+    raw = acknowledgement(FACTS, PROVIDER, 1, checked.findings, routed, directory.edition, TO, HEAD,
+                          left_out=table.other_headings()).raw
+    body = " ".join(body_of(raw).split())
+    assert body.count("2 columns of your file that are not part of the return (such as tutors' notes) were not "
+                      "forwarded to any authority.") == 1
+    for heading in OWN_HEADINGS:
+        assert heading.encode() not in raw
+
+
+def test_a_receipt_says_which_authorities_asked_for_the_columns(directory):
+    table, checked, routed = routed_with_own_columns(directory, extra=True)
+    body = " ".join(body_of(acknowledgement(FACTS, PROVIDER, 1, checked.findings, routed, directory.edition, TO, HEAD,
+                                            left_out=table.other_headings()).raw).split())
+    assert "were forwarded only to Islington (E09000019), which asked for them." in body
+
+
+def test_a_sealed_receipt_names_the_columns_left_out(directory, ring):
+    table, checked, routed = routed_with_own_columns(directory)
+    fingerprint = ring.own_fingerprint()
+    raw = acknowledgement(FACTS, PROVIDER, 1, checked.findings, routed, directory.edition, TO, HEAD,
+                          seal=lambda data: ring.encrypt(data, fingerprint, armour=True), left_out=table.other_headings()).raw
+    assert b"Tutor Group" not in raw
+    part, = [p for p in parse(raw).iter_parts() if p.get_content_type() == "application/octet-stream"]
+    inner = parse(ring.decrypt(part.get_payload(decode=True)).data)
+    text = " ".join(inner.get_body(("plain",)).get_content().split())
+    assert "were not forwarded to any authority: Tutor Group, Keyworker Ms Okonjo." in text
+
+
+def test_a_file_with_only_the_returns_columns_gets_no_such_note(sent):
+    _, _, _, _, outgoing = sent
+    assert "not part of the return" not in body_of(outgoing.raw)

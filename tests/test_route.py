@@ -13,6 +13,7 @@ import pytest
 
 from gateway import rules
 from gateway.offline import route_file
+from gateway.pack import HEADINGS
 from gateway.read import read_return
 from gateway.route import route
 from gateway.sample import Person, people, with_changes, workbook
@@ -350,7 +351,7 @@ def test_a_maidstone_resident_reaches_kent_and_a_leeds_resident_is_named_in_the_
     package = gnupg.GPG(gnupghome=str(keys.borough_homes["ldor@camden.example"])).decrypt(data)
     assert package.ok, package.status
     body_rows = read_xlsx(package.data)[1:]
-    assert [str(row[0]) for row in body_rows] == [crowd[1].uln]
+    assert [str(row[HEADINGS.index("ULN")]) for row in body_rows] == [crowd[1].uln]
 
     receipt, = sent[PROVIDER_SENDER]
     text = receipt.get_body(("plain",)).get_content()
