@@ -30,15 +30,15 @@ PROGRESS_ROWS = 3000  # a check of more rows than this reports its progress
 
 # Why a row was held back, as a borough's covering note counts it (the first E finding of the row decides).
 _HELD_BECAUSE = {
-    "Name_01": "named no one",
-    "Reason_01": "gave no notification (no reason marked)",
-    "Reason_03": "gave no notification (no reason marked)",
-    "DOB_05": "was over 24, not a young person",
-    "Postcode_15": "had no postcode the gateway could place, and nowhere else to go",
-    "Route_01": "lives in an authority this gateway does not serve",
-    "Route_02": "was a notification its authority does not take here",
+    "Name_01": "no name given",
+    "Reason_01": "no notification marked (Joiner, Leaver or At risk)",
+    "Reason_03": "no notification marked (Joiner, Leaver or At risk)",
+    "DOB_05": "over 24, so not a young person",
+    "Postcode_15": "postcode could not be placed, and no authority to send it to instead",
+    "Route_01": "home authority not served by this gateway (the provider is asked to notify it)",
+    "Route_02": "a kind of notification its authority does not take here",
 }
-_UNREADABLE_ROW = "could not be read"
+_UNREADABLE_ROW = "the row could not be read"
 
 
 @dataclass(frozen=True)

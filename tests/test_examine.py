@@ -99,4 +99,4 @@ def test_a_note_on_a_row_routing_held_back_does_not_say_the_row_was_forwarded(di
     assert sent.message == ("The Unique Learner Number is blank. The row was forwarded; please give the young "
                             "person's ULN next time if they have one")
     assert unsent.message == "The Unique Learner Number is blank. Please give the young person's ULN next time if they have one"
-    assert examined.routed.forwarded == 1 and examined.held_back() == (("lives in an authority this gateway does not serve", 1),)
+    assert examined.routed.forwarded == 1 and examined.held_back() == (("home authority not served by this gateway (the provider is asked to notify it)", 1),)

@@ -415,7 +415,7 @@ def test_a_destination_code_gets_its_label_and_free_text_stays_text(directory):
 
 def test_a_held_package_is_released_in_the_same_layout(directory):
     person, other = people(directory, {"E09000019": 2}, today=TODAY)
-    source = Source(PROVIDER, SOURCE.reference, SOURCE.received, (("named no one", 2),))
+    source = Source(PROVIDER, SOURCE.reference, SOURCE.received, (("no name given", 2),))
     table = read_return(own_csv([person, with_changes(other, postcode="")]))
     checked = validate(table, PROVIDER, today=TODAY)
     batch, = route(table, checked.accepted, RULES, directory, PROVIDER).batches
@@ -449,7 +449,7 @@ def test_the_covering_note_counts_and_names_no_one(directory, ring):
     table = read_return(own_csv(persons))
     checked = validate(table, PROVIDER, today=TODAY)
     batch, = route(table, checked.accepted, RULES, directory, PROVIDER).batches
-    source = Source(PROVIDER, SOURCE.reference, SOURCE.received, (("named no one", 2), ("was over 24, not a young person", 1)))
+    source = Source(PROVIDER, SOURCE.reference, SOURCE.received, (("no name given", 2), ("over 24, so not a young person", 1)))
     fingerprint = ring.own_fingerprint()
     message = package_message(table, batch, source, "ldor@islington.example", ring, fingerprint,
                               "ldor@example.org", "admin@example.org")
@@ -462,7 +462,7 @@ def test_the_covering_note_counts_and_names_no_one(directory, ring):
     assert "Provider: Example College (UKPRN 10001234)" in body
     assert "Notifications: 2" in body
     assert "Rows of this return held back from every authority: 3" in body
-    assert "  2 rows: named no one\n" in body and "  1 row: was over 24, not a young person\n" in body
+    assert "  2 rows: no name given\n" in body and "  1 row: over 24, so not a young person\n" in body
     assert "Columns the provider added that are not part of the return: 2, left out" in body
     assert f"\nLayout: {LAYOUT_VERSION}\n" in body
     assert ("resident in Islington, except 1 whose home authority the postcode could not show: sent to you as the "
