@@ -34,7 +34,9 @@ _HELD_BECAUSE = {
     "Reason_01": "no notification marked (Joiner, Leaver or At risk)",
     "Reason_03": "no notification marked (Joiner, Leaver or At risk)",
     "DOB_05": "over 24, so not a young person",
-    "Postcode_15": "postcode could not be placed, and no authority to send it to instead",
+    "Postcode_01": "no postcode, and no authority to send it to instead",
+    "Postcode_02": "postcode malformed, and no authority to send it to instead",
+    "Postcode_15": "postcode not in the directory, and no authority to send it to instead",
     "Route_01": "home authority not served by this gateway (the provider is asked to notify it)",
     "Route_02": "a kind of notification its authority does not take here",
 }
@@ -98,8 +100,7 @@ def examine(data: bytes, provider: Provider | None, rules: Rules, directory: Dir
         return Examination(table, provider, (Finding("F", None, "", "File_04", earlier),) + checked.findings,
                            NOTHING_ROUTED, earlier)
     routed = route(table, checked.accepted, rules, directory, provider)
-    held_rows = frozenset(f.row for f in routed.findings if f.severity == "E" and f.row is not None)
-    findings = notes + tuple(sort_findings(list(settle(checked.findings, held_rows) + routed.findings)))
+    findings = notes + tuple(sort_findings(list(settle(checked.findings, routed.findings) + routed.findings)))
     return Examination(table, provider, findings, routed)
 
 

@@ -77,13 +77,13 @@ def _destination(table: Return, item: Accepted, rules: Rules, directory: Directo
     notes, said = list(item.notes), []
     if code is None:
         host = _host_borough(rules, provider)
-        if host is None:
-            return None, item, [finding(table, "Postcode_15", row.number, source=row, held=True, severity="E")]
+        rule = "Postcode_15" if shaped else "Postcode_02" if item.postcode else "Postcode_01"
+        if host is None:  # validation's W note on a missing or malformed postcode becomes this E (settle())
+            return None, item, [finding(table, rule, row.number, source=row, held=True, severity="E")]
         borough, routed_by = host, "provider's authority"
         if shaped:
-            detail = f" (sent to {host.name} ({host.code}))"
-            said.append(finding(table, "Postcode_15", row.number, detail, row))
-            notes.append(("Postcode_15", ""))
+            said.append(finding(table, rule, row.number, source=row))
+            notes.append((rule, ""))
     elif code in rules.boroughs:
         borough = rules.boroughs[code]
     elif routing.outside_borough is not None:

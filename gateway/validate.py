@@ -51,11 +51,12 @@ class Finding:
 _FORWARDED = "The row was forwarded"
 _CORRECT_ULN = "please correct the ULN in your records and give it next time"
 _CORRECT_DOB = "please give the date of birth next time as day/month/year, e.g. 31/01/2008"
-_TO_HOST = "The row was sent to the local authority your organisation is in, as its home authority could not be found"
+_TO_HOST = ("The young person's home authority could not be found from it, so the row was sent to the local "
+            "authority your organisation is in")
 _CORRECT_POSTCODE = "please tell that authority the young person's home postcode, and give it in your return next time"
 _HOME_UNKNOWN = "home postcode unknown: sent to the authority the provider is in"
-_HELD_POSTCODE = ("The row was not forwarded, as no authority could be found for it; please correct the postcode "
-                  "and send the row again")
+_HELD_POSTCODE = ("The young person's home authority could not be found from it and there is no other authority to "
+                  "send the row to, so it was not forwarded; please correct the postcode and send the row again")
 
 
 def _registry(*rules: Rule) -> Mapping[str, Rule]:
@@ -98,13 +99,14 @@ RULES = _registry(
          _FORWARDED, "please check the date of birth next time"),
     Rule("DOB_05", "E", "dob", "Learner is over 24 on 31 August, too old for this return"),
     Rule("Address_01", "W", "address", "Address is missing"),
-    Rule("Postcode_01", "W", "postcode", "Post code must be returned", _TO_HOST, _CORRECT_POSTCODE,
+    # W: the row went to the provider's own authority (routing.toml unplaceable = "host_borough"); E when
+    # routing had nowhere to send it (unplaceable = "reject", or no host_la served here).
+    Rule("Postcode_01", "W", "postcode", "The home postcode is blank", _TO_HOST, _CORRECT_POSTCODE,
          _HOME_UNKNOWN, _HELD_POSTCODE),
     Rule("Postcode_02", "W", "postcode", "The postcode is not in the correct format", _TO_HOST, _CORRECT_POSTCODE,
          _HOME_UNKNOWN, _HELD_POSTCODE),
-    # W when the row went to the provider's authority; E (routing) when it had nowhere to go.
-    Rule("Postcode_15", "W", "postcode", "Postcode not found, so the young person's home local authority cannot be identified",
-         _TO_HOST, _CORRECT_POSTCODE, _HOME_UNKNOWN, _HELD_POSTCODE),
+    Rule("Postcode_15", "W", "postcode", "Postcode not found in the ONS postcode directory", _TO_HOST, _CORRECT_POSTCODE,
+         _HOME_UNKNOWN, _HELD_POSTCODE),
     Rule("Email_01", "W", "contact_email", "Contact e-mail looks invalid"),
     Rule("Phone_01", "W", "phone", "Contact phone number looks invalid"),
     Rule("Reason_01", "E", "reason", "Reason must be one of: Joiner, Leaver, At risk of dropping out (none given)"),
@@ -185,10 +187,13 @@ def finding(table: Return, rule_name: str, row: int | None, detail: str = "", so
                    if_held if rule.correct else "")
 
 
-def settle(findings: tuple[Finding, ...], held_rows: frozenset[int]) -> tuple[Finding, ...]:
-    """The findings once routing is done: a W note on a row routing then held back no longer says it was forwarded."""
-    return tuple(replace(f, message=f.if_held) if f.severity == "W" and f.if_held and f.row in held_rows else f
-                 for f in findings)
+def settle(findings: tuple[Finding, ...], routing: tuple[Finding, ...]) -> tuple[Finding, ...]:
+    """The findings once routing is done: a W note on a row routing then held back no longer says it was
+    forwarded, and one that routing raised to an E (a postcode with nowhere to go) gives way to the E."""
+    held = {f.row for f in routing if f.severity == "E" and f.row is not None}
+    raised = {(f.row, f.rule) for f in routing if f.severity == "E"}
+    return tuple(replace(f, message=f.if_held) if f.severity == "W" and f.if_held and f.row in held else f
+                 for f in findings if not (f.severity == "W" and (f.row, f.rule) in raised))
 
 
 def borough_note(rule_name: str, detail: str = "") -> str:

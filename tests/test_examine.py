@@ -100,3 +100,23 @@ def test_a_note_on_a_row_routing_held_back_does_not_say_the_row_was_forwarded(di
                             "person's ULN next time if they have one")
     assert unsent.message == "The Unique Learner Number is blank. Please give the young person's ULN next time if they have one"
     assert examined.routed.forwarded == 1 and examined.held_back() == (("home authority not served by this gateway (the provider is asked to notify it)", 1),)
+
+
+def test_with_reject_a_blank_postcode_is_one_error_not_a_note_and_an_error(directory):
+    """unplaceable = "reject": validation's note on the blank postcode gives way to routing's E of the same rule."""
+    from dataclasses import replace
+
+    from gateway.examine import examine
+    from gateway.rules import Borough, Provider, Routing, Rules
+    from gateway.sample import people, with_changes, workbook
+
+    college = Provider(PROVIDER_UKPRN, "Example College", (PROVIDER_SENDER,), host_la="E09000019")
+    rules = Rules({"E09000019": Borough("E09000019", "Islington", ("ldor@islington.example",))}, {college.ukprn: college})
+    young = people(directory, {"E09000019": 2}, seed=8)
+    data = workbook("Example College", PROVIDER_UKPRN, [with_changes(young[0], postcode="").cells(), young[1].cells()])
+    sent = examine(data, college, rules, directory)
+    assert [(f.severity, f.row, f.rule) for f in sent.findings] == [("W", 9, "Postcode_01")] and sent.routed.forwarded == 2
+    held = examine(data, college, replace(rules, routing=Routing(unplaceable="reject")), directory)
+    assert [(f.severity, f.row, f.rule) for f in held.findings] == [("E", 9, "Postcode_01")] and held.routed.forwarded == 1
+    assert held.findings[0].message.startswith("The home postcode is blank. The young person's home authority could not be found")
+    assert held.held_back() == (("no postcode, and no authority to send it to instead", 1),)

@@ -87,7 +87,8 @@ def test_by_default_unserved_authorities_are_named_and_unplaceable_rows_go_to_th
     assert "please notify that authority directly: Manchester (E08000003)" in manchester.message
     assert hackney.message.endswith(": Hackney (E09000012)")
     assert absent.message.startswith("Postcode not found") and absent.column == "Post Code"
-    assert "(sent to Islington (E09000019)). The row was sent to the local authority your organisation is in" in absent.message
+    assert ("The young person's home authority could not be found from it, so the row was sent to the local "
+            "authority your organisation is in") in absent.message
     assert result.forwarded == 3
     first, absent_row, no_authority = result.batches[0].rows
     assert (first.home, first.routed_by) == ("E09000019", "postcode")
@@ -101,8 +102,8 @@ def test_reject_holds_back_rows_whose_postcode_cannot_be_placed(directory, tmp_p
     result = routed_rows(directory, loaded, rows)
     assert placed(result) == {"E09000007": [FIRST_ROW + 1]}
     assert found(result) == [("E", FIRST_ROW, "Postcode_15")]
-    assert result.findings[0].message.endswith("The row was not forwarded, as no authority could be found for it; "
-                                               "please correct the postcode and send the row again")
+    assert result.findings[0].message.endswith("there is no other authority to send the row to, so it was not "
+                                               "forwarded; please correct the postcode and send the row again")
 
 
 MAIDSTONE, CHELMSFORD, LEEDS, CARLISLE, TAUNTON = "ME14 1XQ", "CM1 1JE", "LS1 4DY", "CA3 8JH", "TA1 1DA"
@@ -139,7 +140,6 @@ def test_an_override_to_a_district_and_a_host_la_that_is_a_district_reach_the_co
     result = routed_rows(directory, loaded, rows)
     assert placed(result) == {"E10000012": [FIRST_ROW, FIRST_ROW + 1]}
     assert found(result) == [("W", FIRST_ROW + 1, "Postcode_15")]
-    assert "(sent to Essex (E10000012))" in result.findings[0].message
 
 
 def test_a_borough_takes_only_the_reasons_it_asked_for(directory, tmp_path, crowd):
