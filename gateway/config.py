@@ -94,6 +94,10 @@ class Config:
     schedule: Schedule = Schedule()
 
 
+# Said when --config names no file: where it looked is the Problem's file; how to make one, or name the right one.
+NO_CONFIG = ("not found: make an installation with `gateway init DIR` and run from DIR, "
+             "or name your config.toml with `gateway --config PATH ...`")
+
 _SECTIONS = {"mailbox": Mailbox, "smtp": Smtp, "gnupg": Gnupg, "paths": Paths, "admin": Admin, "schedule": Schedule}
 _OPTIONAL = ("gnupg", "paths", "schedule")  # sections that may be left out: every key has a default
 # Whole numbers with a range; days of the month stop at 28 so that every month has the day.
@@ -141,6 +145,8 @@ def _build(path: Path) -> tuple[Config | None, list[Problem]]:
     try:
         toml = TomlFile.load(path)
     except TomlError as error:
+        if not path.exists():
+            return None, [Problem(path, None, NO_CONFIG)]
         return None, [error.problem]
     base = path.parent
     problems = toml.unknown_keys(None, toml.data, set(_SECTIONS))

@@ -72,3 +72,28 @@ class SendError(GatewayError):
     def __init__(self, message: str, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+def unreachable(what: str, section: str, host: str, port: int, error: BaseException) -> str:
+    """Why a server could not be reached, naming its host and port and what to check; never a class name alone.
+
+    `what` is how the administrator knows the server ("the mailbox"), `section` the table of config.toml
+    that names it ("mailbox").
+    """
+    import socket
+
+    where = f"{what} at {host}:{port}"
+    if isinstance(error, socket.gaierror):
+        return (f"cannot reach {where}: the name {host} cannot be found (DNS): "
+                f"check [{section}] host in config.toml and this machine's network")
+    if isinstance(error, ConnectionRefusedError):
+        return (f"cannot reach {where}: the connection was refused, nothing is listening there: "
+                f"check [{section}] host and port, and that the server is running")
+    if isinstance(error, (TimeoutError, socket.timeout)):
+        return (f"cannot reach {where}: no answer within [{section}] timeout: "
+                f"check [{section}] host and port, and any firewall between this machine and the server")
+    if isinstance(error, OSError) and error.strerror:
+        return (f"cannot reach {where}: {error.strerror}: check [{section}] host, port and security, "
+                "and this machine's network")
+    return (f"cannot reach {where}: the connection failed or was dropped: check [{section}] host, port and security "
+            "(ssl, starttls or none must match the server)")

@@ -13,7 +13,7 @@ import imap_tools
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
 
 from . import config
-from .errors import MailboxError
+from .errors import MailboxError, unreachable
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Inbox:
         except imap_tools.errors.MailboxLoginError:
             raise MailboxError(f"the mailbox at {settings.host}:{settings.port} refused the login for the configured user") from None
         except (OSError, imap_tools.errors.ImapToolsError) as error:
-            raise MailboxError(f"cannot reach the mailbox at {settings.host}:{settings.port} ({type(error).__name__})") from None
+            raise MailboxError(unreachable("the mailbox", "mailbox", settings.host, settings.port, error)) from None
         self._box = box
         with _dropped():
             # SELECT announced the folder's UIDVALIDITY (RFC 3501 6.3.1); it holds for the whole session.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from . import config
-from .errors import SendError
+from .errors import SendError, unreachable
 from .ledger import Ledger
 from .mail import Outgoing
 from .outbox import Outbox
@@ -80,7 +80,7 @@ def send(raw: bytes, settings: config.Smtp, item_id: str = "") -> None:
                         "if it uses a private CA, name its certificate in [smtp] ca_file") from None
     except (smtplib.SMTPException, OSError) as error:
         # Refused, timed out (a relay that accepts and never answers), or dropped mid-way.
-        raise RelayDown(f"cannot reach the relay at {where} ({type(error).__name__})") from None
+        raise RelayDown(unreachable("the relay", "smtp", settings.host, settings.port, error)) from None
 
 
 def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str = "",

@@ -41,8 +41,15 @@ class TomlFile:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise TomlError(Problem(path, None, "file not found")) from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise TomlError(Problem(path, None, f"cannot read the file ({type(error).__name__})")) from None
+        except IsADirectoryError:
+            raise TomlError(Problem(path, None, "is a folder, not a file: name the file itself")) from None
+        except PermissionError:
+            raise TomlError(Problem(path, None, "permission denied: run as the user the gateway runs as, "
+                                                "or let that user read the file")) from None
+        except OSError as error:
+            raise TomlError(Problem(path, None, f"cannot read the file: {error.strerror or 'input/output error'}")) from None
+        except UnicodeDecodeError:
+            raise TomlError(Problem(path, None, "cannot read the file: it is not UTF-8 text; save it again as UTF-8")) from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
