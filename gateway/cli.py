@@ -7,8 +7,10 @@ import getpass
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import config as config_module
 from . import logs, rules as rules_module
@@ -23,25 +25,110 @@ log = logging.getLogger("gateway")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 1 done, and what was checked has problems (check, validate, route); 2 the command
+    could not do its work (a usage, path, config, rules, network or file error, said in one line);
+    3 a fault in the gateway itself; 130 interrupted. README.md, "Exit codes", says the same."""
     parser = _parser()
     args = parser.parse_args(argv)
     logs.setup(args.log_level, json_lines=args.log_json)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
+        return code
     except GatewayError as error:
         print(f"gateway: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # output piped into `head` and the like
-        return 0
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as with SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+        return 141
+    except OSError as error:  # a path the command was given or uses: one line saying which, and why
+        print(f"gateway: {_os_problem(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a fault of the gateway's: its text may quote a return's cell, so only its kind
+        log.debug("unexpected error", exc_info=True)
+        print(f"gateway: unexpected {type(error).__name__}: a fault in the gateway, not in what you asked; run again "
+              "with --log-level DEBUG to see where, and report it to the gateway's maintainers", file=sys.stderr)
+        return 3
+
+
+def _os_problem(error: OSError, writing: bool = False) -> str:
+    """An operating system error on a path, in words, with what to do."""
+    path = Path(error.filename) if error.filename else None
+    verb = "write" if writing else "use"
+    if path is None:
+        return f"{error.strerror or 'input/output error'}"
+    if isinstance(error, FileNotFoundError):
+        missing = path.parent if writing else path
+        return f"cannot {verb} {path}: {missing} does not exist: create it, or give another path"
+    if isinstance(error, IsADirectoryError):
+        return f"cannot {verb} {path}: it is a folder: give a file's path"
+    if isinstance(error, PermissionError):
+        return f"cannot {verb} {path}: permission denied: give a path this user ({_user()}) may {verb}"
+    if isinstance(error, NotADirectoryError):
+        return f"cannot {verb} {path}: a part of that path is a file, not a folder: give another path"
+    return f"cannot {verb} {path}: {error.strerror or 'input/output error'}"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def _writable(path: Path) -> Path:
+    """An output file's path, refused before any work when it cannot be written (argparse type)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    problem = None
+    if path.is_dir():
+        problem = IsADirectoryError(21, "Is a directory", str(path))
+    elif not parent.is_dir():
+        problem = FileNotFoundError(2, "No such file or directory", str(path))
+    elif not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        problem = PermissionError(13, "Permission denied", str(path))
+    if problem is not None:
+        raise argparse.ArgumentTypeError(_os_problem(problem, writing=True))
+    return path
+
+
+def _ukprn(text: str) -> str:
+    """--provider: an 8-digit UKPRN (argparse type)."""
+    if not (len(text) == 8 and text.isascii() and text.isdigit() and text[0] != "0"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UKPRN: give the provider's 8-digit UKPRN, such as 10001234")
+    return text
+
+
+def _month(text: str) -> str:
+    """--month: YYYY-MM (argparse type)."""
+    if not re.fullmatch(r"(19|20)\d\d-(0[1-9]|1[0-2])", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month: give it as YYYY-MM, such as 2026-11")
+    return text
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ldor-gateway")
+    except metadata.PackageNotFoundError:  # run from a source folder that was never installed
+        return "(not installed: run `pip install -e .`)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake in the arguments said in one line that says where the usage is."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` shows how to use it)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description="ldor-gateway: routes providers' leavers and joiners returns to each young person's home local authority, encrypted.")
+    parser = _Parser(prog="gateway", description="ldor-gateway: routes providers' leavers and joiners returns to each young person's home local authority, encrypted.")
     parser.add_argument("--config", type=Path, default=Path("config.toml"), help="the configuration file (default ./config.toml)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="how much to log (default INFO)")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    parser.add_argument("--version", action="version", version=f"gateway (ldor-gateway) {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="the daemon: watch the mailbox, forward returns, send receipts")
@@ -55,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="validate a return offline and print the receipt a provider would get")
     validate.add_argument("file", type=Path, help="the return: .xlsx, .xls, .ods, .csv, or the same encrypted (.gpg/.pgp/.asc)")
     validate.add_argument("--json", action="store_true", help="print the findings as JSON")
-    validate.add_argument("--provider", help="UKPRN of the provider the file is from (default: the header block's)")
+    validate.add_argument("--provider", type=_ukprn, help="UKPRN of the provider the file is from (default: the header block's)")
+    validate.add_argument("--password-file", type=Path, metavar="PATH", help="read the password of a protected workbook or zip from this file (for scripts)")
     validate.set_defaults(handler=_validate)
     validate.epilog = _PASSWORD_HELP
     outbox = commands.add_parser("outbox", help="list what is queued, held, failed or bounced, and why")
@@ -65,13 +153,14 @@ def _parser() -> argparse.ArgumentParser:
     route = commands.add_parser("route", help="dry run: where each row of a return would go, and why any would not; nothing is sent")
     route.add_argument("file", type=Path, help="the return (.xlsx, .csv, ... or encrypted)")
     route.add_argument("--json", action="store_true", help="print the result as JSON")
-    route.add_argument("--provider", help="UKPRN of the provider the file is from (default: the header block's)")
+    route.add_argument("--provider", type=_ukprn, help="UKPRN of the provider the file is from (default: the header block's)")
+    route.add_argument("--password-file", type=Path, metavar="PATH", help="read the password of a protected workbook or zip from this file (for scripts)")
     route.set_defaults(handler=_route)
     route.epilog = _PASSWORD_HELP
 
     report = commands.add_parser("report", help="the monthly monitoring report: who returned, on time or late, notifications per borough")
-    report.add_argument("--month", required=True, metavar="YYYY-MM", help="the month, e.g. 2026-11")
-    report.add_argument("--out", type=Path, metavar="FILE.xlsx", help="also write the report as a workbook with charts")
+    report.add_argument("--month", required=True, type=_month, metavar="YYYY-MM", help="the month, e.g. 2026-11")
+    report.add_argument("--out", type=lambda text: _writable(Path(text)), metavar="FILE.xlsx", help="also write the report as a workbook with charts")
     report.add_argument("--due-day", type=int, help="day of the month returns are due (default: [schedule] due_day, 10)")
     report.set_defaults(handler=_report)
 
@@ -83,18 +172,25 @@ def _parser() -> argparse.ArgumentParser:
     audit.set_defaults(handler=_audit)
 
     template = commands.add_parser("template", help="write the blank return template for providers")
-    template.add_argument("out", type=Path, help="where to write it, e.g. LDOR-return.xlsx")
+    template.add_argument("out", type=lambda text: _writable(Path(text)), help="where to write it, e.g. LDOR-return.xlsx")
     template.set_defaults(handler=_template)
 
     demo = commands.add_parser("demo", help="the whole journey on servers embedded in this machine, nothing to configure")
     demo.add_argument("--dir", type=Path, default=Path("ldor-demo"), help="where the demo keeps its files (default ./ldor-demo)")
     demo.set_defaults(handler=_demo)
+    for action in commands._choices_actions:  # `gateway COMMAND --help` opens with what the command is for
+        commands.choices[action.dest].description = commands.choices[action.dest].description or action.help
     return parser
 
 
 PASSWORD_ENV = "GATEWAY_FILE_PASSWORD"
-_PASSWORD_HELP = (f"A password-protected workbook or zip asks for its password at the terminal; without a terminal "
-                  f"(a script, a pipe) put it in the environment variable {PASSWORD_ENV} instead.")
+_PASSWORD_HELP = ("A password-protected workbook or zip is opened with the password in --password-file, else the one "
+                  "in the variable the provider's password_env names (rules/providers.toml, with --provider), else "
+                  f"the one in the environment variable {PASSWORD_ENV}, else asked for at the terminal.")
+
+
+class OutputError(GatewayError):
+    """A file the command was asked to write cannot be written."""
 
 
 class NoPassword(GatewayError):
@@ -112,8 +208,24 @@ def _ask_password(prompt: str) -> str:
         return given
     if not _terminal():
         raise NoPassword(f"this file is password protected and there is no terminal to ask for the password at: "
-                         f"put the password in the environment variable {PASSWORD_ENV} and run the command again")
+                         f"give it with --password-file PATH, or in the environment variable {PASSWORD_ENV}, and run the command again")
     return getpass.getpass(prompt)
+
+
+def _password_file(args: argparse.Namespace) -> str | None:
+    """The password in --password-file: its first line, without the line's end."""
+    if args.password_file is None:
+        return None
+    try:
+        text = args.password_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise NoPassword(f"--password-file {args.password_file}: not UTF-8 text; save it again as UTF-8") from None
+    except OSError as error:
+        raise NoPassword(f"--password-file: {_os_problem(error)}") from None
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise NoPassword(f"--password-file {args.password_file} is empty: put the password on its first line")
+    return lines[0]
 
 
 def build(path: Path) -> Gateway:
@@ -162,7 +274,7 @@ def _check(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from .offline import validate_file
 
-    report = validate_file(args.file, args.config, args.provider, ask_password=_ask_password)
+    report = validate_file(args.file, args.config, args.provider, ask_password=_ask_password, password=_password_file(args))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -187,7 +299,7 @@ def _outbox(args: argparse.Namespace) -> int:
 def _route(args: argparse.Namespace) -> int:
     from .offline import route_file
 
-    report = route_file(args.file, args.config, args.provider, ask_password=_ask_password)
+    report = route_file(args.file, args.config, args.provider, ask_password=_ask_password, password=_password_file(args))
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
     return 0 if report.complete else 1
 
@@ -198,9 +310,13 @@ def _report(args: argparse.Namespace) -> int:
     gateway = build(args.config)
     due_day = args.due_day or gateway.config.schedule.due_day
     report = monthly_report(gateway.ledger, gateway.rules, args.month, due_day)
+    if args.out:  # before printing: output piped into `head` may stop the printing, never the workbook
+        try:
+            write_xlsx(report, args.out)
+        except OSError as error:
+            raise OutputError(_os_problem(error, writing=True)) from None
     print(report.text())
     if args.out:
-        write_xlsx(report, args.out)
         print(f"\nWorkbook written to {args.out}")
     return 0
 
@@ -223,7 +339,10 @@ def _audit(args: argparse.Namespace) -> int:
 def _template(args: argparse.Namespace) -> int:
     from .template import write_template
 
-    write_template(args.out)
+    try:
+        write_template(args.out)
+    except OSError as error:
+        raise OutputError(_os_problem(error, writing=True)) from None
     print(f"Template written to {args.out}: send it to providers; its Instructions sheet lists every rule.")
     return 0
 

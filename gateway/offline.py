@@ -58,13 +58,15 @@ class Report:
 
 
 def validate_file(path: Path, config_path: Path, ukprn: str | None = None,
-                  ask_password: Callable[[str], str] | None = None) -> Report:
-    """`ask_password(prompt)` is asked when the file is a password-protected workbook or zip.
+                  ask_password: Callable[[str], str] | None = None, password: str | None = None) -> Report:
+    """`password` opens a protected workbook or zip (given with --password-file); else the provider's
+    `password_env`; else `ask_password(prompt)` is asked.
 
-    Works without a usable config.toml too (a plain file, the 33 London boroughs taken as served)."""
-    settings = _settings(config_path)
-    directory = Directory()
-    return _examine(path, config_path, settings, _rules(settings, directory), directory, ukprn, ask_password).report
+    Reads config.toml and rules/ as `gateway run` does, stopping at the same errors. Only when there is
+    no config.toml at all does it work without one (a plain file, the 33 London boroughs taken as served).
+    """
+    settings, rules, directory = _installation(Path(config_path))
+    return _examine(path, config_path, settings, rules, directory, ukprn, ask_password, password).report
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,9 @@ class _Examined:
 
 
 def _examine(path: Path, config_path: Path, settings: config_module.Config | None, rules: Rules, directory: Directory,
-             ukprn: str | None, ask_password: Callable[[str], str] | None) -> _Examined:
+             ukprn: str | None, ask_password: Callable[[str], str] | None, password: str | None) -> _Examined:
     """Decrypt and open the file, then examine it as the pipeline does (examine.py)."""
+    registered = _registered(rules, ukprn, settings)
     data = _load(Path(path))
     signature = None
     if _encrypted(path, data):
@@ -88,14 +91,13 @@ def _examine(path: Path, config_path: Path, settings: config_module.Config | Non
         except KeyringError as error:
             raise ReadError(str(error), str(error)) from None
         data, signature = decrypted.data, decrypted.signature
-    unknown = Provider(ukprn or "unknown", "(not registered)", ())
+    unknown = registered or Provider("unknown", "(not registered)", ())
     received = data
     try:
-        data = _opened(path, data, ask_password)
+        data = _opened(path, data, registered, password, ask_password)
     except UnpackError as error:
         return _Examined(_refused(error.advice), unknown, directory.edition)
     facts = FileFacts("(offline check)", datetime.now(timezone.utc), 1, 1, len(data), hashlib.sha256(data).hexdigest()[:12])
-    registered = rules.providers.get(ukprn) if ukprn else None
     examined = examine(data, registered, rules, directory, signature=signature,
                        duplicate=_duplicate_check(settings, hashlib.sha256(received).hexdigest()),
                        progress=_progress)
@@ -217,16 +219,15 @@ class RouteReport:
 
 
 def route_file(path: Path, config_path: Path, provider: str | None = None,
-               ask_password: Callable[[str], str] | None = None) -> RouteReport:
+               ask_password: Callable[[str], str] | None = None, password: str | None = None) -> RouteReport:
     """Where each row of the return at `path` would go under the installation's rules and keys; nothing is sent.
 
     `provider` is the UKPRN the file is from (default: its header block's). Unlike validate_file, this needs a
     good config.toml and rules/: ConfigError or RulesError says what is wrong with them.
     """
-    settings = config_module.load(config_path)
-    directory = Directory()
-    rules = rules_module.load(settings.paths.rules, known_authorities(directory))
-    examined = _examine(path, config_path, settings, rules, directory, provider, ask_password)
+    settings, rules, directory = _installation(Path(config_path), required=True)
+    assert settings is not None
+    examined = _examine(path, config_path, settings, rules, directory, provider, ask_password, password)
     report = examined.report
     routed = report.routed or Routed((), ())
     placed = {item.row.number for batch in routed.batches for item in batch.rows}
@@ -322,13 +323,19 @@ def _refused(advice: str) -> Report:
     return Report(0, (Finding("F", None, "", "File_01", advice),), None, (f"F  {advice}",))
 
 
-def _opened(path: Path, data: bytes, ask_password: Callable[[str], str] | None) -> bytes:
+def _opened(path: Path, data: bytes, provider: Provider | None, password: str | None,
+            ask_password: Callable[[str], str] | None) -> bytes:
+    """The file opened; a protected one with the password given, else the provider's `password_env` (as the
+    mailbox opens it), else the one `ask_password` gets."""
     try:
         return open_file(path.name.lower(), data, None).data
     except UnpackError as error:
-        if "no password" not in str(error) or ask_password is None:
+        if "no password" not in str(error):
             raise
-    return open_file(path.name.lower(), data, ask_password(f"Password for {path.name}: ")).data
+        given = password or (config_module.secret(provider.password_env or "") if provider is not None else None)
+        if given is None and ask_password is None:
+            raise
+    return open_file(path.name.lower(), data, given or ask_password(f"Password for {path.name}: ")).data  # type: ignore[misc]
 
 
 def _load(path: Path) -> bytes:
@@ -342,7 +349,7 @@ def _load(path: Path) -> bytes:
     except IsADirectoryError:
         raise ReadError(f"{path} is a folder: give the path of a return (.xlsx, .csv, ...)", "") from None
     except FileNotFoundError:
-        raise ReadError(f"{path}: no such file", "") from None
+        raise ReadError(f"{path}: no such file: check the path, or give the return's own path", "") from None
     except OSError as error:
         raise ReadError(f"{path} cannot be read: {error.strerror}", "") from None
     if len(data) > MAX_FILE_BYTES:
@@ -351,22 +358,30 @@ def _load(path: Path) -> bytes:
     return data
 
 
-def _settings(path: Path) -> config_module.Config | None:
-    try:
-        return config_module.load(path)
-    except ConfigError:
+def _installation(config_path: Path, required: bool = False) -> tuple[config_module.Config | None, Rules, Directory]:
+    """config.toml and rules/, read as `gateway run` reads them (the same errors stop both). With no
+    config.toml at all, and unless `required`, the 33 London boroughs are taken as served, and that is said."""
+    directory = Directory()
+    if not required and not config_path.exists():
+        print(f"gateway: no {config_path}, so no installation's rules: checking against the 33 London boroughs "
+              "with no provider registered (`gateway init` makes an installation; --config names yours)",
+              file=sys.stderr, flush=True)
+        boroughs = {code: Borough(code, name, ()) for code, name in LONDON.items()}
+        return None, Rules(MappingProxyType(boroughs), MappingProxyType({})), directory
+    settings = config_module.load(config_path)
+    return settings, rules_module.load(settings.paths.rules, known_authorities(directory)), directory
+
+
+def _registered(rules: Rules, ukprn: str | None, settings: config_module.Config | None) -> Provider | None:
+    """The provider --provider names: registered in rules/providers.toml, or (no installation) a stand-in."""
+    if ukprn is None:
         return None
-
-
-def _rules(settings: config_module.Config | None, directory: Directory) -> Rules:
-    if settings is not None:
-        try:
-            return rules_module.load(settings.paths.rules, known_authorities(directory))
-        except RulesError:
-            pass
-    # Without usable rules, take the 33 London boroughs as the ones served.
-    boroughs = {code: Borough(code, name, ()) for code, name in LONDON.items()}
-    return Rules(MappingProxyType(boroughs), MappingProxyType({}))
+    if ukprn in rules.providers:
+        return rules.providers[ukprn]
+    if settings is None:
+        return Provider(ukprn, "(not registered)", ())
+    raise RulesError(f"--provider {ukprn}: no provider with that UKPRN is in {settings.paths.rules / 'providers.toml'}: "
+                     "add its table there, or leave out --provider to take the UKPRN from the file's header block")
 
 
 def _encrypted(path: Path, data: bytes) -> bool:

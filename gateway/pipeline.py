@@ -37,7 +37,7 @@ from .mail import Outgoing, compose, outgoing_id
 from .outbox import Outbox
 from .pack import Source, package_message
 from .postcodes import Directory
-from .receipt import FileFacts, Letterhead, acknowledgement, alert, rejection
+from .receipt import FileFacts, Letterhead, Tally, acknowledgement, alert, rejection
 from .rules import Rules
 from .send import Delivery, flush
 from .unpack import NOTHING_ATTACHED, Attachment, Unpacked, parse, sender_of, unpack
@@ -160,20 +160,21 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
         result = _work(gateway, record, message.raw, exposure)
     except Hostile as hostile:
         log.warning("message %s (UID %d) quarantined: it carries a file built to do harm", record.reference, message.uid)
-        result = _quarantine(gateway, record, message.uid, "a message carrying a file built to do harm (for example a zip bomb)",
+        result = _quarantine(gateway, record, message, "a message carrying a file built to do harm (for example a zip bomb)",
                              "Do not open the attachment. The message is in the quarantine folder; ask the provider whether they sent it, as their mailbox may be compromised.",
                              replied=bool(hostile.replies))
         result.outgoing += hostile.replies
     except UnknownSender as error:
         log.warning("message %s (UID %d) quarantined: %s", record.reference, message.uid, error)
-        result = _quarantine(gateway, record, message.uid, "a message from a sender not registered for any provider",
+        result = _quarantine(gateway, record, message, "a message from a sender not registered for any provider"
+                             + ("" if "not registered" in str(error) else f": {error}"),
                              "The sender's address is not in rules/providers.toml. If it is a provider's new address, add it to that provider's senders and move the message back to the mailbox folder.")
         if gateway.config.admin.reply_to_unknown_senders:
             result.outgoing += _stranger_reply(gateway, record, message.raw)
     except Exception as error:  # one bad message must never stop the gateway
         # Not log.exception: a library's message can quote the cell that upset it.
         log.error("message %s (UID %d) could not be handled and is quarantined: %s", record.reference, message.uid, describe(error))
-        result = _quarantine(gateway, record, message.uid, "a message the gateway could not handle",
+        result = _quarantine(gateway, record, message, "a message the gateway could not handle",
                              f"Handling failed with {type(error).__name__}. The message is in the quarantine folder; the log has the place in the code. Report it to the gateway's maintainers.")
     exposure.end()
     _queue(gateway, record, result)
@@ -252,7 +253,7 @@ def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage) -
     sender, when a registered provider, answered. Only its headers are read now."""
     sender = _header_sender(message.raw)
     provider = gateway.rules.provider_for_sender(sender) if sender else None
-    result = _quarantine(gateway, record, message.uid,
+    result = _quarantine(gateway, record, message,
                          f"a message on which the gateway stopped {record.attempts} times while handling it "
                          "(a crash, or the memory limit of the machine)",
                          "Do not open the attachment on a working machine. The message is in the quarantine folder; "
@@ -354,15 +355,21 @@ def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: t
     counts = result.counts
     counts["rows_read"] += rows_read
     counts["rows_forwarded"] += rows_forwarded
-    counts["rows_rejected"] += len({f.row for f in findings if f.severity == "E" and f.row})
-    counts["warnings"] += sum(1 for f in findings if f.severity == "W")
+    tally = Tally.of(findings)  # as the receipt counts them
+    counts["rows_rejected"] += tally.rejected_rows
+    counts["warnings"] += tally.warnings
 
 
-def _quarantine(gateway: Gateway, record: MessageRecord, uid: int, what: str, todo: str, replied: bool = False) -> Result:
+def _quarantine(gateway: Gateway, record: MessageRecord, message: InboxMessage, what: str, todo: str,
+                replied: bool = False) -> Result:
+    """The administrator told what arrived, from which address, and what to do. The sender's address is no
+    young person's data; the subject and the attachments' names may be, and are never quoted."""
     config = gateway.config
+    sender = _header_sender(message.raw) or "no single readable address (the From header is missing, repeated or malformed)"
     notice = alert(
         record.reference, config.admin.email, config.smtp.from_address, "message quarantined",
-        f"The gateway received {what}.\n\nGateway reference: {record.reference}\nMailbox UID: {uid}\n"
+        f"The gateway received {what}.\n\nSender's address: {sender}\nGateway reference: {record.reference}\n"
+        f"Mailbox UID: {message.uid}\n"
         f"Moved to the folder: {config.mailbox.quarantine_folder}\n\nWhat to do: {todo}\n\n"
         + ("The sender, a registered provider, was sent a rejection saying the file was not accepted and what to do."
            if replied else "No reply was sent to the sender."),

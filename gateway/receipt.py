@@ -83,8 +83,7 @@ def report_lines(
     `left_out` are the headings of the file's own columns that are not part of the return, said once.
     """
     ordered = sort_findings(findings)
-    rejected_rows = {f.row for f in ordered if f.severity == "E" and f.row}
-    warnings = sum(1 for f in ordered if f.severity == "W")
+    tally = Tally.of(ordered)
     lines = [
         "Leavers and joiners return: receipt",
         "",
@@ -104,8 +103,11 @@ def report_lines(
         for batch in sorted(waiting, key=lambda b: b.borough.name):
             lines.append(f"      {batch.borough.name} ({batch.borough.code}): {len(batch.rows)} (the borough's encryption key needs renewing; the gateway's administrator has been told)")
     lines += [
-        f"  Rows rejected (not forwarded): {len(rejected_rows)}",
-        f"  Warnings:        {warnings}",
+        f"  Rows rejected (not forwarded): {tally.rejected_rows}"
+        + (f" (with {tally.notes_on_rejected} further {'note' if tally.notes_on_rejected == 1 else 'notes'} on them)"
+           if tally.notes_on_rejected else ""),
+        # A refused file forwards nothing: its notes are not on forwarded rows.
+        f"  Warnings{' (nothing was forwarded)' if tally.refused else ' (on forwarded rows)'}: {tally.warnings}",
         "",
     ]
     if left_out and rows_read:
@@ -130,6 +132,24 @@ def report_lines(
     elif not ordered:
         lines.append("No problems found: every row was forwarded. Thank you.")
     return lines
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A return's findings counted as the receipt says them: a W note on a row that was held back is one
+    of that row's notes, not a warning about a forwarded row."""
+
+    rejected_rows: int  # rows with an E finding: not forwarded
+    notes_on_rejected: int  # W findings on those rows
+    warnings: int  # every other W finding: on forwarded rows, or about the file
+    refused: bool  # an F finding: the whole file was refused
+
+    @classmethod
+    def of(cls, findings: list[Finding] | tuple[Finding, ...]) -> "Tally":
+        rejected = {f.row for f in findings if f.severity == "E" and f.row}
+        notes = [f for f in findings if f.severity == "W"]
+        on_rejected = sum(1 for f in notes if f.row in rejected)
+        return cls(len(rejected), on_rejected, len(notes) - on_rejected, any(f.severity == "F" for f in findings))
 
 
 # A table with its headings and no rows under them: the provider is telling us of no one this month.

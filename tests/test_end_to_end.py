@@ -154,7 +154,8 @@ _DIRECTORY = Directory()
 
 def test_unknown_sender_is_quarantined_and_the_administrator_told(deployment, messy_return, keys):
     _, _, xlsx = messy_return
-    deployment.deliver(provider_message([("return.xlsx.gpg", keys.encrypt_for_gateway(xlsx))], sender="someone@elsewhere.example"))
+    deployment.deliver(provider_message([("Okafor-Femi-return.xlsx.gpg", keys.encrypt_for_gateway(xlsx))],
+                                        sender="someone@elsewhere.example", subject="Leaver Femi Okafor"))
 
     assert deployment.run_once() == 0
 
@@ -163,7 +164,9 @@ def test_unknown_sender_is_quarantined_and_the_administrator_told(deployment, me
     (notice,) = deployment.captured()
     assert str(notice["To"]) == ADMIN
     text = notice.get_body(("plain",)).get_content()
-    assert "not registered" in text and "someone@elsewhere.example" not in text
+    # Issue 12 (5): who sent it and why it was set aside; never the subject or a file's name (a young person's).
+    assert "Sender's address: someone@elsewhere.example" in text and "sender not registered for any provider" in text
+    assert "Okafor" not in text and "Femi" not in text and "Okafor" not in str(notice["Subject"])
 
 
 def test_a_file_the_gateway_cannot_decrypt_gets_a_rejection_receipt(deployment, keys):

@@ -71,6 +71,11 @@ def test_forty_rows_one_of_each_fault_every_placeable_row_reaches_an_authority(d
 
     body = receipt.get_body(("plain",)).get_content()
     assert re.search(r"Rows forwarded:\s+34\b", body) and re.search(r"Rows rejected \(not forwarded\): 6\b", body)
+    # Issue 12 (5): notes on held-back rows are counted with them, not as warnings on forwarded rows.
+    on_held = sum(1 for severity, row, _ in expected["findings"] if severity == "W" and row in held)
+    on_forwarded = sum(1 for severity, row, _ in expected["findings"] if severity == "W" and row not in held)
+    assert "Rows rejected (not forwarded): 6" + (f" (with {on_held} further notes on them)" if on_held else "") + "\r\n" in body
+    assert f"Warnings (on forwarded rows): {on_forwarded}" in body
     assert "Manchester (E08000003)" in body and "Leeds (E08000035)" in body
 
     for code, (name, address, fmt) in BOROUGHS.items():

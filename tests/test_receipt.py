@@ -6,6 +6,7 @@ import csv
 import email
 import email.policy
 import io
+import re
 import zipfile
 from datetime import date, datetime, timezone
 
@@ -73,7 +74,7 @@ def test_acknowledgement_counts(sent, directory):
     assert "Rows read:       6" in body
     assert "Rows forwarded:  3" in body
     assert "Rows rejected (not forwarded): 3" in body
-    assert "Warnings:        2" in body
+    assert "Warnings (on forwarded rows): 2" in body
     assert "Islington (E09000019): 2" in body and "Camden (E09000007): 1" in body
     assert f"Gateway reference: {FACTS.reference}" in body
     assert "UKPRN 10001234" in body
@@ -161,7 +162,7 @@ def test_findings_are_sorted_whatever_order_they_come_in():
     lines = finding_lines(body_of(outgoing.raw))
     assert [(l[0], l[1]) for l in lines] == [("E", "2"), ("E", "9"), ("W", "1"), ("W", "3")]
     assert "Rows rejected (not forwarded): 2" in body_of(outgoing.raw)
-    assert "Warnings:        2" in body_of(outgoing.raw)
+    assert "Warnings (on forwarded rows): 2" in body_of(outgoing.raw)
 
 
 def test_rejection():
@@ -382,3 +383,17 @@ def test_a_sealed_receipt_names_the_columns_left_out(directory, ring):
 def test_a_file_with_only_the_returns_columns_gets_no_such_note(sent):
     _, _, _, _, outgoing = sent
     assert "not part of the return" not in body_of(outgoing.raw)
+
+
+def test_notes_on_a_held_back_row_are_counted_with_it_not_as_warnings():
+    # Issue 12 (5): a W note on a row that was not forwarded is not a warning about a forwarded row.
+    findings = (
+        Finding("E", 2, "Family Name", "Name_01", "The learner's family name and given name must be returned"),
+        Finding("W", 2, "DOB", "DOB_02", "Date of birth is not a valid date"),
+        Finding("W", 2, "ULN", "ULN_04", "The Unique Learner Number does not pass the checksum calculation"),
+        Finding("W", 3, "Address", "Address_01", "Address is missing"),
+    )
+    body = body_of(acknowledgement(FACTS, PROVIDER, 5, findings, Routed((), ()), "edition", TO, HEAD).raw)
+    assert "Rows rejected (not forwarded): 1 (with 2 further notes on them)" in body
+    assert "Warnings (on forwarded rows): 1" in body
+    assert re.search(r"Rows rejected \(not forwarded\): 1\b", body)
