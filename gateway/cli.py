@@ -59,9 +59,10 @@ def _os_problem(error: OSError, writing: bool = False) -> str:
     verb = "write" if writing else "use"
     if path is None:
         return f"{error.strerror or 'input/output error'}"
-    if isinstance(error, FileNotFoundError):
-        missing = path.parent if writing else path
-        return f"cannot {verb} {path}: {missing} does not exist: create it, or give another path"
+    if isinstance(error, FileNotFoundError) and writing and not path.parent.is_dir():
+        return f"cannot write {path}: the folder {path.parent} does not exist: create it, or give another path"
+    if isinstance(error, FileNotFoundError) and not writing:
+        return f"cannot use {path}: no such file or folder: check the path"
     if isinstance(error, IsADirectoryError):
         return f"cannot {verb} {path}: it is a folder: give a file's path"
     if isinstance(error, PermissionError):

@@ -58,3 +58,66 @@ def test_the_readme_lists_the_package_columns_the_code_writes():
     assert f"Layout: {LAYOUT_VERSION}" in section
     sample = [line for line in section.splitlines() if line.startswith("| Gateway Reference | Source Row |")]
     assert sample and tuple(c.strip() for c in sample[0].strip("|").split("|")) == HEADINGS
+
+
+def _exit_codes() -> set[tuple[str, int]]:
+    """(command, exit code) for each row of README's "Exit codes" table."""
+    rows = set()
+    for line in _section("Exit codes").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 3 and cells[1].isdigit():
+            rows.add((cells[0].strip("`"), int(cells[1])))
+    return rows
+
+
+def test_the_readme_exit_codes_are_the_commands_exit_codes(deployment, directory, tmp_path, monkeypatch, capsys):
+    """Issue 12 (5): every exit code README states is the one the command gives, in the situation it names."""
+    from servers import export_public, gnupg_home, make_key
+
+    from gateway import cli
+    from gateway.sample import people, workbook
+
+    config = ["--config", str(deployment.config)]
+    clean = tmp_path / "clean.xlsx"
+    clean.write_bytes(workbook("Example College", "10001234", [p.cells() for p in people(directory, {"E09000019": 2})]))
+    held = Path(__file__).resolve().parent / "data" / "one_of_each.xlsx"  # rows held back, one to Manchester (no table)
+    keys = deployment.root / "keys"
+    boroughs = deployment.root / "rules" / "boroughs.toml"
+
+    def check_warns() -> int:  # only a warning: Camden's key expires within 30 days
+        (keys / "ldor@camden.example.asc").unlink()
+        with gnupg_home(tmp_path / "camden") as home:
+            (keys / "camden-soon.asc").write_text(export_public(home, make_key(home, "Camden", "ldor@camden.example", "20d")))
+        code = cli.main([*config, "check"])
+        assert "expires on" in capsys.readouterr().out
+        return code
+
+    def check_fails() -> int:
+        boroughs.write_text(boroughs.read_text().replace("ldor@hackney.example", "nobody@hackney.example"))
+        return cli.main([*config, "check"])
+
+    def raising(error: BaseException):
+        def scenario() -> int:
+            monkeypatch.setattr(cli, "_status", lambda args: (_ for _ in ()).throw(error))
+            return cli.main([*config, "status"])
+        return scenario
+
+    scenarios = {
+        ("gateway check", 0): check_warns,
+        ("gateway check", 1): check_fails,
+        ("gateway validate FILE", 0): lambda: cli.main([*config, "validate", str(clean)]),
+        ("gateway validate FILE", 1): lambda: cli.main([*config, "validate", str(held)]),
+        ("gateway route FILE", 0): lambda: cli.main([*config, "route", str(clean)]),
+        ("gateway route FILE", 1): lambda: cli.main([*config, "route", str(held)]),
+        ("gateway run --once", 0): lambda: cli.main([*config, "run", "--once"]),
+        ("gateway outbox --retry ID", 1): lambda: cli.main([*config, "outbox", "--retry", "no-such-id"]),
+        ("any command", 2): lambda: cli.main([*config, "validate", str(tmp_path / "absent.xlsx")]),
+        ("any command", 3): raising(ValueError("a fault")),
+        ("any command", 130): raising(KeyboardInterrupt()),
+    }
+    stated = _exit_codes()
+    assert stated == set(scenarios), "README's exit-code table and this test's scenarios differ"
+    for (command, code), scenario in scenarios.items():
+        assert scenario() == code, f"README says `{command}` exits {code} here"
+        capsys.readouterr()
+    assert "exits 1 if there is any. Warnings (a key expiring within 30 days" in " ".join(README.split())
