@@ -28,7 +28,9 @@ def _dropped() -> Iterator[None]:
     try:
         yield
     except (OSError, EOFError, imaplib.IMAP4.error, imap_tools.errors.ImapToolsError) as error:
-        raise MailboxError(f"the connection to the mailbox was lost ({type(error).__name__})") from None
+        why = "it timed out" if isinstance(error, TimeoutError) else "the server closed it or the network failed"
+        raise MailboxError(f"the connection to the mailbox was lost mid-command ({why}): the next run or reconnection "
+                           "tries again; if it keeps happening, check the mail server's log and the network") from None
 
 
 class Inbox:
