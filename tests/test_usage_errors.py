@@ -51,9 +51,20 @@ def site(tmp_path) -> Path:
     return _install(tmp_path / "site")
 
 
-def _cases(site: Path, tmp_path: Path) -> list[tuple[str, list[str], dict, tuple[str, ...]]]:
+class _Fresh:
+    """`--config PATH` of a new installation at each use: the cases run at once, each on its own ledger."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.made = root, 0
+
+    def __iter__(self):
+        self.made += 1
+        return iter(["--config", str(_install(self.root / f"site-{self.made}"))])
+
+
+def _cases(tmp_path: Path) -> list[tuple[str, list[str], dict, tuple[str, ...]]]:
     """(what, argv, environment, words the answer must hold)."""
-    config = ["--config", str(site)]
+    config = _Fresh(tmp_path)
     nowhere = ["--config", str(tmp_path / "nowhere" / "config.toml")]
     broken = tmp_path / "broken.toml"
     broken.write_text("[mailbox\nhost = 1\n")
@@ -108,8 +119,8 @@ def _cases(site: Path, tmp_path: Path) -> list[tuple[str, list[str], dict, tuple
     ]
 
 
-def test_every_subcommand_given_bad_arguments_answers_in_one_line_without_a_traceback(site, tmp_path):
-    cases = _cases(site, tmp_path)
+def test_every_subcommand_given_bad_arguments_answers_in_one_line_without_a_traceback(tmp_path):
+    cases = _cases(tmp_path)
     commands = {a.dest for a in _parser()._subparsers._group_actions[0]._choices_actions}  # type: ignore[union-attr]
     walked = {word for _, argv, _, _ in cases for word in argv if word in commands}
     assert walked == commands, f"commands never given bad arguments: {commands - walked}"
