@@ -221,9 +221,9 @@ class Keyring:
                 result = self._reader.decrypt(data, passphrase=self._passphrase, always_trust=True, extra_args=extra)
             finally:
                 self._reader.on_data = None
-        if limit is not None and (received > limit or "--max-output" in (result.stderr or "")):
+        if limit is not None and (received > limit or "--max-output" in _stderr(result)):
             raise DecryptedTooLarge(f"the decrypted file passed the limit of {limit} bytes")
-        statuses = dict(_STATUS.findall(result.stderr or ""))
+        statuses = dict(_STATUS.findall(_stderr(result)))
         # Not the exit code: gpg exits 2 when a signature's key is unknown, though decryption was clean.
         clean = (
             "DECRYPTION_OKAY" in statuses
@@ -249,7 +249,13 @@ class Keyring:
             handle.write(signature)
             handle.flush()
             result = self._gpg.verify_data(handle.name, data)
-        return _signature(dict(_STATUS.findall(result.stderr or "")))
+        return _signature(dict(_STATUS.findall(_stderr(result))))
+
+
+def _stderr(result: object) -> str:
+    """What gpg said. python-gnupg sets it when its reader thread ends normally; one that died on a malformed
+    status line leaves none, and the file is then refused as not decrypted cleanly."""
+    return getattr(result, "stderr", None) or ""
 
 
 def _public_key(key: dict) -> PublicKey:
