@@ -34,9 +34,9 @@ TABLE = (
     ("postcode", 11, "The home postcode in full, e.g. N1 1AA: it decides which local authority is told."),
     ("contact_email", 26, "The young person's e-mail address, if known."),
     ("phone", 16, "The young person's phone number (a text cell, so the leading 0 stays)."),
-    ("joiner", 8, ""),
-    ("leaver", 8, ""),
-    ("at_risk", 12, ""),
+    ("joiner", 8, "Started with you (a joiner): mark with {marks}; the dropdown offers them. One reason per row."),
+    ("leaver", 8, "Left learning early (a leaver): mark the same way."),
+    ("at_risk", 12, "At risk of dropping out: mark the same way."),
     ("destination", 30, "Where the young person went or is going, if known: choose from the list (the Codes sheet "
                         "explains each code), type the code or its meaning, or a few words of your own."),
 )
@@ -211,11 +211,9 @@ def _instructions(sheet, sending: Sending) -> None:
     sheet.append(["Column", "What to put in it"])
     for cell in sheet[sheet.max_row]:
         cell.font = bold
+    marks = f"{', '.join(TICKS[:-1])} or {TICKS[-1]}"
     for field, _, help_text in TABLE:
-        if field in TICK_FIELDS:
-            help_text = (f"Mark one of {_reason_headings()} with {', '.join(TICKS[:-1])} or {TICKS[-1]} "
-                         "(the dropdown offers them).")
-        sheet.append([heading(field), help_text])
+        sheet.append([heading(field), help_text.format(marks=marks)])
     sheet.append([])
     title("Sending it")
     for line in sending_lines(sending):

@@ -15,7 +15,7 @@ from gateway.pack import HEADINGS as PACKAGE_HEADINGS, Source, sheet_bytes
 from gateway.read import HEADINGS, read_return
 from gateway.route import route
 from gateway.rules import Borough, Provider, Rules
-from gateway.sample import TABLE_HEADINGS, people
+from gateway.sample import TABLE_HEADINGS, people, with_changes, workbook
 from gateway.template import ASK, DATA_ROWS, HEADING_ROW, TABLE, TICKS, write_template
 from gateway.validate import _TICKS, RULES, validate
 
@@ -174,9 +174,8 @@ def test_a_filled_template_is_read_checked_and_forwarded(tmp_path, directory):
     marks = ("X", "Y", "Yes", "\u2713", 1)
     for n, (person, destination, mark) in enumerate(zip(people(directory, {"E09000019": 5}, today=TODAY),
                                                         destinations, marks)):
-        ticks = [mark if i == n % 3 else None for i in range(3)]
-        cells = [person.uln, person.family_name, person.first_name, person.dob, person.address, person.postcode,
-                 person.email, person.phone, *ticks, destination]
+        cells = with_changes(person, destination=destination).cells()
+        cells[8:11] = [mark if i == n % 3 else None for i in range(3)]  # the ticks, each a different mark
         for column, value in enumerate(cells, start=1):
             sheet.cell(FIRST + n, column, value)
     filled = io.BytesIO()  # in memory: the filled return holds (invented) personal data
@@ -201,18 +200,8 @@ def test_a_filled_template_is_read_checked_and_forwarded(tmp_path, directory):
 
 
 def test_destination_01_only_for_a_number_that_is_no_code(directory):
-    rows = [[p.uln, p.family_name, p.first_name, p.dob, p.address, p.postcode, p.email, p.phone, "X", "", "", d]
-            for p, d in zip(people(directory, {"E09000019": 3}, today=TODAY), ("999", "230 Further education", " 230 "))]
-    book = openpyxl.Workbook()
-    sheet = book.active
-    for label, value in (("Provider Name", "Example College"), ("Provider Number", "10001234"), ("Contact Name", "MIS"),
-                         ("Tel", "020 7946 0000"), ("e-mail", "mis@example-college.example")):
-        sheet.append([label, value])
-    sheet.append(list(TABLE_HEADINGS))
-    for row in rows:
-        sheet.append(row)
-    data = io.BytesIO()
-    book.save(data)
-    table = read_return(data.getvalue())
+    given = ("999", "230 Further education", " 230 ")
+    rows = [with_changes(p, destination=d).cells() for p, d in zip(people(directory, {"E09000019": 3}, today=TODAY), given)]
+    table = read_return(workbook(PROVIDER.name, PROVIDER.ukprn, rows))
     found = [(f.row, f.rule) for f in validate(table, PROVIDER, today=TODAY).findings]
     assert found == [(table.rows[0].number, "Destination_01")]
