@@ -14,6 +14,7 @@ from gateway.cli import main
 from gateway.pack import HEADINGS as PACKAGE_HEADINGS, Source, sheet_bytes
 from gateway.read import HEADINGS, read_return
 from gateway.route import route
+from gateway.scaffold import write_installation
 from gateway.rules import Borough, Provider, Rules
 from gateway.sample import TABLE_HEADINGS, people, with_changes, workbook
 from gateway.template import ASK, DATA_ROWS, HEADING_ROW, TABLE, TICKS, write_template
@@ -158,6 +159,18 @@ def test_without_a_config_the_instructions_say_to_ask_the_administrator(tmp_path
     lines = instructions_text(book)
     assert f"Send the completed return by e-mail to: the secure mailbox ({ASK})" in lines
     assert f"Encrypt it first to the gateway's key, fingerprint: {ASK}" in lines
+
+
+def test_a_config_whose_gateway_key_is_not_made_yet_gives_the_address_and_says_to_ask_for_the_key(tmp_path, capsys):
+    config = write_installation(tmp_path / "gateway", imap=("127.0.0.1", 1143, GATEWAY_ADDRESS, "NO_SUCH_VARIABLE"),
+                                smtp=("127.0.0.1", 1025), sender=GATEWAY_ADDRESS, admin="admin@example.org",
+                                boroughs={}, providers=[])
+    lines = instructions_text(written(tmp_path, config))
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "does not exist yet" in err and ASK in err
+    assert f"Send the completed return by e-mail to: {GATEWAY_ADDRESS}" in lines
+    assert f"Encrypt it first to the gateway's key, fingerprint: {ASK}" in lines
+    assert not (tmp_path / "gateway" / "var" / "gnupg").exists()  # writing a template makes no keyring
 
 
 def test_a_filled_template_is_read_checked_and_forwarded(tmp_path, directory):
