@@ -221,10 +221,14 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _template(args: argparse.Namespace) -> int:
-    from .template import write_template
+    from .template import sending_from, write_template
 
-    write_template(args.out)
-    print(f"Template written to {args.out}: send it to providers; its Instructions sheet lists every rule.")
+    sending, note = sending_from(args.config)
+    write_template(args.out, sending)
+    print(f"Template written to {args.out}: send it to providers; its Instructions sheet says where to send the "
+          "return, how to encrypt it, and lists every rule.")
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 

@@ -64,14 +64,14 @@ def _cells(table: Return, item: Accepted, source: Source) -> list[object]:
         return cell_text(row.get(table, field))
 
     destination = text("destination")
-    label = ccis.CODES.get(destination)
+    code = ccis.code_of(destination)  # "230", "230 Further education" or the label alone: the code
     home = item.home or ""
     return [
         source.reference, row.number, source.provider.ukprn, source.provider.name, received, item.reason,
         text("uln"), text("family_name"), text("first_name"), _date(row.get(table, "dob"), received),
         text("address"), item.postcode if postcodes.is_valid(item.postcode) else text("postcode"),
         home, (authorities.load().name(home) or "") if home else "", item.routed_by,
-        text("contact_email"), text("phone"), destination if label else "", label or destination,
+        text("contact_email"), text("phone"), code or "", ccis.CODES[code] if code else destination,
         "; ".join(borough_note(rule, detail) for rule, detail in item.notes),
     ]
 
