@@ -45,7 +45,10 @@ from .validate import Finding
 
 log = logging.getLogger(__name__)
 
-MAX_HANDLING_DEATHS = 2  # a message on which the process died this often is set aside on the next run
+# A message on which the process died this often is set aside on the next run. Not 2: an operator's or a
+# supervisor's restarts (kill -9, a reboot) each fall on the first unfinished message, and two in a row
+# must not turn a good return into a quarantined one; a message that really kills the process does so each time.
+MAX_HANDLING_DEATHS = 3
 
 _KILLED_US = (
     "Your email could not be handled: opening it stopped the gateway, so it has been set aside for the "
