@@ -2,8 +2,9 @@
 
 A file in new/ is complete or absent, never half written. Packages in it are ciphertext; receipts
 and alerts hold no personal data. bad/ keeps what must not be sent (corrupt, refused, given up);
-held/ keeps packages waiting for a recipient's key, encrypted to the gateway's own key, each beside
-a small JSON of ids and counts.
+held/ keeps packages waiting for a recipient's key, and waiting/ a return's rows waiting for a borough's
+daily or weekly digest (digest.py); both encrypted to the gateway's own key, each beside a small JSON of
+ids and counts.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class Outbox:
         self.new = self.folder / "new"
         self.bad = self.folder / "bad"
         self.held = self.folder / "held"
-        for sub in (self.tmp, self.new, self.bad, self.held):
+        self.waiting = self.folder / "waiting"
+        for sub in (self.tmp, self.new, self.bad, self.held, self.waiting):
             sub.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def put(self, item_id: str, raw: bytes) -> Path:
@@ -69,11 +71,10 @@ class Outbox:
         _sync_folder(self.bad)
         return True
 
-    # -- held packages ------------------------------------------------------------------------
+    # -- held packages, and rows waiting for a digest -----------------------------------------------
     def hold(self, item_id: str, ciphertext: bytes, facts: dict) -> None:
         """Keep a package that cannot be sent yet: ciphertext first, then its facts, whose file marks it whole."""
-        self._write(self.held, f"{item_id}.gpg", ciphertext)
-        self._write(self.held, f"{item_id}.json", json.dumps(facts, sort_keys=True, indent=1).encode())
+        self._keep(self.held, item_id, ciphertext, facts)
 
     def held_ids(self) -> list[str]:
         """Ids of held packages, oldest first."""
@@ -87,9 +88,33 @@ class Outbox:
 
     def unhold(self, item_id: str) -> None:
         """Forget a held package (released): the facts go first, so a crash never leaves facts without data."""
-        (self.held / f"{item_id}.json").unlink(missing_ok=True)
-        (self.held / f"{item_id}.gpg").unlink(missing_ok=True)
-        _sync_folder(self.held)
+        self._drop(self.held, item_id)
+
+    def keep_waiting(self, part_id: str, ciphertext: bytes, facts: dict) -> None:
+        """Keep one return's rows for one digest recipient until the digest is built."""
+        self._keep(self.waiting, part_id, ciphertext, facts)
+
+    def waiting_ids(self) -> list[str]:
+        return _ids(self.waiting, ".json")
+
+    def waiting_facts(self, part_id: str) -> dict:
+        return json.loads((self.waiting / f"{part_id}.json").read_text())
+
+    def waiting_ciphertext(self, part_id: str) -> bytes:
+        return (self.waiting / f"{part_id}.gpg").read_bytes()
+
+    def drop_waiting(self, part_id: str) -> None:
+        """Forget rows a digest has taken (it is queued or held in their stead)."""
+        self._drop(self.waiting, part_id)
+
+    def _keep(self, folder: Path, item_id: str, ciphertext: bytes, facts: dict) -> None:
+        self._write(folder, f"{item_id}.gpg", ciphertext)
+        self._write(folder, f"{item_id}.json", json.dumps(facts, sort_keys=True, indent=1).encode())
+
+    def _drop(self, folder: Path, item_id: str) -> None:
+        (folder / f"{item_id}.json").unlink(missing_ok=True)
+        (folder / f"{item_id}.gpg").unlink(missing_ok=True)
+        _sync_folder(folder)
 
     def _write(self, folder: Path, name: str, data: bytes) -> Path:
         target = folder / name
