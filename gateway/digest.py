@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from .config import LOCAL
 from .errors import GatewayError, NoUsableKey
 from .held import HeldPackage, _decode, _encode, held_notices
 from .keys import Keyring
@@ -26,7 +27,6 @@ from .ledger import Ledger
 from .mail import Outgoing, outgoing_id
 from .pack import Part, Source, digest_message, parts_by_reason
 from .read import Return
-from .report import LOCAL
 from .route import Batch
 from .rules import WEEKLY, Borough, Provider, Rules
 
@@ -128,7 +128,7 @@ def _digest(gateway: "Gateway", borough: Borough, recipient: str, rows: list[dic
     item_id = outgoing_id("digest", borough.code, recipient, *ids)
     reference = f"LDOR-{when.astimezone(LOCAL):%Y%m%d}-D{item_id[:9].upper()}"
     try:
-        bundle = [(outbox.waiting_facts(i), keyring.decrypt(outbox.waiting_ciphertext(i)).data) for i in ids]
+        bundle = [(outbox.shelf_waiting.facts(i), keyring.decrypt(outbox.shelf_waiting.ciphertext(i)).data) for i in ids]
         parts = tuple(_part(gateway.rules, facts, plain, borough) for facts, plain in bundle)
     except (GatewayError, OSError, ValueError, KeyError, TypeError) as error:
         log.error("digest for borough %s, recipient %s: its waiting rows cannot be read (%s); kept", borough.code,
@@ -158,7 +158,7 @@ def _digest(gateway: "Gateway", borough: Borough, recipient: str, rows: list[dic
         log.info("%s digest %s for borough %s queued: %d rows from %d return(s)", borough.delivery, item_id,
                  borough.code, total, len(parts))
     for part_id in ids:
-        outbox.drop_waiting(part_id)
+        outbox.shelf_waiting.drop(part_id)
     return queued
 
 
@@ -180,9 +180,9 @@ def _part(rules: Rules, facts: dict, plain: bytes, borough: Borough) -> Part:
 def _tidy(gateway: "Gateway") -> None:
     """Remove waiting copies a digest took before a crash stopped their removal. A copy the ledger does not
     know yet belongs to a message being handled again, which replaces it: left alone."""
-    for part_id in gateway.outbox.waiting_ids():
+    for part_id in gateway.outbox.shelf_waiting.ids():
         if gateway.ledger.outgoing_state(part_id) not in (None, "waiting"):
-            gateway.outbox.drop_waiting(part_id)
+            gateway.outbox.shelf_waiting.drop(part_id)
 
 
 # -- what waits ---------------------------------------------------------------------------------------

@@ -413,7 +413,7 @@ def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
             gateway.outbox.hold(held.id, held.ciphertext, held.facts())
     for part in result.waiting:
         if gateway.ledger.outgoing_state(part.id) in (None, "waiting"):
-            gateway.outbox.keep_waiting(part.id, part.ciphertext, part.facts())
+            gateway.outbox.shelf_waiting.keep(part.id, part.ciphertext, part.facts())
     rows = ([item.ledger_row() for item in result.outgoing] + [held.ledger_row() for held in result.held]
             + [part.ledger_row() for part in result.waiting])
     outcome = {"state": result.state, "outcome": result.outcome, "provider": result.provider, **result.counts}

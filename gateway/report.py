@@ -20,21 +20,16 @@ import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import openpyxl
 from openpyxl.chart import BarChart, PieChart, Reference
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
+from .config import LOCAL
 from .errors import GatewayError
 from .ledger import Ledger
 from .rules import LONDON, OUTSIDE, OUTSIDE_NAME, REASONS, Rules
-
-try:
-    LOCAL = ZoneInfo("Europe/London")
-except ZoneInfoNotFoundError:  # no time zone database (pip install tzdata): days end at midnight UTC
-    LOCAL = timezone.utc
 
 _MONTH = re.compile(r"^([12]\d{3})-(0[1-9]|1[0-2])$")
 NOT_RECORDED = "Reason not recorded"
