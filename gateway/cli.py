@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     validate.epilog = _PASSWORD_HELP
     outbox = commands.add_parser("outbox", help="list what is queued, held, failed or bounced, and why")
     outbox.add_argument("--retry", metavar="ID", help="put a failed message back in the queue (after fixing the cause)")
+    outbox.add_argument("--flush-digests", action="store_true",
+                        help="build every waiting daily or weekly digest now, without waiting for its hour, and send the outbox")
     outbox.set_defaults(handler=_outbox)
 
     route = commands.add_parser("route", help="dry run: where each row of a return would go, and why any would not; nothing is sent")
@@ -75,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--due-day", type=int, help="day of the month returns are due (default: [schedule] due_day, 10)")
     report.set_defaults(handler=_report)
 
-    status = commands.add_parser("status", help="queues, held packages and why, the last mailbox check, keys expiring soon")
+    status = commands.add_parser("status", help="queues, held packages and why, rows waiting for digests, the last mailbox check, keys expiring soon")
     status.set_defaults(handler=_status)
 
     audit = commands.add_parser("audit", help="the hash-chained audit trail: `gateway audit verify` checks nobody altered it")
@@ -174,6 +176,17 @@ def _outbox(args: argparse.Namespace) -> int:
     from .send import outbox_report, requeue
 
     gateway = build(args.config)
+    if args.flush_digests:
+        from datetime import datetime, timezone
+
+        from .digest import send_digests
+        from .send import flush
+
+        made = send_digests(gateway, datetime.now(timezone.utc), due_only=False)
+        delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email, retry_now=True)
+        print(f"{made} digest message(s) queued or held; outbox: {delivery.sent} sent, {delivery.deferred} deferred, "
+              f"{delivery.failed} failed")
+        return 0
     if args.retry:
         if not requeue(gateway.outbox, gateway.ledger, args.retry):
             print(f"No failed message {args.retry} in the outbox; `gateway outbox` lists them.")

@@ -21,10 +21,11 @@ import email.policy
 import hashlib
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
 
 from .bounce import original_of, parse_bounce, record_bounce
 from .config import Config, secret
+from .digest import WaitingPart, next_due, send_digests, wait
 from .errors import NoUsableKey, UnknownSender
 from .held import HeldPackage, held_notices, hold, release_held
 from .inbox import Inbox, InboxMessage
@@ -81,6 +82,7 @@ class Result:
     state: str  # queued | quarantined
     outgoing: list[Outgoing] = field(default_factory=list)
     held: list[HeldPackage] = field(default_factory=list)
+    waiting: list[WaitingPart] = field(default_factory=list)  # rows kept for a borough's daily or weekly digest
     counts: dict = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
     outcome: str = "accepted"
     provider: str = ""
@@ -95,10 +97,12 @@ class MailboxRun:
     quarantined: int = 0
     delivery: Delivery = Delivery()
     released: int = 0  # held packages whose recipient now has a key
+    digests: int = 0  # digests (and notices of held ones) queued because they were due
 
 
 def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = None) -> MailboxRun:
-    """Release held packages that now can be, handle everything waiting in the mailbox, then try the outbox once.
+    """Release held packages that now can be, queue the digests that are due, handle everything waiting in the
+    mailbox, then try the outbox once.
 
     `retry_now` tries deferred messages before their next attempt is due, as an administrator's
     `run --once` expects; the daemon's periodic runs pass False to follow the backoff. `inbox` is a
@@ -107,6 +111,7 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
     settings = gateway.config.mailbox
     processed = quarantined = seen = 0
     released = release_held(gateway)
+    digests = send_digests(gateway, datetime.now(timezone.utc))
     try:
         with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings) as session:
             uidvalidity = session.uidvalidity()
@@ -128,9 +133,9 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
         # Even when the mailbox cannot be reached, what is queued goes out.
         delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email,
                          retry_now=retry_now)
-    run = MailboxRun(seen, processed, quarantined, delivery, released)
+    run = MailboxRun(seen, processed, quarantined, delivery, released, digests)
     # A run that found and did nothing is not news: the daemon makes one every time it is woken.
-    level = logging.INFO if (seen or released or delivery.sent or delivery.deferred or delivery.failed) else logging.DEBUG
+    level = logging.INFO if (seen or released or digests or delivery.sent or delivery.deferred or delivery.failed) else logging.DEBUG
     log.log(level, "mailbox run: %d messages, %d processed, %d quarantined; %d held package(s) released; "
             "outbox: %d sent, %d deferred, %d failed, %d waiting",
             seen, processed, quarantined, released, delivery.sent, delivery.deferred, delivery.failed, delivery.waiting)
@@ -305,7 +310,15 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
     routed, findings = examined.routed, examined.findings
     source = Source(provider, reference, facts.received, examined.held_back())
     held_boroughs = set()
+    digests = {}  # borough code -> when its digest, holding these rows, goes
+    now = datetime.now(timezone.utc)
     for batch in routed.batches:
+        if batch.borough.digest:
+            # Kept encrypted to the gateway's own key until the digest is due; its key is looked for then.
+            result.waiting += [wait(table, batch, source, recipient, gateway.keyring, gateway.keyring.own_fingerprint())
+                               for recipient in batch.borough.recipients]
+            digests[batch.borough.code] = next_due(batch.borough.delivery, now, config.schedule.hour)
+            continue
         queued = 0
         for recipient in batch.borough.recipients:
             try:
@@ -320,7 +333,7 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
             held_boroughs.add(batch.borough.code)
     held = frozenset(held_boroughs)
     result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition,
-                                           sender, head, held, head.seal, table.other_headings()))
+                                           sender, head, held, head.seal, table.other_headings(), digests))
     _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
     result.files.append((attachment.content_sha256, reference))
     ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded_except(held), boroughs=len(routed.batches))
@@ -401,7 +414,11 @@ def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
     for held in result.held:
         if gateway.ledger.outgoing_state(held.id) in (None, "held"):
             gateway.outbox.hold(held.id, held.ciphertext, held.facts())
-    rows = [item.ledger_row() for item in result.outgoing] + [held.ledger_row() for held in result.held]
+    for part in result.waiting:
+        if gateway.ledger.outgoing_state(part.id) in (None, "waiting"):
+            gateway.outbox.shelf_waiting.keep(part.id, part.ciphertext, part.facts())
+    rows = ([item.ledger_row() for item in result.outgoing] + [held.ledger_row() for held in result.held]
+            + [part.ledger_row() for part in result.waiting])
     outcome = {"state": result.state, "outcome": result.outcome, "provider": result.provider, **result.counts}
     gateway.ledger.record_outcome(record, outcome, rows, result.files)
 

@@ -19,12 +19,15 @@ def write_installation(
     imap_security: str = "none",
     smtp_security: str = "none",
     ca_file: Path | None = None,
+    deliveries: dict[str, str] | None = None,  # code: "daily" or "weekly", for boroughs that take a digest
 ) -> Path:
     """Write root/config.toml and root/rules/*.toml; return the config's path."""
     rules = root / "rules"
     rules.mkdir(parents=True, exist_ok=True)
+    deliveries = deliveries or {}
     (rules / "boroughs.toml").write_text("\n".join(
         f'[{code}]\nname = "{name}"\nrecipients = ["{address}"]\nformat = "{fmt}"\n'
+        + (f'delivery = "{deliveries[code]}"\n' if code in deliveries else "")
         for code, (name, address, fmt) in boroughs.items()
     ))
     (rules / "providers.toml").write_text("\n".join(
