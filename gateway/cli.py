@@ -121,7 +121,8 @@ def build(path: Path) -> Gateway:
     settings = config_module.load(path)
     directory = Directory()
     rules = rules_module.load(settings.paths.rules, rules_module.known_authorities(directory))
-    keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env), pins=rules.pins())
+    keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env), pins=rules.pins(),
+                      passphrase_env=settings.gnupg.passphrase_env)
     for problem in keyring.import_folder(settings.paths.keys):
         log.warning("key file problem: %s", problem)
     return Gateway(settings, rules, keyring, Ledger(settings.paths.database), Outbox(settings.paths.outbox), directory)
