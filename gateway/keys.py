@@ -39,6 +39,7 @@ class PublicKey:
     expires: int | None  # seconds since the epoch, None for never: when it can no longer encrypt
     usable: bool
     why_not: str = ""
+    uids: tuple[str, ...] = ()  # the user IDs as written ("LDOR officer <ldor@islington.example>")
 
     def expires_within(self, seconds: float, now: float | None = None) -> bool:
         return self.expires is not None and self.expires - (now or time.time()) < seconds
@@ -148,6 +149,10 @@ class Keyring:
         if not result.fingerprints:
             raise KeyringError("the text holds no OpenPGP public key")
         return result.fingerprints[0]
+
+    def scan(self, data: bytes) -> list[tuple[bool, PublicKey]]:
+        """What a key file holds, without importing it: (is a secret key, the key) for each key in it."""
+        return [(key.get("type") == "sec", _public_key(key)) for key in self._gpg.scan_keys_mem(data)]
 
     def public_keys(self) -> list[PublicKey]:
         """Keys imported from keys/, with whether each can be used to encrypt now."""
@@ -319,7 +324,7 @@ def _public_key(key: dict) -> PublicKey:
         why = "invalid"
     elif "E" not in key.get("cap", ""):
         why = "has no usable encryption subkey"
-    return PublicKey(key["fingerprint"], addresses, expires, not why, why)
+    return PublicKey(key["fingerprint"], addresses, expires, not why, why, tuple(key.get("uids", [])))
 
 
 def _encryption_expiry(key: dict) -> int | None:

@@ -130,7 +130,7 @@ def _recipient_key(keyring: Keyring, keys: list[PublicKey], address: str, tables
                    now: float) -> list[Problem]:
     """At most one line per address, however many tables list it."""
     where = _where(address, tables, keyring.pinned(address) is not None, rules_folder)
-    label = ", ".join(_label(b) for b in tables)
+    label = ", ".join(table_label(b) for b in tables)
     try:
         fingerprint = keyring.key_for(address, keys)
     except NoUsableKey as why:
@@ -150,7 +150,7 @@ def _where(address: str, tables: list[Borough], pinned: bool, rules_folder: Path
     return rules_folder / ("routing.toml" if first.code == OUTSIDE else "boroughs.toml"), first.line
 
 
-def _label(borough: Borough) -> str:
+def table_label(borough: Borough) -> str:
     return "outside_recipient" if borough.code == OUTSIDE else f"[{borough.code}] {borough.name}"
 
 
