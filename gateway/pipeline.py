@@ -267,7 +267,7 @@ def _once_each(unpacked: Unpacked) -> list[Attachment]:
 def _own_key_locked(gateway: Gateway, reference: str, locked: OwnKeyLocked) -> None:
     """Alert the administrator once per failure of the gateway's own key, not at every run: the ledger
     remembers the alert until a decryption works again (_own_key_works_again)."""
-    events = [e["event"] for e in gateway.ledger.events(OWN_KEY)]
+    events = _own_key_events(gateway)
     if events and events[-1] == "locked-alerted":
         return
     config = gateway.config
@@ -283,10 +283,15 @@ def _own_key_locked(gateway: Gateway, reference: str, locked: OwnKeyLocked) -> N
     gateway.ledger.event(OWN_KEY, "locked-alerted", message=reference)
 
 
+def _own_key_events(gateway: Gateway) -> list[str]:
+    """The own key's alerts and recoveries, oldest first (the alert's own delivery events left out)."""
+    return [e["event"] for e in gateway.ledger.events(OWN_KEY) if e["event"] in ("locked-alerted", "unlocked")]
+
+
 def _own_key_works_again(gateway: Gateway) -> None:
     """After a run in which nothing waited for the key: if an alert said it failed, prove it works now."""
-    events = gateway.ledger.events(OWN_KEY)
-    if not events or events[-1]["event"] != "locked-alerted":
+    events = _own_key_events(gateway)
+    if not events or events[-1] != "locked-alerted":
         return
     try:
         gateway.keyring.prove_own_key()

@@ -186,3 +186,11 @@ def test_keys_list_shows_each_key_its_uses_and_flags_the_unused(root, capsys, ke
     assert f"keys/{ISLINGTON}.asc" in islington and "[E09000019] Islington: recipient" in islington
     assert "fingerprint" in islington and "user IDs" in islington and "never expires" in islington
     assert "camden" in camden and "UNUSED" in camden
+
+
+def test_init_writes_the_shipped_rule_files_headers():
+    """gateway/skeleton/ is what init writes; the repo's rules/ must begin with the same text."""
+    repo = Path(__file__).resolve().parent.parent
+    for name in ("boroughs.toml", "providers.toml", "routing.toml"):
+        skeleton = (repo / "gateway" / "skeleton" / name).read_text()
+        assert (repo / "rules" / name).read_text().startswith(skeleton), name
