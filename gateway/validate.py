@@ -113,7 +113,7 @@ RULES = _registry(
     Rule("Reason_02", "W", "reason", "More than one reason is marked",
          "The row was forwarded as the most urgent of them (Leaver, then At risk, then Joiner)",
          "please mark one reason for each row next time",
-         "several reasons were marked; sent as the most urgent (Leaver, then At risk, then Joiner)"),
+         "sent as the most urgent of the reasons marked"),
     Rule("Reason_03", "E", "reason", "Reason must be one of: Joiner, Leaver, At risk of dropping out (mark the column with X, Y, Yes or a tick)"),
     Rule("Destination_01", "W", "destination", "Destination code is not a recognised CCIS activity code"),
     Rule("Row_01", "W", "", "Possible duplicate of another row"),
@@ -446,7 +446,7 @@ def _row(table: Return, row: Row, today: date) -> tuple[list[tuple[str, str]], s
     elif problem:
         add(problem)
     destination = cell_text(row.get(table, "destination"))
-    if re.fullmatch(r"\d{3}", destination) and destination not in ccis.CODES:
+    if re.fullmatch(r"\d{3}", destination) and ccis.code_of(destination) is None:
         add("Destination_01")
     person = (family.lower(), first.lower(), born) if family and first and born else None
     return found, postcode, reason or "", (uln if uln and uln != "9999999999" else None, person)

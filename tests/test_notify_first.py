@@ -87,6 +87,11 @@ def test_forty_rows_one_of_each_fault_every_placeable_row_reaches_an_authority(d
         column = {h: i for i, h in enumerate(heading)}
         by_row = {int(r[column["Source Row"]]): r for r in body_rows}
         assert set(by_row) == want[code], name
+        print(f"\n{name} ({code}), {filename[-9:]}: {len(by_row)} rows")  # row numbers and rule names only
+        for number in sorted(by_row):
+            r = by_row[number]
+            print(f"  row {number}: {r[column['Notification']]:<8} routed by {r[column['Routed By']]:<21} "
+                  f"{r[column['Data Quality']] or '-'}")
         for number, r in by_row.items():
             quality = str(r[column["Data Quality"]])
             for rule in notes.get(number, []):

@@ -65,6 +65,7 @@ class _Fresh:
 def _cases(tmp_path: Path) -> list[tuple[str, list[str], dict, tuple[str, ...]]]:
     """(what, argv, environment, words the answer must hold)."""
     config = _Fresh(tmp_path)
+    site = _install(tmp_path / "installed")
     nowhere = ["--config", str(tmp_path / "nowhere" / "config.toml")]
     broken = tmp_path / "broken.toml"
     broken.write_text("[mailbox\nhost = 1\n")
@@ -110,6 +111,13 @@ def _cases(tmp_path: Path) -> list[tuple[str, list[str], dict, tuple[str, ...]]]
         ("audit with an unknown action", [*config, "audit", "mend"], {}, ("mend",)),
         ("no command", [], {}, ("COMMAND",)),
         ("outbox --retry of nothing", [*config, "outbox", "--retry", "nothing-such"], {}, ("nothing-such",)),
+        ("init where no folder can be made", ["init", "/proc/ldor", "--no-passphrase"], {}, ("/proc/ldor",)),
+        ("init with an address that is none", ["init", str(tmp_path / "new"), "--address", "ldor"], {}, ("--address",)),
+        ("init over an installation", ["init", str(site.parent), "--no-passphrase"], {}, ("never overwrites",)),
+        ("keys with no action", [*config, "keys"], {}, ("ACTION",)),
+        ("keys list without a config", [*nowhere, "keys", "list"], {}, ("gateway init", "--config")),
+        ("keys import of a missing file", [*config, "keys", "import", "/nonexistent.asc"], {}, ("/nonexistent.asc",)),
+        ("keys import of a folder", [*config, "keys", "import", str(folder)], {}, ("a-folder",)),
         # missing variables and unreachable servers
         ("run with the password variable unset", [*config, "run", "--once"], {"USAGE_TEST_IMAP_PASSWORD": None},
          ("USAGE_TEST_IMAP_PASSWORD",)),
