@@ -6,6 +6,9 @@ import contextlib
 import email
 import email.policy
 import io
+import os
+import signal
+import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -179,6 +182,38 @@ def read_xlsx(data: bytes) -> list[list[object]]:
 
     book = openpyxl.load_workbook(io.BytesIO(data), read_only=True)
     return [list(row) for row in book.worksheets[0].iter_rows(values_only=True)]
+
+
+@pytest.fixture(autouse=True)
+def no_gpg_agent_left(request, tmp_path_factory):
+    """Every gpg daemon a test started in its temporary folder is stopped when the test ends (a gateway run
+    starts gpg-agent for the installation's keyring, and nothing else would stop it). The session's own
+    keyrings (the `keys` fixture) are left: they serve the tests to come."""
+    from servers import gpg_daemons_under, kill_agents
+
+    yield
+    session = str(tmp_path_factory.getbasetemp() / "keys")
+    for pid, home in gpg_daemons_under(tmp_path_factory.getbasetemp()).items():
+        if home.startswith(session):
+            continue
+        if Path(home).is_dir():
+            kill_agents(Path(home))
+        else:  # its folder is gone already: nothing to ask it through
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def none_at_the_end(tmp_path_factory):
+    """After the last test, no gpg daemon of the suite's is left running."""
+    from servers import gpg_daemons_under, kill_agents
+
+    yield
+    for home in set(gpg_daemons_under(tmp_path_factory.getbasetemp()).values()):
+        kill_agents(Path(home))
+    time.sleep(0.2)
+    left = gpg_daemons_under(tmp_path_factory.getbasetemp())
+    assert not left, f"gpg daemons still running: {sorted(left.values())}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -925,8 +925,23 @@ def kill_agents(gnupghome: Path) -> None:
 
 def gpg_daemon_pids(gnupghome: Path | str) -> list[int]:
     """gpg daemons started for this homedir (their command line names it)."""
-    home = str(Path(gnupghome).absolute())
-    pids = []
+    home = str(Path(gnupghome).absolute()).encode()
+    return [pid for pid, argv in _gpg_daemons() if home in argv]
+
+
+def gpg_daemons_under(folder: Path | str) -> dict[int, str]:
+    """gpg daemons whose homedir lies in `folder` (a test's temporary folder): pid -> homedir."""
+    prefix = str(Path(folder).absolute()).encode() + b"/"
+    found = {}
+    for pid, argv in _gpg_daemons():
+        homes = [arg for arg in argv if arg.startswith(prefix)]
+        if homes:
+            found[pid] = homes[0].decode()
+    return found
+
+
+def _gpg_daemons() -> list[tuple[int, list[bytes]]]:
+    daemons = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -935,10 +950,9 @@ def gpg_daemon_pids(gnupghome: Path | str) -> list[int]:
                 argv = fh.read().split(b"\0")
         except OSError:
             continue
-        name = os.path.basename(argv[0]) if argv else b""
-        if name in (b"gpg-agent", b"dirmngr", b"keyboxd") and home.encode() in argv:
-            pids.append(int(entry))
-    return pids
+        if argv and os.path.basename(argv[0]) in (b"gpg-agent", b"dirmngr", b"keyboxd"):
+            daemons.append((int(entry), argv))
+    return daemons
 
 
 @contextlib.contextmanager
