@@ -13,6 +13,7 @@ already did its work for the period.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import signal
@@ -233,11 +234,17 @@ class Daemon:
                 "The rule files or keys were edited, but the new version has problems, so the gateway goes on "
                 f"with the previous rules.\n\nWhat `gateway check` says:\n{error}\n\n"
                 "What to do: correct the files and save them again; the gateway picks them up by itself.",
-                key=str(hash(stamp)),
+                key=refused_rules_key(stamp),
             )
             self._outbox()
             return
         log.info("rules and keys reloaded")
+
+
+def refused_rules_key(stamp: tuple) -> str:
+    """The alert's key for one refused version of the rule files: the same in every process (Python's
+    hash() of a str is salted per process), so a restart never sends the same alert again."""
+    return hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
 
 
 class _Stop(BaseException):

@@ -173,3 +173,12 @@ def test_a_mailbox_run_that_finds_nothing_is_logged_at_debug(deployment, directo
     assert deployment.run_once() == 0
     [busy] = [r for r in caplog.records if r.getMessage().startswith("mailbox run:")]
     assert busy.levelno == logging.INFO and "1 messages, 1 processed" in busy.getMessage()
+
+
+def test_the_refused_rules_alert_has_the_same_key_in_every_process():
+    """Keyed by Python's hash(), the alert would differ between processes and be sent again after a restart."""
+    script = ("from gateway.scheduler import refused_rules_key; "
+              "print(refused_rules_key((('rules/boroughs.toml', 1764158400000000000, 812),)))")
+    keys = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
+                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "random")}
+    assert len(keys) == 1 and len(keys.pop().strip()) == 16
