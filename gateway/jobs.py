@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable
 from . import audit
 from .alerts import notify_admin, queue_once
 from .errors import KeyringError, NoUsableKey
-from .keys import Keyring, PublicKey
+from .keys import EXPIRY_WARNING_DAYS, Keyring, PublicKey
 from .digest import send_digests
 from .ledger import Ledger
 from .mail import Outgoing, compose, outgoing_id
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WARN_DAYS = (30, 14, 1)  # a key's recipients and the administrator are told when this many days are left
+WARN_DAYS = (EXPIRY_WARNING_DAYS, 14, 1)  # a key's recipients and the administrator are told when this many days are left
 DONE = "job-done"
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from . import rules as rules_module
 from .config import Config
 from .errors import GatewayError, NoUsableKey
-from .keys import Keyring, PublicKey
-from .routing_check import EXPIRY_WARNING_DAYS, table_label
+from .keys import EXPIRY_WARNING_DAYS, Keyring, PublicKey
+from .routing_check import table_label
 from .rules import Rules
 
 

@@ -32,6 +32,8 @@ _MAX_OUTPUT_MARGIN = 1024 * 1024
 _NO_PINENTRY = ["--pinentry-mode", "loopback"]
 
 
+EXPIRY_WARNING_DAYS = 30  # a key this close to expiring is worth a warning (`gateway check`, status, jobs)
+
 @dataclass(frozen=True)
 class PublicKey:
     fingerprint: str

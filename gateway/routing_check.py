@@ -11,12 +11,11 @@ from . import authorities
 from . import rules as rules_module
 from .config import Config, secret
 from .errors import KeyringError, NoUsableKey
-from .keys import Keyring, OwnKeyLocked, PublicKey
+from .keys import EXPIRY_WARNING_DAYS, Keyring, OwnKeyLocked, PublicKey
 from .postcodes import Directory
 from .rules import HOST_BOROUGH, OUTSIDE, Borough, Rules
 from .tomlfile import Problem
 
-EXPIRY_WARNING_DAYS = 30
 
 
 @dataclass(frozen=True)

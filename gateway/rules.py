@@ -33,7 +33,7 @@ FORMATS = ("xlsx", "csv")
 # holding every return received since the last (digest.py).
 EACH, DAILY, WEEKLY = "each", "daily", "weekly"
 DELIVERIES = (EACH, DAILY, WEEKLY)
-REASONS = ("Joiner", "Leaver", "At risk")  # the same words as validate.REASONS (which imports this module)
+REASONS = ("Joiner", "Leaver", "At risk")  # the three notifications; validate.py reads them from here
 _REASON_WORDS = {**{reason.lower(): reason for reason in REASONS}, "at risk of dropping out": "At risk"}
 
 # routing.toml: what happens to a row no borough in boroughs.toml takes.
@@ -44,7 +44,7 @@ OUTSIDE = "OUTSIDE"  # the code of the pseudo-borough that stands for outside_re
 OUTSIDE_NAME = "Other local authorities"
 
 _AUTHORITY_CODE = re.compile(r"^[ENSW]\d{8}$")
-_UKPRN = re.compile(r"^1\d{7}$|^[2-9]\d{7}$")
+UKPRN = re.compile(r"^1\d{7}$|^[2-9]\d{7}$")  # 8 digits, 10000000-99999999
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DOMAIN = re.compile(r"^@[^@\s]+\.[^@\s]+$")
 _FINGERPRINT = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
@@ -285,7 +285,7 @@ def _providers(toml: TomlFile, known: Callable[[str], bool], problems: list[Prob
         if not isinstance(table, dict):
             problems.append(toml.problem(f"'{ukprn}' must be a table: [{ukprn}] followed by its keys", None, ukprn))
             continue
-        if not _UKPRN.match(ukprn):
+        if not UKPRN.match(ukprn):
             problems.append(toml.problem(f"[{ukprn}] is not a UKPRN: a provider is keyed by its 8-digit UK provider reference number", ukprn))
             continue
         problems += toml.unknown_keys(ukprn, table, _PROVIDER_KEYS)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .digest import next_due, waiting
 from .errors import KeyringError
+from .keys import EXPIRY_WARNING_DAYS
 
 if TYPE_CHECKING:
     from .pipeline import Gateway
@@ -20,7 +21,7 @@ CHECKED = "mailbox-checked"  # the event the daemon records after each successfu
 STATES = ("queued", "held", "failed", "bounced")
 
 
-def status_text(gateway: "Gateway", *, now: datetime | None = None, within_days: int = 30) -> str:
+def status_text(gateway: "Gateway", *, now: datetime | None = None, within_days: int = EXPIRY_WARNING_DAYS) -> str:
     """The gateway's state in plain English: what is waiting, what is stuck and why, what needs doing soon."""
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     ledger = gateway.ledger

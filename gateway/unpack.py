@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from typing import Callable
 
-from .containers import MAX_FILE_BYTES
+from .containers import MAX_FILE_BYTES, SHEET_SUFFIXES
 from .errors import HostileFile, KeyringError, UnknownSender, UnpackError
 from .isolate import open_file
 from .keys import DecryptedTooLarge, Keyring, OwnKeyLocked, Signature
@@ -26,7 +26,7 @@ from .rules import Provider, Rules
 from .tnef import tnef_attachments
 
 ENCRYPTED_SUFFIXES = (".gpg", ".pgp", ".asc")
-SHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".zip")
+ATTACHED_SUFFIXES = SHEET_SUFFIXES + (".zip",)  # what an attachment's name may end with to be taken as a return
 _ARMOUR = re.compile(rb"-----BEGIN PGP MESSAGE-----.*?-----END PGP MESSAGE-----", re.DOTALL)
 MAX_RETURNS_PER_MESSAGE = 20  # more files than this in one email is not a month's returns: one answer, nothing opened
 # A PGP/MIME message carries its files base64-encoded inside the encrypted part (4/3 larger).
@@ -139,7 +139,7 @@ def _kind(part: EmailMessage, data: bytes | None) -> str | None:
         return "pgp"
     if kind == "text/plain" and not name and data and _ARMOUR.search(data):
         return "inline"
-    if name.endswith(SHEET_SUFFIXES) or kind in _SPREADSHEET_TYPES:
+    if name.endswith(ATTACHED_SUFFIXES) or kind in _SPREADSHEET_TYPES:
         return "sheet"
     return None
 

@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 from . import ccis, postcodes
 from .read import Problem, Return, Row
-from .rules import Provider
+from .rules import REASONS, UKPRN, Provider
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,6 @@ RULES = _registry(
     Rule("Route_03", "W", "postcode", "The young person lives in a local authority this gateway does not serve; the row was forwarded to the recipient who takes such notifications"),
 )
 
-REASONS = ("Joiner", "Leaver", "At risk")
 URGENCY = ("Leaver", "At risk", "Joiner")  # several marked: the row goes as the first of these
 # "ü" is how a Wingdings tick arrives as text; "√" is often typed for a tick.
 _TICKS = {"x", "y", "yes", "1", "true", "\u2713", "\u2714", "\u2611", "\u00fc", "\u221a", "tick", "ticked"}
@@ -137,7 +136,6 @@ _REASON_WORDS = {
 _ULN = re.compile(r"^[1-9][0-9]{9}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _PHONE = re.compile(r"^\+?[0-9 ()\-.]+$")
-_UKPRN = re.compile(r"^1[0-9]{7}$|^[2-9][0-9]{7}$")
 
 
 @dataclass(frozen=True)
@@ -383,7 +381,7 @@ def _header(table: Return, provider: Provider | None) -> list[Finding]:
         if not header.get("provider_name"):
             findings.append(finding(table, "Provider_01", None))
         number = header.get("provider_number", "")
-        if not _UKPRN.match(number):
+        if not UKPRN.match(number):
             findings.append(finding(table, "Provider_02", None))
         elif provider is not None and number != provider.ukprn:
             findings.append(finding(table, "Provider_03", None))

@@ -258,7 +258,7 @@ def test_the_reasons_a_borough_takes(tmp_path):
 
 
 def test_the_reason_words_are_the_validators(tmp_path):
-    from gateway.validate import REASONS
+    from gateway.rules import REASONS
 
     assert set(rules.REASONS) == set(REASONS)
 
