@@ -25,6 +25,16 @@ class Mailbox:
     quarantine_folder: str = "Quarantine"
     timeout: float = 60.0
     ca_file: Path | None = None  # trust this CA certificate (a private CA) instead of the system's
+    # Sign-in: "password" (password_env), or "oauth2" (Microsoft 365, Google Workspace; gateway/signin.py):
+    # a token from token_url for client_id with client_secret_env or client_certificate (a PEM file holding
+    # the certificate and its key), or from a Google service_account_file (its JSON key), for `scope`.
+    auth: str = "password"
+    token_url: str = ""
+    client_id: str = ""
+    client_secret_env: str = ""
+    client_certificate: Path | None = None
+    scope: str = ""
+    service_account_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,14 @@ class Smtp:
     # even when it quotes nothing of it. Needs the mailbox to take plus-addresses; without it bounces
     # are matched by the Message-ID they quote.
     verp: bool = False
+    # Sign-in, as in [mailbox]: "password" (user, password_env, both optional) or "oauth2".
+    auth: str = "password"
+    token_url: str = ""
+    client_id: str = ""
+    client_secret_env: str = ""
+    client_certificate: Path | None = None
+    scope: str = ""
+    service_account_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +124,8 @@ _RANGES = {
     ("schedule", "retention_days"): (90, 100 * 366, "a number of days, at least 90"),
     ("schedule", "heartbeat_minutes"): (1, 7 * 24 * 60, "a number of minutes above 0"),
 }
-_PATH_KEYS = {("mailbox", "ca_file"), ("smtp", "ca_file"), ("gnupg", "home"), ("paths", "rules"), ("paths", "keys"), ("paths", "outbox"), ("paths", "database")}
+_PATH_KEYS = {("mailbox", "ca_file"), ("smtp", "ca_file"), ("mailbox", "client_certificate"), ("smtp", "client_certificate"),
+              ("mailbox", "service_account_file"), ("smtp", "service_account_file"), ("gnupg", "home"), ("paths", "rules"), ("paths", "keys"), ("paths", "outbox"), ("paths", "database")}
 _DEFAULT_PATHS = {"rules": "rules", "keys": "keys", "outbox": "outbox", "database": "var/gateway.db"}
 
 
@@ -188,6 +207,8 @@ def _build(path: Path) -> tuple[Config | None, list[Problem]]:
             problems.append(
                 toml.problem(f"security must be one of {', '.join(SECURITY)}", name, "security")
             )
+        if name in ("mailbox", "smtp"):
+            problems += _signin_problems(toml, name, values)
         if not missing:
             try:
                 sections[name] = cls(**values)
@@ -201,3 +222,42 @@ def _build(path: Path) -> tuple[Config | None, list[Problem]]:
     if "@" not in config.admin.email:
         problems.append(toml.problem("[admin] email must be an email address", "admin", "email"))
     return (None if problems else config), problems
+
+
+AUTH = ("password", "oauth2")
+_OAUTH2_KEYS = ("token_url", "client_id", "client_secret_env", "client_certificate", "scope", "service_account_file")
+_CREDENTIALS = ("client_secret_env", "client_certificate", "service_account_file")
+
+
+def _signin_problems(toml: TomlFile, name: str, values: dict) -> list[Problem]:
+    """[mailbox] or [smtp] auth and its OAuth2 keys, consistent with each other (files must exist)."""
+    auth = values.get("auth", "password")
+    if auth not in AUTH:
+        return [toml.problem('auth must be "password" or "oauth2"', name, "auth")]
+    if auth == "password":
+        return [toml.problem(f'{key} is used only with auth = "oauth2"', name, key) for key in _OAUTH2_KEYS if key in values]
+    problems = []
+    given = [key for key in _CREDENTIALS if values.get(key)]
+    if len(given) != 1:
+        problems.append(toml.problem('auth = "oauth2" needs exactly one of client_secret_env, client_certificate '
+                                     f"or service_account_file{f' (not {len(given)})' if given else ''}", name, "auth"))
+    needed = ["scope", "user"] + ([] if "service_account_file" in given else ["token_url", "client_id"])
+    for key in needed:
+        if not values.get(key):
+            problems.append(toml.problem(f'auth = "oauth2" needs \'{key}\'', name, "auth"))
+    url = values.get("token_url")
+    if isinstance(url, str) and url and not _secure_url(url):
+        problems.append(toml.problem("token_url must be an https:// address", name, "token_url"))
+    for key in ("client_certificate", "service_account_file"):
+        path = values.get(key)
+        if isinstance(path, Path) and not path.is_file():
+            problems.append(toml.problem(f"{key}: no such file {path}", name, key))
+    return problems
+
+
+def _secure_url(url: str) -> bool:
+    """https, or plain http to this machine only (a token service on the loopback, as in the tests)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return bool(parts.netloc) and (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")))

@@ -40,6 +40,7 @@ from .postcodes import Directory
 from .receipt import FileFacts, Letterhead, acknowledgement, alert, rejection
 from .rules import Rules
 from .send import Delivery, flush
+from .signin import Tokens
 from .unpack import NOTHING_ATTACHED, Attachment, Unpacked, parse, sender_of, unpack
 from .validate import Finding
 
@@ -69,6 +70,7 @@ class Gateway:
     ledger: Ledger
     outbox: Outbox
     directory: Directory
+    tokens: Tokens = field(default_factory=Tokens)  # OAuth2 tokens in memory, for the mailbox and the relay
 
 
 @dataclass
@@ -105,7 +107,7 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
     processed = quarantined = seen = 0
     released = release_held(gateway)
     try:
-        with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings) as session:
+        with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings, gateway.tokens) as session:
             uidvalidity = session.uidvalidity()
             for message in session.messages():
                 seen += 1
@@ -124,7 +126,7 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
     finally:
         # Even when the mailbox cannot be reached, what is queued goes out.
         delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email,
-                         retry_now=retry_now)
+                         retry_now=retry_now, tokens=gateway.tokens)
     run = MailboxRun(seen, processed, quarantined, delivery, released)
     # A run that found and did nothing is not news: the daemon makes one every time it is woken.
     level = logging.INFO if (seen or released or delivery.sent or delivery.deferred or delivery.failed) else logging.DEBUG
