@@ -97,7 +97,9 @@ class Inbox:
         """AUTHENTICATE XOAUTH2; a refusal of a token the service issued is a missing permission."""
         try:
             box.xoauth2(self.settings.user, token, initial_folder=None)
-        except imap_tools.errors.MailboxLoginError:
+        except (imap_tools.errors.MailboxLoginError, imaplib.IMAP4.error) as refusal:
+            if "UNAVAILABLE" in str(refusal):  # RFC 5530: the server could not check it now, a passing fault
+                raise MailboxError(f"{where} could not check the app's token now ([UNAVAILABLE])") from None
             with contextlib.suppress(Exception):
                 box.client.shutdown()
             error = self.tokens.refused(self.settings, "mailbox", server_refused(self.settings, where))

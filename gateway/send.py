@@ -26,7 +26,7 @@ from .ledger import Ledger
 from .mail import Outgoing
 from .outbox import Outbox
 from .receipt import alert
-from .signin import SignInRefused, TokenServiceDown, Tokens, xoauth2
+from .signin import SignInRefused, TokenServiceDown, Tokens, server_refused, xoauth2
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +311,7 @@ def _token(settings: config.Smtp, tokens: Tokens, where: str) -> str:
 def _xoauth2(relay: smtplib.SMTP, settings: config.Smtp, tokens: Tokens, token: str, where: str) -> None:
     """AUTH XOAUTH2 (an error challenge is answered empty, as the mechanism asks); a refusal of a token the
     service issued is a missing permission."""
+    relay.ehlo_or_helo_if_needed()  # smtplib's auth, unlike its login, does not greet by itself
     try:
         relay.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2(settings.user, token))
     except smtplib.SMTPAuthenticationError:
