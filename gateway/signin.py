@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import enum
-import hashlib
 import json
 import ssl
 import time
@@ -24,7 +23,6 @@ import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Union
 
@@ -327,10 +325,3 @@ def _refusal(section: Section, answer: dict) -> SignInRefused:
                                account=section.service_account_file, scope=section.scope)
     return SignInRefused(f"the token service refused the app ({cause.value}; it said {said}): {todo}", cause)
 
-
-def certificate_expiry(path: Path) -> datetime | None:
-    """When the certificate in `path` expires (None when it cannot be read): for `gateway check --connect`."""
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc.astimezone(timezone.utc)
-    except (OSError, ValueError):
-        return None

@@ -24,8 +24,10 @@ def connect(settings: Config, tokens: Tokens | None = None) -> tuple[bool, list[
         lines.append(f"mailbox: FAILED: {error}")
     try:
         sign_in(relay, tokens)
-        who = f" as {relay.user}" if relay.user or relay.auth == "oauth2" else ""
-        lines.append(f"relay: connected to {relay.host}:{relay.port}{who} with {_how(relay) if who else 'no sign-in'}")
+        if relay.user or relay.auth == "oauth2":
+            lines.append(f"relay: signed in to {relay.host}:{relay.port} as {relay.user} with {_how(relay)}")
+        else:
+            lines.append(f"relay: connected to {relay.host}:{relay.port} (no sign-in configured)")
     except GatewayError as error:
         worked = False
         lines.append(f"relay: FAILED: {error}")

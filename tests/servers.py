@@ -43,6 +43,12 @@ Dovecot IMAP server (needs root, ``dovecot`` and ``dovenull`` users)::
     Failed logins are answered in ~0.5 s and never slow down later logins
     (auth penalty off).
 
+    With OAuth2 (tests/tokenservice.py issues the tokens)::
+
+        Dovecot(root, oauth2_key=service.public_pem)  # also offers AUTH=XOAUTH2 and OAUTHBEARER: the
+        # oauth2 passdb validates RS256 JWTs locally (kid "test"), claim `email` = the user
+        imap.log().count("method=XOAUTH2")            # sign-ins with a token
+
     With TLS (ssl = yes; plain LOGIN without TLS still allowed on port)::
 
         cert, key = make_tls_certificate(tmp_path / "tls")
@@ -67,6 +73,8 @@ SMTP sink::
         smtp.fail_on = "data"                         # or "rcpt"
         smtp.fail_with = None                         # back to accepting
         smtp.clear()
+    SmtpCapture(xoauth2=service.verify)               # AUTH XOAUTH2 required (no TLS needed on
+                                                      # the loopback); smtp.auth_attempts counts tries
     # data: bytes as received (CRLF, dot-stuffing undone); a refused message
     # is not captured; SmtpCapture().start() / .stop() for manual use.
     # CapturedMessage.tls: whether that session was encrypted.

@@ -146,7 +146,7 @@ def test_check_connect_says_what_worked_and_what_a_revoked_client_needs(installa
     code, lines = _check_connect(installation, capsys)
     assert code == 0, lines
     assert lines[0].startswith(f"mailbox: signed in to 127.0.0.1:") and "OAuth2 (a client secret" in lines[0]
-    assert lines[1].startswith("relay: connected to 127.0.0.1:") and f"as {GATEWAY_ADDRESS}" in lines[1]
+    assert lines[1].startswith("relay: signed in to 127.0.0.1:") and f"as {GATEWAY_ADDRESS}" in lines[1]
     working = lines
     service.revoke(app)
     code, lines = _check_connect(installation, capsys)
