@@ -13,21 +13,13 @@ from .tomlfile import Problem, TomlError, TomlFile
 SECURITY = ("ssl", "starttls", "none")
 
 
-@dataclass(frozen=True)
-class Mailbox:
-    host: str
-    port: int = 993
-    security: str = "ssl"
-    user: str = ""
-    password_env: str = "GATEWAY_IMAP_PASSWORD"
-    folder: str = "INBOX"
-    processed_folder: str = "Processed"
-    quarantine_folder: str = "Quarantine"
-    timeout: float = 60.0
-    ca_file: Path | None = None  # trust this CA certificate (a private CA) instead of the system's
-    # Sign-in: "password" (password_env), or "oauth2" (Microsoft 365, Google Workspace; gateway/signin.py):
-    # a token from token_url for client_id with client_secret_env or client_certificate (a PEM file holding
-    # the certificate and its key), or from a Google service_account_file (its JSON key), for `scope`.
+@dataclass(frozen=True, kw_only=True)
+class SignIn:
+    """How the gateway signs in to [mailbox] and to [smtp]: "password" (password_env), or "oauth2" (Microsoft 365,
+    Google Workspace; gateway/signin.py): a token from token_url for client_id with client_secret_env or
+    client_certificate (a PEM file holding the certificate and its key), or from a Google service_account_file
+    (its JSON key), for `scope`."""
+
     auth: str = "password"
     token_url: str = ""
     client_id: str = ""
@@ -38,7 +30,21 @@ class Mailbox:
 
 
 @dataclass(frozen=True)
-class Smtp:
+class Mailbox(SignIn):
+    host: str
+    port: int = 993
+    security: str = "ssl"
+    user: str = ""
+    password_env: str = "GATEWAY_IMAP_PASSWORD"
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    quarantine_folder: str = "Quarantine"
+    timeout: float = 60.0
+    ca_file: Path | None = None  # trust this CA certificate (a private CA) instead of the system's
+
+
+@dataclass(frozen=True)
+class Smtp(SignIn):
     host: str
     port: int = 587
     security: str = "starttls"
@@ -57,14 +63,6 @@ class Smtp:
     # even when it quotes nothing of it. Needs the mailbox to take plus-addresses; without it bounces
     # are matched by the Message-ID they quote.
     verp: bool = False
-    # Sign-in, as in [mailbox]: "password" (user, password_env, both optional) or "oauth2".
-    auth: str = "password"
-    token_url: str = ""
-    client_id: str = ""
-    client_secret_env: str = ""
-    client_certificate: Path | None = None
-    scope: str = ""
-    service_account_file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -98,10 +98,10 @@ class Inbox:
         try:
             box.xoauth2(self.settings.user, token, initial_folder=None)
         except (imap_tools.errors.MailboxLoginError, imaplib.IMAP4.error) as refusal:
-            if "UNAVAILABLE" in str(refusal):  # RFC 5530: the server could not check it now, a passing fault
-                raise MailboxError(f"{where} could not check the app's token now ([UNAVAILABLE])") from None
             with contextlib.suppress(Exception):
                 box.client.shutdown()
+            if "UNAVAILABLE" in str(refusal):  # RFC 5530: the server could not check it now, a passing fault
+                raise MailboxError(f"{where} could not check the app's token now ([UNAVAILABLE])") from None
             error = self.tokens.refused(self.settings, "mailbox", server_refused(self.settings, where))
             raise MailboxSignInRefused(str(error), error.cause, error.retry_in) from None
         self.tokens.accepted(self.settings, "mailbox")

@@ -24,12 +24,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from typing import TYPE_CHECKING, Callable, Union
 
 from . import config
 from .errors import GatewayError, MailboxError
@@ -41,6 +36,10 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 Section = Union[config.Mailbox, config.Smtp]
+
+if TYPE_CHECKING:  # cryptography is imported where a key is used: password sign-ins never load it
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 
 class Cause(enum.Enum):
@@ -202,6 +201,8 @@ def _grant(section: Section, url: str, now: float) -> dict[str, str]:
         return {"grant_type": JWT_BEARER, "assertion": signed_jwt(header, claims, key)}
     form = {"grant_type": "client_credentials", "client_id": section.client_id, "scope": section.scope}
     if section.client_certificate is not None:
+        from cryptography.hazmat.primitives import hashes
+
         certificate, key = _certificate(section, now)
         thumbprint = base64.urlsafe_b64encode(certificate.fingerprint(hashes.SHA1())).rstrip(b"=").decode()
         claims = {"aud": url, "iss": section.client_id, "sub": section.client_id, "jti": str(uuid.uuid4()),
@@ -236,6 +237,8 @@ def _service_account(path: Path) -> dict:
 
 
 def _certificate(section: Section, now: float) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    from cryptography import x509
+
     path = section.client_certificate
     assert path is not None
     try:
@@ -253,6 +256,10 @@ def _certificate(section: Section, now: float) -> tuple[x509.Certificate, rsa.RS
 
 
 def _private_key(pem: bytes, section: Section, cause: Cause) -> rsa.RSAPrivateKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     where = section.client_certificate or section.service_account_file
     try:
         key = serialization.load_pem_private_key(pem, password=None)
@@ -265,6 +272,9 @@ def _private_key(pem: bytes, section: Section, cause: Cause) -> rsa.RSAPrivateKe
 
 def signed_jwt(header: dict, claims: dict, key: rsa.RSAPrivateKey) -> str:
     """A compact JWS signed RS256 (RFC 7515, 7518 3.3)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     signing_input = f"{_b64(json.dumps(header, separators=(',', ':')).encode())}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}"
     signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{_b64(signature)}"
