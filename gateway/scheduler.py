@@ -200,14 +200,17 @@ class Daemon:
     def _refused(self, error: SignInRefused) -> None:
         """The mailbox refused the app's sign-in: tell the administrator through the relay, once a day per cause."""
         gateway = self.gateway
-        if notify_admin(
-            gateway.config, gateway.ledger, gateway.outbox, "daemon", "mailbox sign-in refused",
-            f"The gateway cannot sign in to the mailbox, so returns wait there unread.\n\n{error}.\n\n"
-            f"It tries again by itself, at most every {HOLD_MAX / 60:.0f} minutes; after a change to the app "
-            "registration, `gateway check --connect` shows at once whether the sign-in works.",
-            key=f"{error.cause.name}-{self.now():%Y-%m-%d}",
-        ):
-            self._outbox()
+        try:
+            if notify_admin(
+                gateway.config, gateway.ledger, gateway.outbox, "daemon", "mailbox sign-in refused",
+                f"The gateway cannot sign in to the mailbox, so returns wait there unread.\n\n{error}.\n\n"
+                f"It tries again by itself, at most every {HOLD_MAX / 60:.0f} minutes; after a change to the app "
+                "registration, `gateway check --connect` shows at once whether the sign-in works.",
+                key=f"{error.cause.name}-{self.now():%Y-%m-%d}",
+            ):
+                self._outbox()
+        except GatewayError as failed:  # the outbox cannot take the alert: the log line is all there is
+            log.error("the alert about the refused sign-in could not be queued: %s", failed)
 
     def _heartbeat(self) -> None:
         silent = self.clock() - self.last_check
