@@ -104,7 +104,7 @@ def record_bounce(ledger: Ledger, config: Config, reference: str, bounce: Bounce
     if original["kind"] == "alert":
         return []  # never an alert about an alert: the administrator's own address is what failed
     what = original["kind"] + (f" for borough {original['borough']}" if original["borough"] else "")
-    package = original["kind"] == "package"
+    package = original["kind"] in ("package", "digest")
     where = "the borough's recipients in rules/boroughs.toml" if package else "the address in rules/"
     return [alert(
         original["reference"], config.admin.email, config.smtp.from_address, "message bounced",

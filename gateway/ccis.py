@@ -3,10 +3,15 @@
 The codes and labels of the current activity list in the DfE's NCCIS management information requirement
 (post-16 codes only: 110-150 are for young people below school-leaving age). validate.py checks a code
 against it, the package writes the label beside the code, and the template lists it for providers.
+
+A provider may give a destination as the code ("230"), the label ("Full-time education - further
+education"), or both ("230 Full-time education - further education", as the template's dropdown offers it):
+code_of reads all three as the code, whatever the case, spacing or dashes. Anything else stays free text.
 """
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 from typing import Mapping
 
@@ -70,3 +75,43 @@ GROUPS = (
 
 CODES: Mapping[str, str] = MappingProxyType({code: label for _, codes in GROUPS for code, label in codes})
 
+
+
+def choice(code: str) -> str:
+    """How the template's dropdown offers a code: "230 Full-time education - further education"."""
+    return f"{code} {CODES[code]}"
+
+
+_WORDS = re.compile(r"[^0-9a-z]+")
+
+
+def _fold(text: str) -> str:
+    """"  Full-Time education – FURTHER " -> "full time education further": the form destinations are compared in."""
+    return _WORDS.sub(" ", text.casefold()).strip()
+
+
+_LABELS = {code: f" {_fold(label)} " for code, label in CODES.items()}
+
+
+def _within(words: str, code: str) -> bool:
+    """Whether `words` (folded) are the code's label or whole words of it in order ("further education")."""
+    return f" {words} " in _LABELS[code]
+
+
+def code_of(text: str) -> str | None:
+    """The CCIS code a destination cell names, or None for free text.
+
+    "230", "230 Further education" (the code, then its label or words of it), "Full-time education - further
+    education" (the whole label), or two or more words found in one label only ("further education").
+    """
+    words = _fold(text)
+    code, _, rest = words.partition(" ")
+    if code in CODES:
+        return code if not rest or _within(rest, code) else None
+    if not words:
+        return None
+    whole = [c for c in CODES if _LABELS[c] == f" {words} "]
+    if whole:
+        return whole[0]
+    named = [c for c in CODES if _within(words, c)]
+    return named[0] if len(named) == 1 and " " in words else None

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     validate.epilog = _PASSWORD_HELP
     outbox = commands.add_parser("outbox", help="list what is queued, held, failed or bounced, and why")
     outbox.add_argument("--retry", metavar="ID", help="put a failed message back in the queue (after fixing the cause)")
+    outbox.add_argument("--flush-digests", action="store_true",
+                        help="build every waiting daily or weekly digest now, without waiting for its hour, and send the outbox")
     outbox.set_defaults(handler=_outbox)
 
     route = commands.add_parser("route", help="dry run: where each row of a return would go, and why any would not; nothing is sent")
@@ -76,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--due-day", type=int, help="day of the month returns are due (default: [schedule] due_day, 10)")
     report.set_defaults(handler=_report)
 
-    status = commands.add_parser("status", help="queues, held packages and why, the last mailbox check, keys expiring soon")
+    status = commands.add_parser("status", help="queues, held packages and why, rows waiting for digests, the last mailbox check, keys expiring soon")
     status.set_defaults(handler=_status)
 
     audit = commands.add_parser("audit", help="the hash-chained audit trail: `gateway audit verify` checks nobody altered it")
@@ -90,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole journey on servers embedded in this machine, nothing to configure")
     demo.add_argument("--dir", type=Path, default=Path("ldor-demo"), help="where the demo keeps its files (default ./ldor-demo)")
     demo.set_defaults(handler=_demo)
+    _setup_commands(commands)
     return parser
 
 
@@ -122,7 +125,8 @@ def build(path: Path) -> Gateway:
     settings = config_module.load(path)
     directory = Directory()
     rules = rules_module.load(settings.paths.rules, rules_module.known_authorities(directory))
-    keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env), pins=rules.pins())
+    keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env), pins=rules.pins(),
+                      passphrase_env=settings.gnupg.passphrase_env)
     for problem in keyring.import_folder(settings.paths.keys):
         log.warning("key file problem: %s", problem)
     return Gateway(settings, rules, keyring, Ledger(settings.paths.database), Outbox(settings.paths.outbox), directory)
@@ -188,6 +192,18 @@ def _outbox(args: argparse.Namespace) -> int:
     from .send import outbox_report, requeue
 
     gateway = build(args.config)
+    if args.flush_digests:
+        from datetime import datetime, timezone
+
+        from .digest import send_digests
+        from .send import flush
+
+        made = send_digests(gateway, datetime.now(timezone.utc), due_only=False)
+        delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email, retry_now=True,
+                         tokens=gateway.tokens)
+        print(f"{made} digest message(s) queued or held; outbox: {delivery.sent} sent, {delivery.deferred} deferred, "
+              f"{delivery.failed} failed")
+        return 0
     if args.retry:
         if not requeue(gateway.outbox, gateway.ledger, args.retry):
             print(f"No failed message {args.retry} in the outbox; `gateway outbox` lists them.")
@@ -235,10 +251,14 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _template(args: argparse.Namespace) -> int:
-    from .template import write_template
+    from .template import sending_from, write_template
 
-    write_template(args.out)
-    print(f"Template written to {args.out}: send it to providers; its Instructions sheet lists every rule.")
+    sending, note = sending_from(args.config)
+    write_template(args.out, sending)
+    print(f"Template written to {args.out}: send it to providers; its Instructions sheet says where to send the "
+          "return, how to encrypt it, and lists every rule.")
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 
@@ -247,6 +267,65 @@ def _demo(args: argparse.Namespace) -> int:
 
     logs.setup("ERROR")  # the demo tells its own story; the log would only repeat it
     return run_demo(args.dir, build)
+
+
+# -- setting up an installation: gateway init, gateway keys import / list -------------------------------
+def _setup_commands(commands: argparse._SubParsersAction) -> None:
+    init = commands.add_parser("init", help="a new installation: config.toml, rules/, keys/ and the gateway's own key",
+                               description="Write config.toml, rules/ and keys/ into DIR and create the gateway's own key, "
+                               "protected by a generated passphrase that is shown once (or written to --passphrase-file). "
+                               "Never overwrites an installation.")
+    init.add_argument("dir", type=Path, nargs="?", default=Path("."), help="the new installation's folder (default: here)")
+    init.add_argument("--address", default="ldor@example.org", help="the secure mailbox's address: the key's user ID, "
+                      "[mailbox] user and [smtp] from_address (default ldor@example.org)")
+    init.add_argument("--admin", help="the administrator's address for alerts (default admin@ the mailbox's domain)")
+    init.add_argument("--imap-host", help="the mailbox's IMAP server (default imap. the mailbox's domain)")
+    init.add_argument("--smtp-host", help="the relay (default smtp. the mailbox's domain)")
+    secret = init.add_mutually_exclusive_group()
+    secret.add_argument("--passphrase-file", type=Path, metavar="PATH", help="write the key's passphrase to this new file "
+                        "(mode 0600, as GATEWAY_GPG_PASSPHRASE=..., ready for systemd's EnvironmentFile) instead of showing it")
+    secret.add_argument("--no-passphrase", action="store_true", help="make the key without a passphrase: anyone who can "
+                        "read var/gnupg can then decrypt every return")
+    init.set_defaults(handler=_init)
+
+    keys = commands.add_parser("keys", help="the public keys in keys/: `gateway keys import FILE.asc`, `gateway keys list`")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    adding = actions.add_parser("import", help="copy a recipient's or provider's public key into keys/ as ADDRESS.asc "
+                                "and say whom it serves and when it expires")
+    adding.add_argument("file", type=Path, help="the public key, armoured (.asc) or binary")
+    adding.add_argument("--replace", action="store_true", help="replace another key already filed under the same address")
+    adding.set_defaults(handler=_keys_import)
+    listing = actions.add_parser("list", help="every key in keys/: fingerprint, user IDs, uses, expiry; flags the expired, "
+                                 "expiring and unused")
+    listing.set_defaults(handler=_keys_list)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .installation import init_installation
+
+    domain = args.address.rpartition("@")[2]
+    if "@" not in args.address or "." not in domain:
+        print(f"gateway: --address {args.address} is not an email address, e.g. --address ldor@example.org", file=sys.stderr)
+        return 2
+    installed = init_installation(args.dir, args.address.lower(), args.admin or f"admin@{domain}",
+                                  args.imap_host or f"imap.{domain}", args.smtp_host or f"smtp.{domain}",
+                                  protect=not args.no_passphrase, passphrase_file=args.passphrase_file)
+    print(installed.text())
+    return 0
+
+
+def _keys_import(args: argparse.Namespace) -> int:
+    from .keyfiles import import_key_file
+
+    print(import_key_file(config_module.load(args.config), args.file, replace=args.replace))
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from .keyfiles import list_keys
+
+    print(list_keys(config_module.load(args.config)))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,9 @@
 """`gateway demo`: the whole journey on servers embedded in this machine, with nothing to configure.
 
 Three providers send returns to an IMAP mailbox (pymap), the gateway processes them once, and an
-aiosmtpd relay keeps what it sends. Throwaway keys stand in for the boroughs' officers, so the demo
+aiosmtpd relay keeps what it sends. Islington and Camden get one package per return; Hackney takes a
+daily digest, which the demo sends at the end (as `gateway outbox --flush-digests` would) so that the
+opened folder shows both kinds. Throwaway keys stand in for the boroughs' officers, so the demo
 can open the packages and show what each borough received. The people in the returns are invented.
 """
 
@@ -14,17 +16,20 @@ import secrets
 import shutil
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Callable
 
 import pyzipper
 
+from .digest import send_digests, waiting as waiting_rows
 from .embedded import ImapServer, Relay
 from .keys import Keyring
 from .pipeline import Gateway, run_once
 from .postcodes import Directory
 from .scaffold import write_installation
+from .send import flush
 from .sample import people, reason_csv, with_changes, workbook
 from .unpack import parse
 
@@ -35,6 +40,7 @@ BOROUGHS = {  # code: (name, recipient, format)
     "E09000007": ("Camden", "notifications@camden.demo", "xlsx"),
     "E09000012": ("Hackney", "data-unit@hackney.demo", "csv"),
 }
+DIGESTS = {"E09000012": "daily"}  # Hackney's rows wait for one package a day
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,11 @@ def run_demo(folder: Path, build: Callable[[Path], Gateway], say: Callable[[str]
             f"{result.delivery.sent} emails sent through the relay")
         say(f"     mailbox folders now: INBOX {imap.count('INBOX')}, Processed {imap.count('Processed')}, Quarantine {imap.count('Quarantine')}")
         _summaries(gateway, say)
+        waiting = ", ".join(f"{BOROUGHS[w.code][0]} {w.rows} rows from {w.returns} returns" for w in waiting_rows(gateway.ledger))
+        say(f"\n7. Rows waiting for a daily digest: {waiting or 'none'}; gateway outbox --flush-digests sends it now")
+        made = send_digests(gateway, datetime.now(timezone.utc), due_only=False)
+        delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp)
+        say(f"     {made} digest built; {delivery.sent} email sent through the relay")
         _opened(folder, relay, officers, say)
         _receipts(relay, say)
         gateway.keyring.stop_agent()
@@ -123,7 +134,7 @@ def _configure(folder: Path, imap: ImapServer, relay: Relay) -> Path:
     os.environ[ZIP_PASSWORD_ENV] = secrets.token_urlsafe(12)
     config = write_installation(
         folder, imap=(imap.host, imap.port, MAILBOX, "LDOR_DEMO_IMAP_PASSWORD"), smtp=(relay.host, relay.port),
-        sender=MAILBOX, admin=ADMIN, boroughs=BOROUGHS,
+        sender=MAILBOX, admin=ADMIN, boroughs=BOROUGHS, deliveries=DIGESTS,
         providers=[(p.ukprn, p.name, p.sender, "E09000019") for p in PROVIDERS],
     )
     providers = folder / "rules" / "providers.toml"  # Eastway protects its zips with an agreed password
@@ -187,13 +198,14 @@ def _summaries(gateway: Gateway, say: Callable[[str], None]) -> None:
 
 
 def _opened(folder: Path, relay: Relay, officers: dict[str, Keyring], say: Callable[[str], None]) -> None:
-    say(f"\n7. What each borough received, opened with its officer's key (demo only) into {folder / 'opened'}")
+    say(f"\n8. What each borough received, opened with its officer's key (demo only) into {folder / 'opened'}")
     for code, (name, address, fmt) in BOROUGHS.items():
-        rows, files = 0, []
+        rows, files, notes = 0, [], []
         for recipients, path in relay.received:
             if address not in recipients:
                 continue
             message = parse(path.read_bytes())
+            notes += [line for line in message.get_body(("plain",)).get_content().splitlines() if line.startswith("  LDOR-")]
             for part in message.iter_attachments():
                 plain = officers[address].decrypt(part.get_payload(decode=True)).data
                 target = folder / "opened" / name.lower() / part.get_filename()[: -len(".gpg")]
@@ -201,9 +213,14 @@ def _opened(folder: Path, relay: Relay, officers: dict[str, Keyring], say: Calla
                 target.write_bytes(plain)
                 files.append(target)
                 rows += _count_rows(plain, fmt)
-        say(f"     {name:<10} {address:<28} {len(files)} package(s), {rows} young people")
+        kind = f"{DIGESTS[code]} digest" if code in DIGESTS else "one package per return"
+        say(f"     {name:<10} {address:<28} {len(files)} package(s), {rows} young people ({kind})")
         for path in files:
             say(f"                {path.relative_to(folder)}")
+        if code in DIGESTS:
+            say("                its covering note lists the returns it holds:")
+            for line in notes:
+                say(f"                {line}")
 
 
 def _count_rows(data: bytes, fmt: str) -> int:
@@ -216,13 +233,16 @@ def _count_rows(data: bytes, fmt: str) -> int:
 
 
 def _receipts(relay: Relay, say: Callable[[str], None]) -> None:
-    say("\n8. Receipts and alerts (these travel in clear, so they hold no personal data):")
+    say("\n9. Receipts and alerts (these travel in clear, so they hold no personal data):")
     for recipients, path in relay.received:
         message = parse(path.read_bytes())
         subject = str(message["Subject"])
         if not subject.startswith(("LDOR receipt", "LDOR return not accepted", "LDOR gateway:")):
             continue
         say(f"     to {', '.join(recipients):<28} {subject}  ({path.relative_to(relay.folder.parent)})")
+        for line in message.get_body(("plain",)).get_content().splitlines():
+            if " digest: your " in line:
+                say(f"        {line.strip()}")
         for part in message.iter_attachments():
             if (part.get_filename() or "").endswith("findings.csv"):
                 rows = list(csv.DictReader(io.StringIO(part.get_content().lstrip("\ufeff"))))

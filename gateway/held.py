@@ -46,17 +46,18 @@ class HeldPackage:
     provider: str  # UKPRN
     received: datetime
     ciphertext: bytes = field(repr=False)  # the batch, encrypted to the gateway's own key
+    kind: str = "package"  # or "digest": a daily or weekly digest's returns (digest.py)
 
     def facts(self) -> dict:
         """What lies beside the ciphertext in clear: ids and counts only."""
         return {
             "id": self.id, "reference": self.reference, "borough": self.borough.code, "recipient": self.recipient,
             "rows": self.rows, "reasons": self.reasons, "why": self.why, "provider": self.provider,
-            "received": self.received.isoformat(), "held_at": utcnow(),
+            "received": self.received.isoformat(), "held_at": utcnow(), "kind": self.kind,
         }
 
     def ledger_row(self) -> dict:
-        return {"id": self.id, "kind": "package", "recipient": self.recipient, "borough": self.borough.code,
+        return {"id": self.id, "kind": self.kind, "recipient": self.recipient, "borough": self.borough.code,
                 "rows": self.rows, "sha256": "", "state": "held", "last_error": self.why,
                 "reasons": json.dumps(self.reasons, sort_keys=True)}
 
@@ -154,10 +155,16 @@ def release_held(gateway: "Gateway") -> int:
             continue
         provider = rules.providers.get(facts["provider"]) or Provider(facts["provider"], facts["provider"], ())
         try:
-            table, batch, held_back = _decode(keyring.decrypt(outbox.held_ciphertext(item_id)).data, borough)
-            source = Source(provider, facts["reference"], datetime.fromisoformat(facts["received"]), held_back)
-            message = package_message(table, batch, source, recipient, keyring, fingerprint,
-                                      gateway.config.smtp.from_address, gateway.config.admin.email)
+            plain = keyring.decrypt(outbox.held_ciphertext(item_id)).data
+            if facts.get("kind") == "digest":
+                from .digest import rebuild  # digest.py builds on this module
+
+                message = rebuild(gateway, facts, plain, borough, recipient, fingerprint)
+            else:
+                table, batch, held_back = _decode(plain, borough)
+                source = Source(provider, facts["reference"], datetime.fromisoformat(facts["received"]), held_back)
+                message = package_message(table, batch, source, recipient, keyring, fingerprint,
+                                          gateway.config.smtp.from_address, gateway.config.admin.email)
         except (GatewayError, OSError, ValueError, KeyError, TypeError) as error:
             log.error("held package %s cannot be released (%s); kept", item_id, type(error).__name__)
             continue
@@ -168,7 +175,7 @@ def release_held(gateway: "Gateway") -> int:
         ledger.release(item_id, message.ledger_row()["sha256"])
         outbox.unhold(item_id)
         released += 1
-        log.info("held package %s released for borough %s (%d rows)", item_id, borough.code, len(batch.rows))
+        log.info("held %s %s released for borough %s (%d rows)", facts.get("kind", "package"), item_id, borough.code, message.rows)
     return released
 
 

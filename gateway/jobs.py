@@ -1,4 +1,5 @@
-"""The daemon's dated jobs: key expiry warnings, reminders to providers, retention, the monthly report.
+"""The daemon's dated jobs: boroughs' digests, key expiry warnings, reminders to providers, retention, the
+monthly report.
 
 Each is a plain function of (gateway, now) that queues mail through the one outbox and returns how many
 messages it queued; scheduler.py decides when each is due, tests pass their own `now`. Each does its
@@ -23,6 +24,7 @@ from . import audit
 from .alerts import notify_admin, queue_once
 from .errors import KeyringError, NoUsableKey
 from .keys import Keyring, PublicKey
+from .digest import send_digests
 from .ledger import Ledger
 from .mail import Outgoing, compose, outgoing_id
 from .report import LOCAL, monthly_report, write_xlsx
@@ -366,6 +368,9 @@ def email_monthly_report(gateway: "Gateway", now: datetime) -> int:
 
 
 JOBS: dict[str, Callable[["Gateway", datetime], int]] = {
+    # First, on the hour: the receipt told each provider its rows go then. Its digests are named by the parts
+    # they hold, and a part taken is marked so in the same transaction: a second run repeats nothing.
+    "digests": send_digests,
     "key-expiry": key_expiry_warnings,
     "reminders": send_reminders,
     "retention": purge_old_details,

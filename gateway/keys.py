@@ -27,6 +27,9 @@ _STATUS = re.compile(r"^\[GNUPG:\] (\S+) ?(.*)$", re.MULTILINE)
 _EMAIL_IN_UID = re.compile(r"<([^<>\s]+@[^<>\s]+)>|^([^<>\s]+@[^<>\s]+)$")
 _UNUSABLE_TRUST = {"e", "r", "i", "d", "n"}
 _MAX_OUTPUT_MARGIN = 1024 * 1024
+# A key that needs a passphrase the gateway was not given fails at once, instead of gpg-agent starting a
+# pinentry that waits for a person at a terminal (or fails later with a less clear error).
+_NO_PINENTRY = ["--pinentry-mode", "loopback"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class PublicKey:
     expires: int | None  # seconds since the epoch, None for never: when it can no longer encrypt
     usable: bool
     why_not: str = ""
+    uids: tuple[str, ...] = ()  # the user IDs as written ("LDOR officer <ldor@islington.example>")
 
     def expires_within(self, seconds: float, now: float | None = None) -> bool:
         return self.expires is not None and self.expires - (now or time.time()) < seconds
@@ -75,11 +79,26 @@ class DecryptedTooLarge(KeyringError):
     """The decrypted data passed the caller's limit (a compression bomb, or a return far too large); gpg was stopped."""
 
 
+class OwnKeyLocked(KeyringError):
+    """The gateway's own secret key cannot decrypt (passphrase missing or wrong, secret key unusable): the
+    gateway's fault, never the provider's; mail waits in the mailbox until it is fixed."""
+
+    retryable = True
+
+
+SELF_TEST = b"ldor-gateway: the gateway's own key decrypts what is encrypted to it"
+# The agent keeps no unlocked key between two decryptions: a wrong passphrase shows at once (not once
+# a cached one has timed out), and nothing stays unlocked for another process to use.
+AGENT_CONF = "default-cache-ttl 0\nmax-cache-ttl 0\n"
+
+
 class Keyring:
     """The gateway's GnuPG home: its own secret key plus the public keys administrators put in keys/."""
 
-    def __init__(self, home: Path, passphrase: str | None = None, pins: Mapping[str, str] | None = None) -> None:
-        """`pins`: recipient address -> the fingerprint of the key its packages must use (rules/boroughs.toml)."""
+    def __init__(self, home: Path, passphrase: str | None = None, pins: Mapping[str, str] | None = None,
+                 passphrase_env: str = "") -> None:
+        """`pins`: recipient address -> the fingerprint of the key its packages must use (rules/boroughs.toml).
+        `passphrase_env`: the variable `passphrase` came from ([gnupg] passphrase_env), named in messages."""
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.home, 0o700)
@@ -93,8 +112,10 @@ class Keyring:
                 "then run the gateway again; the returns are waiting in the mailbox.") from None
         self._gpg.encoding = "utf-8"
         self._passphrase = passphrase
+        self._passphrase_env = passphrase_env
         self._pins = {address.lower(): fingerprint.upper() for address, fingerprint in (pins or {}).items()}
         self._from_folder: set[str] = set()
+        self._sources: dict[str, list[Path]] = {}
         self._reader: gnupg.GPG | None = None
         self._decrypting = threading.Lock()
 
@@ -114,7 +135,13 @@ class Keyring:
                 problems.append(Problem(path, None, "holds no OpenPGP public key gpg can import; export the key again in armoured form (.asc)"))
                 continue
             self._from_folder.update(result.fingerprints)
+            for fingerprint in result.fingerprints:
+                self._sources.setdefault(fingerprint, []).append(path)
         return problems
+
+    def files_of(self, fingerprint: str) -> list[Path]:
+        """The files in keys/ that hold this key (import_folder)."""
+        return self._sources.get(fingerprint, [])
 
     def import_key(self, armoured: str) -> str:
         """Import one public key (not from keys/: such a key is never a recipient's); return its fingerprint."""
@@ -122,6 +149,10 @@ class Keyring:
         if not result.fingerprints:
             raise KeyringError("the text holds no OpenPGP public key")
         return result.fingerprints[0]
+
+    def scan(self, data: bytes) -> list[tuple[bool, PublicKey]]:
+        """What a key file holds, without importing it: (is a secret key, the key) for each key in it."""
+        return [(key.get("type") == "sec", _public_key(key)) for key in self._gpg.scan_keys_mem(data)]
 
     def public_keys(self) -> list[PublicKey]:
         """Keys imported from keys/, with whether each can be used to encrypt now."""
@@ -160,11 +191,13 @@ class Keyring:
             raise NoUsableKey(f"the key for {address} cannot be used ({reasons})")
         raise NoUsableKey(f"{len(usable)} valid keys in keys/ are for {address}; keep exactly one, or pin one in rules/boroughs.toml")
 
-    def generate(self, name: str, address: str) -> str:
-        """Create a passphrase-less ed25519/cv25519 key in this keyring; return its fingerprint."""
+    def generate(self, name: str, address: str, passphrase: str | None = None, expire: str | int = 0) -> str:
+        """Create an ed25519/cv25519 key in this keyring (protected by `passphrase` when given, expiring
+        after `expire` in gpg's syntax, e.g. "2y"); return its fingerprint."""
+        protection = {"passphrase": passphrase} if passphrase else {"no_protection": True}
         spec = self._gpg.gen_key_input(
             name_real=name, name_email=address, key_type="EDDSA", key_curve="ed25519", key_usage="sign",
-            subkey_type="ECDH", subkey_curve="cv25519", subkey_usage="encrypt", no_protection=True, expire_date=0,
+            subkey_type="ECDH", subkey_curve="cv25519", subkey_usage="encrypt", expire_date=expire, **protection,
         )
         result = self._gpg.gen_key(spec)
         if not result.fingerprint:
@@ -183,6 +216,29 @@ class Keyring:
 
     def export_public(self, fingerprint: str) -> str:
         return str(self._gpg.export_keys(fingerprint))
+
+    def prove_own_key(self) -> None:
+        """Encrypt a short message to the gateway's own key and decrypt it; OwnKeyLocked says why not."""
+        try:
+            fingerprint = self.own_fingerprint()
+        except KeyringError as error:
+            raise OwnKeyLocked(f"the gateway cannot decrypt: {error}") from None
+        try:
+            sealed = self.encrypt(SELF_TEST, fingerprint)
+        except KeyringError:
+            return  # an expired key still decrypts; `gateway check` reports its expiry
+        result = self._gpg.decrypt(sealed, passphrase=self._passphrase, always_trust=True, extra_args=_NO_PINENTRY)
+        if result.data == SELF_TEST and "DECRYPTION_OKAY" in dict(_STATUS.findall(result.stderr or "")):
+            return
+        variable = self._passphrase_env
+        if self._passphrase is None and variable:
+            raise OwnKeyLocked(f"the gateway's own key {fingerprint} needs a passphrase and the variable {variable} "
+                               "([gnupg] passphrase_env) is not set: set it to the key's passphrase in the gateway's environment")
+        if self._passphrase is None:
+            raise OwnKeyLocked(f"the gateway's own key {fingerprint} needs a passphrase: set [gnupg] passphrase_env = "
+                               '"GATEWAY_GPG_PASSPHRASE" in config.toml and that variable to the key\'s passphrase')
+        raise OwnKeyLocked(f"the gateway's own key {fingerprint} cannot be unlocked with the passphrase in "
+                           f"{variable or '[gnupg] passphrase_env'}: it is wrong; set the variable to the key's passphrase")
 
     # -- crypto -------------------------------------------------------------------------------
     def encrypt(self, data: bytes, fingerprint: str, armour: bool = False) -> bytes:
@@ -218,12 +274,13 @@ class Keyring:
                 self._reader.encoding = "utf-8"
             self._reader.on_data = count
             try:
-                result = self._reader.decrypt(data, passphrase=self._passphrase, always_trust=True, extra_args=extra)
+                result = self._reader.decrypt(data, passphrase=self._passphrase, always_trust=True,
+                                              extra_args=_NO_PINENTRY + (extra or []))
             finally:
                 self._reader.on_data = None
-        if limit is not None and (received > limit or "--max-output" in (result.stderr or "")):
+        if limit is not None and (received > limit or "--max-output" in _stderr(result)):
             raise DecryptedTooLarge(f"the decrypted file passed the limit of {limit} bytes")
-        statuses = dict(_STATUS.findall(result.stderr or ""))
+        statuses = dict(_STATUS.findall(_stderr(result)))
         # Not the exit code: gpg exits 2 when a signature's key is unknown, though decryption was clean.
         clean = (
             "DECRYPTION_OKAY" in statuses
@@ -238,6 +295,8 @@ class Keyring:
                 raise KeyringError("the file is not OpenPGP encrypted data")
             if mdc_method == ["0"] and not _aead(statuses):
                 raise KeyringError("the file is not integrity protected (no MDC), so it is refused")
+            if "DECRYPTION_KEY" not in statuses:
+                self.prove_own_key()  # the file's session key was not unlocked: the gateway's own key may be at fault
             raise KeyringError("gpg could not decrypt the file: it is damaged or incomplete")
         if "GOODMDC" not in statuses and not _aead(statuses):
             raise KeyringError("the file is not integrity protected (no MDC), so it is refused")
@@ -249,7 +308,13 @@ class Keyring:
             handle.write(signature)
             handle.flush()
             result = self._gpg.verify_data(handle.name, data)
-        return _signature(dict(_STATUS.findall(result.stderr or "")))
+        return _signature(dict(_STATUS.findall(_stderr(result))))
+
+
+def _stderr(result: object) -> str:
+    """What gpg said. python-gnupg sets it when its reader thread ends normally; one that died on a malformed
+    status line leaves none, and the file is then refused as not decrypted cleanly."""
+    return getattr(result, "stderr", None) or ""
 
 
 def _public_key(key: dict) -> PublicKey:
@@ -265,7 +330,7 @@ def _public_key(key: dict) -> PublicKey:
         why = "invalid"
     elif "E" not in key.get("cap", ""):
         why = "has no usable encryption subkey"
-    return PublicKey(key["fingerprint"], addresses, expires, not why, why)
+    return PublicKey(key["fingerprint"], addresses, expires, not why, why, tuple(key.get("uids", [])))
 
 
 def _encryption_expiry(key: dict) -> int | None:

@@ -7,7 +7,7 @@ Retention (`purge`) drops the details of what happened before a date and keeps t
 monthly report can still be made for those months: a message keeps its reference, provider, dates,
 outcome and row counts, losing its hash and its place in the mailbox; a package keeps its id,
 reference, borough, recipient (an address from rules/boroughs.toml), rows, reasons, state and dates,
-losing its hash and error text; other outgoing mail (receipts, alerts, notices, reminders) is
+losing its hash and error text (so does a digest, and a return's rows it took are kept as they are); other outgoing mail (receipts, alerts, notices, reminders) is
 deleted, and so are the events and the hashes of forwarded files; the audit trail is cut at a
 checkpoint (audit.py). Nothing still queued or held is touched.
 """
@@ -72,9 +72,11 @@ class Ledger:
             db["outgoing"].create_index(["reference"])
         # Added after the first release: a ledger written by it gains them on opening.
         # when to try again; a bounce's status code (5.1.1); a package's counts by reason, as JSON {"Leaver": 3, ...}
-        for column in ("next_attempt_at", "status", "reasons"):
+        # and, for a return's rows waiting for a borough's digest (kind "part"), the id of the digest that took them
+        for column in ("next_attempt_at", "status", "reasons", "digest"):
             if column not in db["outgoing"].columns_dict:
                 db["outgoing"].add_column(column, str)
+        db["outgoing"].create_index(["kind", "state"], if_not_exists=True)
         if "attempts" not in db["messages"].columns_dict:
             db["messages"].add_column("attempts", int)
         if "files" not in db.table_names():
@@ -127,7 +129,7 @@ class Ledger:
                 self.db["files"].insert({"provider": outcome.get("provider", ""), "sha256": sha256,
                                          "reference": reference, "first_seen": now}, ignore=True)
             for item in outgoing:
-                if self.outgoing_state(item["id"]) == "sent":
+                if self.outgoing_state(item["id"]) in ("sent", "digested"):
                     continue
                 self._upsert_outgoing(record.reference, item, now)
             self.db["messages"].update(record.sha256, {**outcome, "updated": now})
@@ -245,6 +247,25 @@ class Ledger:
             self.db.conn.execute("update outgoing set state = 'held', last_error = ? where id = ?", [why, item_id])
             self._event(self._reference_of(item_id), "held", id=item_id)
 
+    def waiting_parts(self) -> list[dict]:
+        """A return's rows for one digest recipient each, not yet taken by a digest, oldest first."""
+        return list(self.db.query(
+            "select o.*, m.provider from outgoing o left join messages m on m.reference = o.reference "
+            "where o.kind = 'part' and o.state = 'waiting' order by o.queued_at, o.id"))
+
+    def queue_digest(self, reference: str, items: list[dict], parts: list[str]) -> None:
+        """In one transaction: the digest (queued, or held for want of a key) and any notices about it, now
+        in the outbox, and the parts it holds marked as taken by it (items[0])."""
+        now = utcnow()
+        with self.db.conn:
+            for item in items:
+                if self.outgoing_state(item["id"]) != "sent":
+                    self._upsert_outgoing(reference, item, now)
+            marks = ", ".join("?" for _ in parts)
+            self.db.conn.execute(f"update outgoing set state = 'digested', digest = ? where id in ({marks}) "
+                                 "and state = 'waiting'", [items[0]["id"], *parts])
+            self._event(reference, "digest-queued", id=items[0]["id"], parts=len(parts))
+
     def _upsert_outgoing(self, reference: str, item: dict, now: str) -> None:
         self.db["outgoing"].upsert(
             {**item, "reference": reference, "state": item.get("state", "queued"), "attempts": 0,
@@ -293,8 +314,8 @@ class Ledger:
                     [before]).rowcount,
                 "packages": conn.execute(
                     f"update outgoing set sha256 = '', last_error = null, status = null "
-                    f"where kind = 'package' and {done} and (sha256 != '' or last_error is not null)", [before]).rowcount,
-                "outgoing": conn.execute(f"delete from outgoing where kind != 'package' and {done}", [before]).rowcount,
+                    f"where kind in ('package', 'digest') and {done} and (sha256 != '' or last_error is not null)", [before]).rowcount,
+                "outgoing": conn.execute(f"delete from outgoing where kind not in ('package', 'digest', 'part') and {done}", [before]).rowcount,
                 "files": conn.execute("delete from files where first_seen < ?", [before]).rowcount,
                 # The newest event always stays, so event ids (which the audit trail shares) never start again.
                 "events": conn.execute("delete from events where at < ? and id < (select max(id) from events)",

@@ -2,8 +2,9 @@
 
 A file in new/ is complete or absent, never half written. Packages in it are ciphertext; receipts
 and alerts hold no personal data. bad/ keeps what must not be sent (corrupt, refused, given up);
-held/ keeps packages waiting for a recipient's key, encrypted to the gateway's own key, each beside
-a small JSON of ids and counts.
+held/ keeps packages waiting for a recipient's key, and waiting/ a return's rows waiting for a borough's
+daily or weekly digest (digest.py); both encrypted to the gateway's own key, each beside a small JSON of
+ids and counts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 from .errors import OutboxError
 
@@ -25,8 +27,11 @@ class Outbox:
         self.new = self.folder / "new"
         self.bad = self.folder / "bad"
         self.held = self.folder / "held"
-        for sub in (self.tmp, self.new, self.bad, self.held):
+        self.waiting = self.folder / "waiting"
+        for sub in (self.tmp, self.new, self.bad, self.held, self.waiting):
             sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.shelf_held = Shelf(self.held, self._write)
+        self.shelf_waiting = Shelf(self.waiting, self._write)  # a return's rows for one digest recipient
 
     def put(self, item_id: str, raw: bytes) -> Path:
         """Queue a complete message under its id; replacing an unsent one with the same id is harmless."""
@@ -69,27 +74,24 @@ class Outbox:
         _sync_folder(self.bad)
         return True
 
-    # -- held packages ------------------------------------------------------------------------
+    # -- held packages, and rows waiting for a digest: each a Shelf -------------------------------------
     def hold(self, item_id: str, ciphertext: bytes, facts: dict) -> None:
-        """Keep a package that cannot be sent yet: ciphertext first, then its facts, whose file marks it whole."""
-        self._write(self.held, f"{item_id}.gpg", ciphertext)
-        self._write(self.held, f"{item_id}.json", json.dumps(facts, sort_keys=True, indent=1).encode())
+        """Keep a package that cannot be sent yet (no usable key for its recipient)."""
+        self.shelf_held.keep(item_id, ciphertext, facts)
 
     def held_ids(self) -> list[str]:
         """Ids of held packages, oldest first."""
-        return _ids(self.held, ".json")
+        return self.shelf_held.ids()
 
     def held_facts(self, item_id: str) -> dict:
-        return json.loads((self.held / f"{item_id}.json").read_text())
+        return self.shelf_held.facts(item_id)
 
     def held_ciphertext(self, item_id: str) -> bytes:
-        return (self.held / f"{item_id}.gpg").read_bytes()
+        return self.shelf_held.ciphertext(item_id)
 
     def unhold(self, item_id: str) -> None:
-        """Forget a held package (released): the facts go first, so a crash never leaves facts without data."""
-        (self.held / f"{item_id}.json").unlink(missing_ok=True)
-        (self.held / f"{item_id}.gpg").unlink(missing_ok=True)
-        _sync_folder(self.held)
+        """Forget a held package (released)."""
+        self.shelf_held.drop(item_id)
 
     def _write(self, folder: Path, name: str, data: bytes) -> Path:
         target = folder / name
@@ -109,6 +111,35 @@ class Outbox:
                 "free space on that disk (or correct its permissions) and the waiting returns are handled at the next "
                 "look") from None
         return target
+
+
+class Shelf:
+    """Ciphertext (encrypted to the gateway's own key) kept under an id beside a JSON of ids and counts.
+
+    Kept ciphertext first, then its facts, whose file marks it whole; dropped facts first, so a crash
+    never leaves facts without data."""
+
+    def __init__(self, folder: Path, write: Callable[[Path, str, bytes], Path]) -> None:
+        self.folder, self._write = folder, write
+
+    def keep(self, item_id: str, ciphertext: bytes, facts: dict) -> None:
+        self._write(self.folder, f"{item_id}.gpg", ciphertext)
+        self._write(self.folder, f"{item_id}.json", json.dumps(facts, sort_keys=True, indent=1).encode())
+
+    def ids(self) -> list[str]:
+        """Oldest first."""
+        return _ids(self.folder, ".json")
+
+    def facts(self, item_id: str) -> dict:
+        return json.loads((self.folder / f"{item_id}.json").read_text())
+
+    def ciphertext(self, item_id: str) -> bytes:
+        return (self.folder / f"{item_id}.gpg").read_bytes()
+
+    def drop(self, item_id: str) -> None:
+        (self.folder / f"{item_id}.json").unlink(missing_ok=True)
+        (self.folder / f"{item_id}.gpg").unlink(missing_ok=True)
+        _sync_folder(self.folder)
 
 
 def _ids(folder: Path, suffix: str) -> list[str]:

@@ -21,14 +21,16 @@ import email.policy
 import hashlib
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
 
 from .bounce import original_of, parse_bounce, record_bounce
 from .config import Config, secret
+from .digest import WaitingPart, next_due, send_digests, wait
 from .errors import NoUsableKey, UnknownSender
 from .held import HeldPackage, held_notices, hold, release_held
 from .inbox import Inbox, InboxMessage
-from .keys import Keyring, PublicKey
+from .alerts import notify_admin
+from .keys import Keyring, OwnKeyLocked, PublicKey
 from .isolate import warm_up
 from .examine import DUPLICATE_DAYS, duplicate_advice, examine
 from .ledger import Ledger, MessageRecord
@@ -46,7 +48,10 @@ from .validate import Finding
 
 log = logging.getLogger(__name__)
 
-MAX_HANDLING_DEATHS = 2  # a message on which the process died this often is set aside on the next run
+# A message on which the process died this often is set aside on the next run. Not 2: an operator's or a
+# supervisor's restarts (kill -9, a reboot) each fall on the first unfinished message, and two in a row
+# must not turn a good return into a quarantined one; a message that really kills the process does so each time.
+MAX_HANDLING_DEATHS = 3
 
 _KILLED_US = (
     "Your email could not be handled: opening it stopped the gateway, so it has been set aside for the "
@@ -80,6 +85,7 @@ class Result:
     state: str  # queued | quarantined
     outgoing: list[Outgoing] = field(default_factory=list)
     held: list[HeldPackage] = field(default_factory=list)
+    waiting: list[WaitingPart] = field(default_factory=list)  # rows kept for a borough's daily or weekly digest
     counts: dict = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
     outcome: str = "accepted"
     provider: str = ""
@@ -94,18 +100,22 @@ class MailboxRun:
     quarantined: int = 0
     delivery: Delivery = Delivery()
     released: int = 0  # held packages whose recipient now has a key
+    digests: int = 0  # digests (and notices of held ones) queued because they were due
+    waiting: int = 0  # left in the mailbox: the gateway's own key could not decrypt them
 
 
 def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = None) -> MailboxRun:
-    """Release held packages that now can be, handle everything waiting in the mailbox, then try the outbox once.
+    """Release held packages that now can be, queue the digests that are due, handle everything waiting in the
+    mailbox, then try the outbox once.
 
     `retry_now` tries deferred messages before their next attempt is due, as an administrator's
     `run --once` expects; the daemon's periodic runs pass False to follow the backoff. `inbox` is a
     session already open (the daemon's, which it keeps between runs); without it, one is opened.
     """
     settings = gateway.config.mailbox
-    processed = quarantined = seen = 0
+    processed = quarantined = seen = waiting = 0
     released = release_held(gateway)
+    digests = send_digests(gateway, datetime.now(timezone.utc))
     try:
         with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings, gateway.tokens) as session:
             uidvalidity = session.uidvalidity()
@@ -114,6 +124,9 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
                 if seen == 1:
                     warm_up()  # outside any message's handling, which a death would count against
                 state = handle(gateway, settings.folder, uidvalidity, message)
+                if state == WAITING:
+                    waiting += 1
+                    continue  # not answered, not moved: handled again once the gateway's key works
                 folder = settings.quarantine_folder if state == "quarantined" else settings.processed_folder
                 session.move(message.uid, folder)
                 record = gateway.ledger.find_message(settings.folder, uidvalidity, message.uid, _sha256(message.raw))
@@ -123,21 +136,28 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
                     quarantined += 1
                 else:
                     processed += 1
+        if not waiting:
+            _own_key_works_again(gateway)
     finally:
         # Even when the mailbox cannot be reached, what is queued goes out.
         delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email,
                          retry_now=retry_now, tokens=gateway.tokens)
-    run = MailboxRun(seen, processed, quarantined, delivery, released)
+    run = MailboxRun(seen, processed, quarantined, delivery, released, digests, waiting)
     # A run that found and did nothing is not news: the daemon makes one every time it is woken.
-    level = logging.INFO if (seen or released or delivery.sent or delivery.deferred or delivery.failed) else logging.DEBUG
-    log.log(level, "mailbox run: %d messages, %d processed, %d quarantined; %d held package(s) released; "
+    level = logging.INFO if (seen or released or digests or delivery.sent or delivery.deferred or delivery.failed) else logging.DEBUG
+    log.log(level, "mailbox run: %d messages, %d processed, %d quarantined, %d left in the mailbox; %d held package(s) released; "
             "outbox: %d sent, %d deferred, %d failed, %d waiting",
-            seen, processed, quarantined, released, delivery.sent, delivery.deferred, delivery.failed, delivery.waiting)
+            seen, processed, quarantined, waiting, released, delivery.sent, delivery.deferred, delivery.failed, delivery.waiting)
     return run
 
 
+WAITING = "waiting"  # handle's answer for a message to leave in the mailbox and try again later
+OWN_KEY = "gateway-key"  # the ledger reference of the own key's alerts
+
+
 def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessage) -> str:
-    """Queue everything one message gives rise to; return 'queued' or 'quarantined'. Never raises for bad input."""
+    """Queue everything one message gives rise to; return 'queued', 'quarantined', or WAITING when the
+    gateway's own key cannot decrypt it (nothing queued, the administrator alerted). Never raises for bad input."""
     ledger = gateway.ledger
     record = ledger.receive(mailbox, uidvalidity, message.uid, _sha256(message.raw))
     if record.state in ("queued", "done"):
@@ -172,6 +192,11 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
                              "The sender's address is not in rules/providers.toml. If it is a provider's new address, add it to that provider's senders and move the message back to the mailbox folder.")
         if gateway.config.admin.reply_to_unknown_senders:
             result.outgoing += _stranger_reply(gateway, record, message.raw)
+    except OwnKeyLocked as locked:
+        exposure.end()  # not the message's doing
+        log.error("message %s (UID %d) left in the mailbox: %s", record.reference, message.uid, locked)
+        _own_key_locked(gateway, record.reference, locked)
+        return WAITING
     except Exception as error:  # one bad message must never stop the gateway
         # Not log.exception: a library's message can quote the cell that upset it.
         log.error("message %s (UID %d) could not be handled and is quarantined: %s", record.reference, message.uid, describe(error))
@@ -249,6 +274,43 @@ def _once_each(unpacked: Unpacked) -> list[Attachment]:
     return numbered
 
 
+def _own_key_locked(gateway: Gateway, reference: str, locked: OwnKeyLocked) -> None:
+    """Alert the administrator once per failure of the gateway's own key, not at every run: the ledger
+    remembers the alert until a decryption works again (_own_key_works_again)."""
+    events = _own_key_events(gateway)
+    if events and events[-1] == "locked-alerted":
+        return
+    config = gateway.config
+    text = (f"The gateway could not decrypt a return with its own key: {locked}.\n\n"
+            f"Gateway reference of the first message waiting: {reference}\n\n"
+            "No provider has been answered: the encrypted returns stay in the mailbox folder "
+            f"{config.mailbox.folder}, unopened, and are handled at the first run after the key works again. "
+            "What to do: set the variable in the gateway's environment (the service's EnvironmentFile), restart "
+            "the gateway, and run `gateway check`, which decrypts a test message with the key.\n\n"
+            "This alert is sent once; the next is sent only if the key fails again after working.")
+    notify_admin(config, gateway.ledger, gateway.outbox, OWN_KEY, "the gateway's own key cannot decrypt", text,
+                 key=str(events.count("locked-alerted")))
+    gateway.ledger.event(OWN_KEY, "locked-alerted", message=reference)
+
+
+def _own_key_events(gateway: Gateway) -> list[str]:
+    """The own key's alerts and recoveries, oldest first (the alert's own delivery events left out)."""
+    return [e["event"] for e in gateway.ledger.events(OWN_KEY) if e["event"] in ("locked-alerted", "unlocked")]
+
+
+def _own_key_works_again(gateway: Gateway) -> None:
+    """After a run in which nothing waited for the key: if an alert said it failed, prove it works now."""
+    events = _own_key_events(gateway)
+    if not events or events[-1] != "locked-alerted":
+        return
+    try:
+        gateway.keyring.prove_own_key()
+    except OwnKeyLocked:
+        return
+    log.info("the gateway's own key decrypts again")
+    gateway.ledger.event(OWN_KEY, "unlocked")
+
+
 def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage) -> Result:
     """A message the process died on, again and again: quarantined, the administrator told, and its
     sender, when a registered provider, answered. Only its headers are read now."""
@@ -304,7 +366,15 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
     routed, findings = examined.routed, examined.findings
     source = Source(provider, reference, facts.received, examined.held_back())
     held_boroughs = set()
+    digests = {}  # borough code -> when its digest, holding these rows, goes
+    now = datetime.now(timezone.utc)
     for batch in routed.batches:
+        if batch.borough.digest:
+            # Kept encrypted to the gateway's own key until the digest is due; its key is looked for then.
+            result.waiting += [wait(table, batch, source, recipient, gateway.keyring, gateway.keyring.own_fingerprint())
+                               for recipient in batch.borough.recipients]
+            digests[batch.borough.code] = next_due(batch.borough.delivery, now, config.schedule.hour)
+            continue
         queued = 0
         for recipient in batch.borough.recipients:
             try:
@@ -319,7 +389,7 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
             held_boroughs.add(batch.borough.code)
     held = frozenset(held_boroughs)
     result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition,
-                                           sender, head, held, head.seal, table.other_headings()))
+                                           sender, head, held, head.seal, table.other_headings(), digests))
     _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
     result.files.append((attachment.content_sha256, reference))
     ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded_except(held), boroughs=len(routed.batches))
@@ -400,7 +470,11 @@ def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
     for held in result.held:
         if gateway.ledger.outgoing_state(held.id) in (None, "held"):
             gateway.outbox.hold(held.id, held.ciphertext, held.facts())
-    rows = [item.ledger_row() for item in result.outgoing] + [held.ledger_row() for held in result.held]
+    for part in result.waiting:
+        if gateway.ledger.outgoing_state(part.id) in (None, "waiting"):
+            gateway.outbox.shelf_waiting.keep(part.id, part.ciphertext, part.facts())
+    rows = ([item.ledger_row() for item in result.outgoing] + [held.ledger_row() for held in result.held]
+            + [part.ledger_row() for part in result.waiting])
     outcome = {"state": result.state, "outcome": result.outcome, "provider": result.provider, **result.counts}
     gateway.ledger.record_outcome(record, outcome, rows, result.files)
 

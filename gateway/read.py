@@ -26,29 +26,31 @@ from . import extent
 from .errors import ReadError
 
 # Canonical field -> headings providers use for it (compared after folding case, spaces and punctuation).
+# The first is the return's own heading: the template writes it, and a receipt names a field by it when
+# the provider's file has no such column.
 HEADINGS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "uln": ("uln", "unique learner number", "learner number"),
-    "family_name": ("family name", "surname", "last name", "family names"),
-    "first_name": ("first name", "forename", "forenames", "given name", "first names", "given names"),
-    "dob": ("dob", "date of birth", "birth date"),
-    "address": ("address", "home address"),
-    "postcode": ("post code", "postcode", "postal code", "home postcode"),
-    "contact_email": ("contact email", "email", "learner email", "contact e mail", "e mail"),
+    "uln": ("ULN", "unique learner number", "learner number"),
+    "family_name": ("Family Name", "surname", "last name", "family names"),
+    "first_name": ("First Name", "forename", "forenames", "given name", "first names", "given names"),
+    "dob": ("DOB", "date of birth", "birth date"),
+    "address": ("Address", "home address"),
+    "postcode": ("Post Code", "postcode", "postal code", "home postcode"),
+    "contact_email": ("Contact e-mail", "contact email", "email", "learner email", "e mail"),
     "phone": ("phone number", "phone", "telephone", "telephone number", "tel", "mobile", "contact number"),
-    "joiner": ("joiner", "joiners"),
-    "leaver": ("leaver", "leavers"),
+    "joiner": ("Joiner", "joiners"),
+    "leaver": ("Leaver", "leavers"),
     "at_risk": ("at risk of dropping out", "at risk", "at risk of dropping out wobbler"),
-    "reason": ("reason", "reason for notification", "notification reason"),
-    "destination": ("destination if known", "destination", "destination code"),
+    "reason": ("Reason", "reason for notification", "notification reason"),
+    "destination": ("Destination if known", "destination", "destination code"),
 })
 
-# Labels of the header block above the table.
+# Labels of the header block above the table (the first is the template's).
 HEADER_LABELS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "provider_name": ("provider name",),
-    "provider_number": ("provider number", "ukprn", "provider ukprn"),
-    "contact_name": ("contact name",),
-    "contact_tel": ("tel", "telephone", "contact tel"),
-    "contact_email": ("e mail", "email", "contact email"),
+    "provider_name": ("Provider Name",),
+    "provider_number": ("Provider Number", "ukprn", "provider ukprn"),
+    "contact_name": ("Contact Name",),
+    "contact_tel": ("Tel", "telephone", "contact tel"),
+    "contact_email": ("e-mail", "email", "contact email"),
 })
 
 # A heading row must name at least this many of these to be taken for the table.
@@ -112,7 +114,7 @@ class Return:
     def heading(self, field: str) -> str:
         """The provider's own heading for a field (for receipts), or the field's usual name."""
         column = self.columns.get(field)
-        return self.headings[column] if column is not None else HEADINGS[field][0].title()
+        return self.headings[column] if column is not None else HEADINGS[field][0]
 
 
 # Limits on what is read. A return is a list of young people: the largest (a college's enrolment list)

@@ -12,7 +12,8 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 from .guard import Medium, guard
 from .mail import Outgoing, compose, compose_encrypted, entity, outgoing_id
@@ -59,14 +60,15 @@ class Letterhead:
 def acknowledgement(
     facts: FileFacts, provider: Provider, rows_read: int, findings: tuple[Finding, ...], routed: Routed,
     edition: str, to: str, head: Letterhead, held: frozenset[str] = frozenset(), seal: Seal | None = None,
-    left_out: tuple[str, ...] = (),
+    left_out: tuple[str, ...] = (), digests: Mapping[str, datetime] = MappingProxyType({}),
 ) -> Outgoing:
     """The receipt for an accepted return. With `seal` (encryption to the provider's own key) it may
     also show each offending value, so the data officer need not look the rows up. `left_out`: the
-    headings of the file's columns that are not part of the return."""
+    headings of the file's columns that are not part of the return. `digests`: for each borough that
+    takes a daily or weekly digest, when the digest holding these rows goes (London time)."""
     ordered = sort_findings(list(findings))
     lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=seal is not None, listed=LISTED,
-                         left_out=left_out)
+                         left_out=left_out, digests=digests)
     verdict = "nil return" if not rows_read else f"{routed.forwarded_except(held)} of {rows_read} rows forwarded"
     return _receipt(facts, "receipt", f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head, seal)
 
@@ -74,13 +76,14 @@ def acknowledgement(
 def report_lines(
     facts: FileFacts, provider: Provider, rows_read: int, findings: list[Finding], routed: Routed, edition: str,
     held: frozenset[str] = frozenset(), values: bool = False, listed: int | None = None,
-    left_out: tuple[str, ...] = (),
+    left_out: tuple[str, ...] = (), digests: Mapping[str, datetime] = MappingProxyType({}),
 ) -> list[str]:
     """The body of an acknowledgement: summary, then one line per finding, errors first.
 
     `held` names boroughs none of whose recipients could be sent a package (no usable key). With
     `listed`, only that many findings are listed one by one, and all of them are counted by rule.
     `left_out` are the headings of the file's own columns that are not part of the return, said once.
+    `digests` says when the rows of a borough that takes a daily or weekly digest go.
     """
     ordered = sort_findings(findings)
     rejected_rows = {f.row for f in ordered if f.severity == "E" and f.row}
@@ -98,6 +101,8 @@ def report_lines(
     for batch in sorted(routed.batches, key=lambda b: b.borough.name):
         if batch.borough.code not in held:
             lines.append(f"      {batch.borough.name} ({batch.borough.code}): {len(batch.rows)}")
+        if batch.borough.code in digests:
+            lines.append(f"        {digest_line(batch.borough.name, batch.borough.delivery, len(batch.rows), digests[batch.borough.code])}")
     waiting = [b for b in routed.batches if b.borough.code in held]
     if waiting:
         lines.append(f"  Rows accepted but not yet sent: {sum(len(b.rows) for b in waiting)}")
@@ -130,6 +135,12 @@ def report_lines(
     elif not ordered:
         lines.append("No problems found: every row was forwarded. Thank you.")
     return lines
+
+
+def digest_line(name: str, delivery: str, rows: int, when: datetime) -> str:
+    """"Hackney takes a daily digest: your 7 rows go at 07:00 on Wednesday 26/11/2026 (London time)"."""
+    return (f"{name} takes a {delivery} digest: your {rows} {'row goes' if rows == 1 else 'rows go'} at "
+            f"{when:%H:%M} on {when:%A %d/%m/%Y} (London time)")
 
 
 # A table with its headings and no rows under them: the provider is telling us of no one this month.

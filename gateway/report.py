@@ -7,7 +7,9 @@ received each message.
 
 Reasons per borough come from the "reasons" column of the ledger's package rows (JSON such as
 {"Leaver": 3, "Joiner": 1}, from route.Batch.by_reason()). Packages recorded without it count in the
-totals, under "reason not recorded".
+totals, under "reason not recorded". A return's rows for a borough that takes a daily or weekly digest
+are recorded as a "part" per recipient when the return is received, and count in that month, whenever the
+digest goes; under Packages each part counts as one, sent once its digest is.
 """
 
 from __future__ import annotations
@@ -18,21 +20,16 @@ import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import openpyxl
 from openpyxl.chart import BarChart, PieChart, Reference
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
+from .config import LOCAL
 from .errors import GatewayError
 from .ledger import Ledger
 from .rules import LONDON, OUTSIDE, OUTSIDE_NAME, REASONS, Rules
-
-try:
-    LOCAL = ZoneInfo("Europe/London")
-except ZoneInfoNotFoundError:  # no time zone database (pip install tzdata): days end at midnight UTC
-    LOCAL = timezone.utc
 
 _MONTH = re.compile(r"^([12]\d{3})-(0[1-9]|1[0-2])$")
 NOT_RECORDED = "Reason not recorded"
@@ -130,7 +127,8 @@ class MonthlyReport:
             f"On time: its first accepted return of the month reached the gateway by the end of day {self.due_day} "
             "(London time). Months and days are London time, by when the gateway received each message.",
             "Notifications per borough are the rows routed to it from returns received in the month, including "
-            "packages not yet delivered (`gateway outbox` lists those). The share of providers that returned counts "
+            "packages not yet delivered (`gateway outbox` lists those) and rows waiting for a borough's daily or "
+            "weekly digest (counted in the month their return arrived; `gateway status` lists them). The share of providers that returned counts "
             "only the providers now in rules/providers.toml.",
         ]
         if self.total.not_recorded:
@@ -189,11 +187,16 @@ def monthly_report(ledger: Ledger, rules: Rules, month: str, due_day: int = 10, 
     messages = list(ledger.db.query(
         "select provider, outcome, first_seen, rows_read, rows_forwarded, rows_rejected, warnings from messages "
         "where first_seen >= ? and first_seen < ?", [since, until]))
-    reasons = "o.reasons" if "reasons" in ledger.db["outgoing"].columns_dict else "null"
+    columns = ledger.db["outgoing"].columns_dict
+    reasons = "o.reasons" if "reasons" in columns else "null"
+    # A return's rows for a digest borough (a "part") count when the return is received, like a package;
+    # it is sent once the digest that took it is.
+    state = ("case when o.kind = 'part' then coalesce((select d.state from outgoing d where d.id = o.digest), "
+             "'waiting') else o.state end" if "digest" in columns else "o.state")
     packages = list(ledger.db.query(
-        f"select o.reference, o.borough, o.recipient, o.rows, o.state, {reasons} as reasons, m.provider "
+        f"select o.reference, o.borough, o.recipient, o.rows, {state} as state, {reasons} as reasons, m.provider "
         "from outgoing o join messages m on m.reference = o.reference "
-        "where o.kind = 'package' and m.first_seen >= ? and m.first_seen < ?", [since, until]))
+        "where o.kind in ('package', 'part') and m.first_seen >= ? and m.first_seen < ?", [since, until]))
     boroughs = _boroughs(rules, packages)
     london = _sum("", "London total", packages, set(LONDON))
     total = _sum("", "All recipients", packages, {b.code for b in boroughs})

@@ -11,7 +11,7 @@ from . import authorities
 from . import rules as rules_module
 from .config import Config, secret
 from .errors import KeyringError, NoUsableKey
-from .keys import Keyring, PublicKey
+from .keys import Keyring, OwnKeyLocked, PublicKey
 from .postcodes import Directory
 from .rules import HOST_BOROUGH, OUTSIDE, Borough, Rules
 from .tomlfile import Problem
@@ -30,8 +30,34 @@ def check_installation(settings: Config, directory: Directory | None = None, now
     rules, problems = rules_module.check(settings.paths.rules, rules_module.known_authorities(directory))
     problems += check_keys(settings, rules, now)
     problems += host_authorities(rules, settings.paths.rules / "providers.toml")
+    problems += _empty_rules(rules, settings.paths.rules)
     problems += _unset_secrets(settings)
+    problems += _unset_passwords(rules, settings.paths.rules / "providers.toml")
     return problems
+
+
+def _empty_rules(rules: Rules, folder: Path) -> list[Problem]:
+    """A new installation (gateway init) has no borough and no provider yet: say what that means."""
+    problems: list[Problem] = []
+    if not rules.boroughs:
+        problems.append(Advisory(folder / "boroughs.toml", None, "warning: no borough yet, so no row can be forwarded: "
+                                 "add one table per borough (its ONS code, recipients, format) and import each recipient's key "
+                                 "with gateway keys import"))
+    if not rules.providers:
+        problems.append(Advisory(folder / "providers.toml", None, "warning: no provider yet, so every message would be "
+                                 "quarantined: add one table per provider (its UKPRN, name, senders, host_la)"))
+    return problems
+
+
+def _unset_passwords(rules: Rules, providers_file: Path) -> list[Problem]:
+    """A provider's password_env the gateway's environment does not set: its protected files could not be opened."""
+    return [
+        Problem(providers_file, provider.line,
+                f"provider {provider.ukprn} ({provider.name}): the variable {provider.password_env} named by its password_env "
+                "is not set in this environment, so its password-protected workbooks and zips cannot be opened (each would "
+                f"be rejected as having no agreed password): set {provider.password_env} in the gateway's environment")
+        for provider in rules.providers.values() if provider.password_env and secret(provider.password_env) is None
+    ]
 
 
 def host_authorities(rules: Rules, providers_file: Path) -> list[Problem]:
@@ -59,7 +85,8 @@ def host_authorities(rules: Rules, providers_file: Path) -> list[Problem]:
 def check_keys(settings: Config, rules: Rules, now: float | None = None) -> list[Problem]:
     """keys/ and the gateway's own key, judged against the rules: each recipient's key, pins, signing keys."""
     now = time.time() if now is None else now
-    keyring = Keyring(settings.gnupg.home, secret(settings.gnupg.passphrase_env), pins=rules.pins())
+    keyring = Keyring(settings.gnupg.home, secret(settings.gnupg.passphrase_env), pins=rules.pins(),
+                      passphrase_env=settings.gnupg.passphrase_env)
     problems = keyring.import_folder(settings.paths.keys)
     problems += _own_key(keyring, settings, now)
     keys = keyring.public_keys()
@@ -81,6 +108,10 @@ def _own_key(keyring: Keyring, settings: Config, now: float) -> list[Problem]:
         return [Problem(home, None, f"the gateway's own key {own.fingerprint} {own.trouble()}, so providers cannot encrypt returns to it: {extend}")]
     if not own.usable:
         return [Problem(home, None, f"the gateway's own key {own.fingerprint} cannot be used ({own.trouble()}): make a new one and send providers its public key")]
+    try:
+        keyring.prove_own_key()  # decrypts a test message: a missing or wrong passphrase shows here, not on a return
+    except OwnKeyLocked as locked:
+        return [Problem(settings.path, None, str(locked))]
     if _expires_soon(own, now):
         return [Advisory(home, None, f"warning: the gateway's own key {own.fingerprint} expires on {own.expires_on:%Y-%m-%d}; {extend}")]
     return []
@@ -99,7 +130,7 @@ def _recipient_key(keyring: Keyring, keys: list[PublicKey], address: str, tables
                    now: float) -> list[Problem]:
     """At most one line per address, however many tables list it."""
     where = _where(address, tables, keyring.pinned(address) is not None, rules_folder)
-    label = ", ".join(_label(b) for b in tables)
+    label = ", ".join(table_label(b) for b in tables)
     try:
         fingerprint = keyring.key_for(address, keys)
     except NoUsableKey as why:
@@ -119,7 +150,7 @@ def _where(address: str, tables: list[Borough], pinned: bool, rules_folder: Path
     return rules_folder / ("routing.toml" if first.code == OUTSIDE else "boroughs.toml"), first.line
 
 
-def _label(borough: Borough) -> str:
+def table_label(borough: Borough) -> str:
     return "outside_recipient" if borough.code == OUTSIDE else f"[{borough.code}] {borough.name}"
 
 
@@ -149,8 +180,7 @@ def _unset_secrets(settings: Config) -> list[Problem]:
         variables.append((settings.smtp.password_env, "SMTP password"))
     variables += [(section.client_secret_env, f"{name} client secret") for name, section in
                   (("mailbox", settings.mailbox), ("SMTP", settings.smtp)) if section.auth == "oauth2" and section.client_secret_env]
-    if settings.gnupg.passphrase_env:
-        variables.append((settings.gnupg.passphrase_env, "key passphrase"))
+    # [gnupg] passphrase_env is judged by decrypting with the key (_own_key): a key without a passphrase needs none.
     return [
         Problem(settings.path, None, f"the {what} variable {variable} is not set in this environment (the daemon will need it)")
         for variable, what in variables if secret(variable) is None

@@ -29,6 +29,10 @@ LONDON = MappingProxyType({
 })
 
 FORMATS = ("xlsx", "csv")
+# When a borough's packages go: one per return as it arrives (the default), or one digest a day or a week
+# holding every return received since the last (digest.py).
+EACH, DAILY, WEEKLY = "each", "daily", "weekly"
+DELIVERIES = (EACH, DAILY, WEEKLY)
 REASONS = ("Joiner", "Leaver", "At risk")  # the same words as validate.REASONS (which imports this module)
 _REASON_WORDS = {**{reason.lower(): reason for reason in REASONS}, "at risk of dropping out": "At risk"}
 
@@ -47,7 +51,7 @@ _FINGERPRINT = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
 # The outward half of the GOV.UK postcode pattern (postcodes.py), alone: a postcode district such as N1C or E20.
 _DISTRICT = re.compile(r"^(?:[A-Z][0-9]{1,2}|[A-Z][A-HJ-Y][0-9]{1,2}|[A-Z][0-9][A-Z]|[A-Z][A-HJ-Y][0-9]?[A-Z])$")
 
-_BOROUGH_KEYS = {"name", "recipients", "format", "reasons", "keys", "extra_columns"}
+_BOROUGH_KEYS = {"name", "recipients", "format", "reasons", "keys", "extra_columns", "delivery"}
 _PROVIDER_KEYS = {"name", "senders", "host_la", "password_env", "signing_keys", "require_signature", "receipts_to"}
 _ROUTING_KEYS = {"unplaceable", "outside", "outside_recipient", "outside_format", "overrides"}
 
@@ -63,6 +67,12 @@ class Borough:
     pins: tuple[tuple[str, str], ...] = ()  # (recipient, fingerprint): that recipient's packages use that key
     pins_line: int | None = field(default=None, compare=False)
     extra_columns: bool = False  # its packages also carry the provider's own columns that are no field of the return
+    delivery: str = EACH  # one of DELIVERIES
+
+    @property
+    def digest(self) -> bool:
+        """Whether its rows wait for a daily or weekly digest instead of going one package a return."""
+        return self.delivery != EACH
 
     def takes(self, reason: str) -> bool:
         return reason in self.reasons
@@ -221,8 +231,14 @@ def _boroughs(toml: TomlFile, known: Callable[[str], bool], problems: list[Probl
         if not isinstance(extra, bool):
             problems.append(toml.problem(f"[{code}] extra_columns must be true or false, not {extra!r}", code, "extra_columns"))
             extra = False
+        delivery = table.get("delivery", EACH)
+        if delivery not in DELIVERIES:
+            listed = ", ".join(f'"{d}"' for d in DELIVERIES)
+            problems.append(toml.problem(f"[{code}] delivery must be one of {listed}, not {delivery!r}"
+                                         f"{_did_you_mean(str(delivery), DELIVERIES)}", code, "delivery"))
+            delivery = EACH
         found[code] = Borough(code, str(name), tuple(clean), fmt if fmt in FORMATS else "xlsx", line, reasons, pins,
-                              _pins_line(toml, code), extra)
+                              _pins_line(toml, code), extra, delivery)
     return found
 
 

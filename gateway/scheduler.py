@@ -4,8 +4,9 @@ APScheduler decides when each job is due. The jobs themselves run on the main th
 looks at the mailbox, because the ledger's SQLite connection belongs to that thread and one message
 is always finished before anything else starts.
 
-The dated jobs (jobs.py: key expiry warnings, reminders, retention, the monthly report) run at [schedule]
-hour, London time: daily, or on their day of the month. Each also runs once as the daemon starts, before
+The dated jobs (jobs.py: boroughs' digests, key expiry warnings, reminders, retention, the monthly report)
+run at [schedule] hour, London time: daily (the digests job sends weekly digests on Mondays), or on their
+day of the month. Each also runs once as the daemon starts, before
 it first looks at the mailbox, to catch up on a day it missed while stopped; each knows whether it
 already did its work for the period.
 """
@@ -91,7 +92,7 @@ class Daemon:
         settings = self.gateway.config.schedule
         scheduler.add_job(self._due.put, "interval", args=["outbox"], seconds=self.timing.outbox_every, id="outbox")
         scheduler.add_job(self._due.put, "interval", args=["heartbeat"], seconds=60, id="heartbeat")
-        days = {"key-expiry": "*", "reminders": settings.reminder_day, "retention": "*", "monthly-report": settings.report_day}
+        days = {"digests": "*", "key-expiry": "*", "reminders": settings.reminder_day, "retention": "*", "monthly-report": settings.report_day}
         for minute, name in enumerate(JOBS):  # a few minutes apart, so the log tells them apart
             scheduler.add_job(self._due.put, "cron", args=[name], id=name, day=days[name], hour=settings.hour,
                               minute=minute, timezone=LOCAL)

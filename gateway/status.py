@@ -1,6 +1,6 @@
 """`gateway status`: how the gateway is doing, in a few plain lines for an administrator.
 
-Queue lengths, held packages and why, the last successful mailbox check, keys about to expire. From the
+Queue lengths, held packages and why, rows waiting for each borough's digest, the last successful mailbox check, keys about to expire. From the
 ledger and the keyring only, without connecting to any server; ids, addresses of organisations and
 counts, never anything from a return.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from .digest import next_due, waiting
 from .errors import KeyringError
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ def status_text(gateway: "Gateway", *, now: datetime | None = None, within_days:
     if held:
         lines.append("  Put the recipient's current public key in keys/: each is then sent by itself.")
 
+    lines += _digests(gateway, now)
+
     soon, unusable = _keys(gateway, now, within_days)
     lines.append(f"Keys expiring within {within_days} days: {len(soon)}")
     lines += [f"  {line}" for line in soon]
@@ -52,6 +55,21 @@ def status_text(gateway: "Gateway", *, now: datetime | None = None, within_days:
     if soon or unusable:
         lines.append("  Ask each owner for a renewed key, put it in keys/ (removing a dead one) and run `gateway check`.")
     return "\n".join(lines) + "\n"
+
+
+def _digests(gateway: "Gateway", now: datetime) -> list[str]:
+    """Rows waiting for each borough's daily or weekly digest, and when it goes."""
+    found = waiting(gateway.ledger)
+    lines = [f"Rows waiting for a digest: {sum(w.rows for w in found)}"]
+    for item in found:
+        borough = gateway.rules.boroughs.get(item.code)
+        name = f"{borough.name} ({item.code})" if borough else item.code
+        goes = (f"{borough.delivery} digest, goes at {next_due(borough.delivery, now, gateway.config.schedule.hour):%H:%M on %a %d/%m/%Y} London time"
+                if borough and borough.digest else "goes at the next run")
+        lines.append(f"  {name}: {item.rows} row(s) from {item.returns} return(s); {goes}")
+    if found:
+        lines.append("  `gateway outbox --flush-digests` sends them all now.")
+    return lines
 
 
 def _last_check(gateway: "Gateway", now: datetime) -> str:

@@ -21,7 +21,7 @@ from typing import Callable
 from .containers import MAX_FILE_BYTES
 from .errors import HostileFile, KeyringError, UnknownSender, UnpackError
 from .isolate import open_file
-from .keys import DecryptedTooLarge, Keyring, Signature
+from .keys import DecryptedTooLarge, Keyring, OwnKeyLocked, Signature
 from .rules import Provider, Rules
 from .tnef import tnef_attachments
 
@@ -274,6 +274,8 @@ class _Finder:
         except DecryptedTooLarge:
             self._add(data, None, UnpackError("decrypted file over the size limit", _TOO_LARGE_DECRYPTED))
             return None
+        except OwnKeyLocked:
+            raise  # the gateway's fault, not the file's: the message waits (pipeline.handle)
         except KeyringError as failure:
             if not inline or "not OpenPGP" not in str(failure):
                 self._add(data, None, decrypt_advice(failure, self.keyring))

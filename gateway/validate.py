@@ -446,7 +446,7 @@ def _row(table: Return, row: Row, today: date) -> tuple[list[tuple[str, str]], s
     elif problem:
         add(problem)
     destination = cell_text(row.get(table, "destination"))
-    if re.fullmatch(r"\d{3}", destination) and destination not in ccis.CODES:
+    if re.fullmatch(r"\d{3}", destination) and ccis.code_of(destination) is None:
         add("Destination_01")
     person = (family.lower(), first.lower(), born) if family and first and born else None
     return found, postcode, reason or "", (uln if uln and uln != "9999999999" else None, person)

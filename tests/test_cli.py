@@ -137,6 +137,14 @@ def test_demo_runs_the_whole_journey(tmp_path, capsys):
     assert "INBOX 0, Processed 3, Quarantine 1" in out
     opened = sorted((folder / "opened").rglob("*.*"))
     assert {p.parent.name for p in opened} == {name.lower() for name, _, _ in BOROUGHS.values()}
+    # Both kinds of delivery: a package per return for Islington, one daily digest for Hackney holding every
+    # provider's rows, each row with its own return's reference.
+    assert len(list((folder / "opened" / "islington").iterdir())) == 3
+    [digest] = (folder / "opened" / "hackney").iterdir()
+    rows = list(csv.reader(io.StringIO(digest.read_text(encoding="utf-8-sig"))))
+    assert len({row[HEADINGS.index("Provider UKPRN")] for row in rows[1:]}) == 3
+    assert len({row[HEADINGS.index("Gateway Reference")] for row in rows[1:]}) == 3
+    assert "Hackney takes a daily digest" in out and "1 digest built" in out
     personal = set()
     for path in opened:
         if path.suffix == ".csv":

@@ -116,10 +116,11 @@ def test_the_dated_jobs_are_registered_from_the_schedule_and_each_runs_once_at_s
     triggers = {job.id: str(job.trigger) for job in scheduler.get_jobs()}
     assert triggers == {
         "outbox": "interval[0:01:00]", "heartbeat": "interval[0:01:00]",
-        "key-expiry": "cron[day='*', hour='6', minute='0']", "reminders": "cron[day='7', hour='6', minute='1']",
-        "retention": "cron[day='*', hour='6', minute='2']", "monthly-report": "cron[day='2', hour='6', minute='3']",
+        "digests": "cron[day='*', hour='6', minute='0']",
+        "key-expiry": "cron[day='*', hour='6', minute='1']", "reminders": "cron[day='7', hour='6', minute='2']",
+        "retention": "cron[day='*', hour='6', minute='3']", "monthly-report": "cron[day='2', hour='6', minute='4']",
     }
-    assert [daemon._due.get_nowait() for _ in range(4)] == ["key-expiry", "reminders", "retention", "monthly-report"]
+    assert [daemon._due.get_nowait() for _ in range(5)] == ["digests", "key-expiry", "reminders", "retention", "monthly-report"]
 
 
 def test_a_due_job_runs_with_the_daemons_date_its_mail_goes_at_once_and_a_failing_job_stops_nothing(deployment, directory, keys, monkeypatch, caplog):

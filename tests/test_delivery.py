@@ -90,7 +90,7 @@ def test_a_package_without_a_key_is_held_encrypted_and_sent_when_the_key_arrives
     outbox = Outbox(deployment.root / "outbox")
     assert outbox.held_ids() == [held["id"]]
     facts = outbox.held_facts(held["id"])
-    assert set(facts) == {"id", "reference", "borough", "recipient", "rows", "reasons", "why", "provider", "received", "held_at"}
+    assert set(facts) == {"id", "reference", "borough", "recipient", "rows", "reasons", "why", "provider", "received", "held_at", "kind"}
     assert (facts["borough"], facts["rows"], sum(facts["reasons"].values())) == ("E09000012", 2, 2)
     # the held copy is ciphertext for the gateway's own key, not the borough's
     blob = outbox.held_ciphertext(held["id"])
