@@ -138,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="check config, rules and keys without connecting; exit 1 on any problem")
+    check.add_argument("--connect", action="store_true", help="also sign in to the mailbox and the relay as the daemon does (password or OAuth2) and say what worked")
     check.set_defaults(handler=_check)
 
     validate = commands.add_parser("validate", help="validate a return offline and print the receipt a provider would get")
@@ -269,6 +270,7 @@ def _check(args: argparse.Namespace) -> int:
     from .routing_check import Advisory, check_installation
 
     settings, problems = config_module.check(args.config)
+    connected = _connect(settings) if args.connect else 0
     if settings is not None:
         problems += check_installation(settings)
     for problem in problems:
@@ -279,9 +281,21 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     if problems:
         print(f"No problems, {len(problems)} warning(s): act on them before they become problems.")
-        return 0
+        return connected
     print("config, rules and keys: no problems found.")
-    return 0
+    return connected
+
+
+def _connect(settings: config_module.Config | None) -> int:
+    """`check --connect`: one line for the mailbox's sign-in and one for the relay's; 1 if either failed."""
+    from .signin_check import connect
+
+    if settings is None:
+        return 1
+    worked, lines = connect(settings)
+    for line in lines:
+        print(line)
+    return 0 if worked else 1
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -306,7 +320,8 @@ def _outbox(args: argparse.Namespace) -> int:
         from .send import flush
 
         made = send_digests(gateway, datetime.now(timezone.utc), due_only=False)
-        delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email, retry_now=True)
+        delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email, retry_now=True,
+                         tokens=gateway.tokens)
         print(f"{made} digest message(s) queued or held; outbox: {delivery.sent} sent, {delivery.deferred} deferred, "
               f"{delivery.failed} failed")
         return 0

@@ -21,8 +21,24 @@ except ZoneInfoNotFoundError:  # no time zone database (pip install tzdata): day
     LOCAL = timezone.utc
 
 
+@dataclass(frozen=True, kw_only=True)
+class SignIn:
+    """How the gateway signs in to [mailbox] and to [smtp]: "password" (password_env), or "oauth2" (Microsoft 365,
+    Google Workspace; gateway/signin.py): a token from token_url for client_id with client_secret_env or
+    client_certificate (a PEM file holding the certificate and its key), or from a Google service_account_file
+    (its JSON key), for `scope`."""
+
+    auth: str = "password"
+    token_url: str = ""
+    client_id: str = ""
+    client_secret_env: str = ""
+    client_certificate: Path | None = None
+    scope: str = ""
+    service_account_file: Path | None = None
+
+
 @dataclass(frozen=True)
-class Mailbox:
+class Mailbox(SignIn):
     host: str
     port: int = 993
     security: str = "ssl"
@@ -36,7 +52,7 @@ class Mailbox:
 
 
 @dataclass(frozen=True)
-class Smtp:
+class Smtp(SignIn):
     host: str
     port: int = 587
     security: str = "starttls"
@@ -118,7 +134,8 @@ _RANGES = {
     ("schedule", "retention_days"): (90, 100 * 366, "a number of days, at least 90"),
     ("schedule", "heartbeat_minutes"): (1, 7 * 24 * 60, "a number of minutes above 0"),
 }
-_PATH_KEYS = {("mailbox", "ca_file"), ("smtp", "ca_file"), ("gnupg", "home"), ("paths", "rules"), ("paths", "keys"), ("paths", "outbox"), ("paths", "database")}
+_PATH_KEYS = {("mailbox", "ca_file"), ("smtp", "ca_file"), ("mailbox", "client_certificate"), ("smtp", "client_certificate"),
+              ("mailbox", "service_account_file"), ("smtp", "service_account_file"), ("gnupg", "home"), ("paths", "rules"), ("paths", "keys"), ("paths", "outbox"), ("paths", "database")}
 _DEFAULT_PATHS = {"rules": "rules", "keys": "keys", "outbox": "outbox", "database": "var/gateway.db"}
 
 
@@ -202,6 +219,8 @@ def _build(path: Path) -> tuple[Config | None, list[Problem]]:
             problems.append(
                 toml.problem(f"security must be one of {', '.join(SECURITY)}", name, "security")
             )
+        if name in ("mailbox", "smtp"):
+            problems += _signin_problems(toml, name, values)
         if not missing:
             try:
                 sections[name] = cls(**values)
@@ -215,3 +234,42 @@ def _build(path: Path) -> tuple[Config | None, list[Problem]]:
     if "@" not in config.admin.email:
         problems.append(toml.problem("[admin] email must be an email address", "admin", "email"))
     return (None if problems else config), problems
+
+
+AUTH = ("password", "oauth2")
+_OAUTH2_KEYS = ("token_url", "client_id", "client_secret_env", "client_certificate", "scope", "service_account_file")
+_CREDENTIALS = ("client_secret_env", "client_certificate", "service_account_file")
+
+
+def _signin_problems(toml: TomlFile, name: str, values: dict) -> list[Problem]:
+    """[mailbox] or [smtp] auth and its OAuth2 keys, consistent with each other (files must exist)."""
+    auth = values.get("auth", "password")
+    if auth not in AUTH:
+        return [toml.problem('auth must be "password" or "oauth2"', name, "auth")]
+    if auth == "password":
+        return [toml.problem(f'{key} is used only with auth = "oauth2"', name, key) for key in _OAUTH2_KEYS if key in values]
+    problems = []
+    given = [key for key in _CREDENTIALS if values.get(key)]
+    if len(given) != 1:
+        problems.append(toml.problem('auth = "oauth2" needs exactly one of client_secret_env, client_certificate '
+                                     f"or service_account_file{f' (not {len(given)})' if given else ''}", name, "auth"))
+    needed = ["scope", "user"] + ([] if "service_account_file" in given else ["token_url", "client_id"])
+    for key in needed:
+        if not values.get(key):
+            problems.append(toml.problem(f'auth = "oauth2" needs \'{key}\'', name, "auth"))
+    url = values.get("token_url")
+    if isinstance(url, str) and url and not _secure_url(url):
+        problems.append(toml.problem("token_url must be an https:// address", name, "token_url"))
+    for key in ("client_certificate", "service_account_file"):
+        path = values.get(key)
+        if isinstance(path, Path) and not path.is_file():
+            problems.append(toml.problem(f"{key}: no such file {path}", name, key))
+    return problems
+
+
+def _secure_url(url: str) -> bool:
+    """https, or plain http to this machine only (a token service on the loopback, as in the tests)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return bool(parts.netloc) and (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")))

@@ -14,6 +14,7 @@ from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
 
 from . import config
 from .errors import MailboxError, unreachable
+from .signin import MailboxSignInRefused, SignInRefused, TokenServiceDown, Tokens, server_refused
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,20 @@ class Inbox:
     session has just moved away, and STATUS must not be asked of the selected folder (6.3.10).
     """
 
-    def __init__(self, settings: config.Mailbox) -> None:
+    def __init__(self, settings: config.Mailbox, tokens: Tokens | None = None) -> None:
+        """`tokens`: the process's OAuth2 tokens (auth = "oauth2"); each login asks it for one still fresh."""
         self.settings = settings
+        self.tokens = tokens or Tokens()
         self._box: imap_tools.BaseMailBox | None = None
         self._uidvalidity: int | None = None
         self.last_uid = 0  # the highest UID `messages` has listed in this session
 
     def __enter__(self) -> "Inbox":
         settings = self.settings
+        where = f"the mailbox at {settings.host}:{settings.port}"
+        token = self._token(where) if settings.auth == "oauth2" else None
         password = config.secret(settings.password_env)
-        if password is None:
+        if password is None and token is None:
             raise MailboxError(f"the mailbox password is not set: put it in the environment variable {settings.password_env}")
         try:
             if settings.security == "none":
@@ -59,7 +64,10 @@ class Inbox:
             else:
                 kind = MailBox if settings.security == "ssl" else MailBoxStartTls
                 box = kind(settings.host, settings.port, timeout=settings.timeout, ssl_context=config.tls_context(settings.ca_file))
-            box.login(settings.user, password, initial_folder=settings.folder)
+            if token is None:
+                box.login(settings.user, password, initial_folder=settings.folder)
+            else:
+                self._xoauth2(box, token, where)
         except ssl.SSLCertVerificationError:
             raise MailboxError(
                 f"the mailbox at {settings.host}:{settings.port} presented a certificate this machine does not trust; "
@@ -78,6 +86,28 @@ class Inbox:
                 if not box.folder.exists(folder):
                     box.folder.create(folder)
         return self
+
+    def _token(self, where: str) -> str:
+        try:
+            return self.tokens.token(self.settings, "mailbox")
+        except SignInRefused as error:
+            raise MailboxSignInRefused(f"{where}: {error}", error.cause, error.retry_in) from None
+        except TokenServiceDown as error:
+            raise MailboxError(f"{where}: {error}") from None
+
+    def _xoauth2(self, box: imap_tools.BaseMailBox, token: str, where: str) -> None:
+        """AUTHENTICATE XOAUTH2; a refusal of a token the service issued is a missing permission."""
+        try:
+            box.xoauth2(self.settings.user, token, initial_folder=None)
+        except (imap_tools.errors.MailboxLoginError, imaplib.IMAP4.error) as refusal:
+            with contextlib.suppress(Exception):
+                box.client.shutdown()
+            if "UNAVAILABLE" in str(refusal):  # RFC 5530: the server could not check it now, a passing fault
+                raise MailboxError(f"{where} could not check the app's token now ([UNAVAILABLE])") from None
+            error = self.tokens.refused(self.settings, "mailbox", server_refused(self.settings, where))
+            raise MailboxSignInRefused(str(error), error.cause, error.retry_in) from None
+        self.tokens.accepted(self.settings, "mailbox")
+        box.folder.set(self.settings.folder)
 
     def __exit__(self, *exc: object) -> None:
         if self._box is not None:

@@ -42,6 +42,7 @@ from .postcodes import Directory
 from .receipt import FileFacts, Letterhead, Tally, acknowledgement, alert, rejection
 from .rules import Rules
 from .send import Delivery, flush
+from .signin import Tokens
 from .unpack import NOTHING_ATTACHED, Attachment, Unpacked, parse, sender_of, unpack
 from .validate import Finding
 
@@ -74,6 +75,7 @@ class Gateway:
     ledger: Ledger
     outbox: Outbox
     directory: Directory
+    tokens: Tokens = field(default_factory=Tokens)  # OAuth2 tokens in memory, for the mailbox and the relay
 
 
 @dataclass
@@ -115,7 +117,7 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
     released = release_held(gateway)
     digests = send_digests(gateway, datetime.now(timezone.utc))
     try:
-        with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings) as session:
+        with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings, gateway.tokens) as session:
             uidvalidity = session.uidvalidity()
             for message in session.messages():
                 seen += 1
@@ -139,7 +141,7 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
     finally:
         # Even when the mailbox cannot be reached, what is queued goes out.
         delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email,
-                         retry_now=retry_now)
+                         retry_now=retry_now, tokens=gateway.tokens)
     run = MailboxRun(seen, processed, quarantined, delivery, released, digests, waiting)
     # A run that found and did nothing is not news: the daemon makes one every time it is woken.
     level = logging.INFO if (seen or released or digests or delivery.sent or delivery.deferred or delivery.failed) else logging.DEBUG

@@ -174,9 +174,11 @@ def _expires_soon(key: PublicKey, now: float) -> bool:
 
 
 def _unset_secrets(settings: Config) -> list[Problem]:
-    variables = [(settings.mailbox.password_env, "mailbox password")]
-    if settings.smtp.password_env:
+    variables = [(settings.mailbox.password_env, "mailbox password")] if settings.mailbox.auth == "password" else []
+    if settings.smtp.password_env and settings.smtp.auth == "password":
         variables.append((settings.smtp.password_env, "SMTP password"))
+    variables += [(section.client_secret_env, f"{name} client secret") for name, section in
+                  (("mailbox", settings.mailbox), ("SMTP", settings.smtp)) if section.auth == "oauth2" and section.client_secret_env]
     # [gnupg] passphrase_env is judged by decrypting with the key (_own_key): a key without a passphrase needs none.
     return [
         Problem(settings.path, None, f"the {what} variable {variable} is not set in this environment (the daemon will need it)")

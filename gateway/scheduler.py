@@ -18,7 +18,7 @@ import logging
 import queue
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -34,6 +34,7 @@ from .pipeline import Gateway, run_once
 from .held import release_held
 from .report import LOCAL
 from .send import flush
+from .signin import HOLD_MAX, SignInRefused
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class Daemon:
         backoff = 1.0
         while not self._stopping:
             try:
-                with Inbox(self.gateway.config.mailbox) as watcher:
+                with Inbox(self.gateway.config.mailbox, self.gateway.tokens) as watcher:
                     backoff = 1.0
                     self._round(watcher)
                     while not self._stopping:
@@ -125,6 +126,9 @@ class Daemon:
             except _Stop:
                 break
             except (MailboxError, OutboxError) as error:  # passing faults: the mail waits in INBOX meanwhile
+                if isinstance(error, SignInRefused):  # not passing: the administrator must act; never a loop of sign-ins
+                    backoff = max(backoff, error.retry_in)
+                    self._refused(error)
                 log.warning("%s; trying again in %.0f s", error, backoff)
                 self._run_due()
                 self._sleep(backoff)
@@ -193,7 +197,22 @@ class Daemon:
     def _outbox(self) -> None:
         gateway = self.gateway
         release_held(gateway)  # a key added since the last run lets held packages go
-        flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email)
+        flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email, tokens=gateway.tokens)
+
+    def _refused(self, error: SignInRefused) -> None:
+        """The mailbox refused the app's sign-in: tell the administrator through the relay, once a day per cause."""
+        gateway = self.gateway
+        try:
+            if notify_admin(
+                gateway.config, gateway.ledger, gateway.outbox, "daemon", "mailbox sign-in refused",
+                f"The gateway cannot sign in to the mailbox, so returns wait there unread.\n\n{error}.\n\n"
+                f"It tries again by itself, at most every {HOLD_MAX / 60:.0f} minutes; after a change to the app "
+                "registration, `gateway check --connect` shows at once whether the sign-in works.",
+                key=f"{error.cause.name}-{self.now():%Y-%m-%d}",
+            ):
+                self._outbox()
+        except GatewayError as failed:  # the outbox cannot take the alert: the log line is all there is
+            log.error("the alert about the refused sign-in could not be queued: %s", failed)
 
     def _heartbeat(self) -> None:
         silent = self.clock() - self.last_check
@@ -225,7 +244,7 @@ class Daemon:
             return
         self._stamp = stamp
         try:
-            self.gateway = self.build(self.config_path)
+            self.gateway = replace(self.build(self.config_path), tokens=self.gateway.tokens)  # tokens stay valid
         except GatewayError as error:
             log.error("edited rules or keys refused; the previous ones stay in force")
             gateway = self.gateway

@@ -18,6 +18,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from . import config
 from .errors import SendError, unreachable
@@ -25,6 +26,7 @@ from .ledger import Ledger
 from .mail import Outgoing
 from .outbox import Outbox
 from .receipt import alert
+from .signin import SignInRefused, TokenServiceDown, Tokens, server_refused, xoauth2
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +55,33 @@ def verp_address(sender: str, item_id: str) -> str:
     return f"{local}+{item_id}@{domain}"
 
 
-def send(raw: bytes, settings: config.Smtp, item_id: str = "") -> None:
-    """Hand one message to the relay; SendError.retryable tells whether trying later may help."""
+def send(raw: bytes, settings: config.Smtp, item_id: str = "", tokens: Tokens | None = None) -> None:
+    """Hand one message to the relay; SendError.retryable tells whether trying later may help.
+
+    `tokens`: the process's OAuth2 tokens (auth = "oauth2"), kept between messages and runs."""
     message = email.message_from_bytes(raw, policy=email.policy.default)
     recipients = [address for _, address in email.utils.getaddresses(message.get_all("To", []))]
     if not recipients:
         raise SendError("the queued message has no recipient", retryable=False)
     envelope = verp_address(settings.from_address, item_id) if settings.verp and item_id else settings.from_address
+    _converse(settings, tokens or Tokens(), lambda relay: relay.sendmail(envelope, recipients, raw))
+
+
+def sign_in(settings: config.Smtp, tokens: Tokens | None = None) -> None:
+    """Connect and sign in to the relay as a delivery does, send nothing (`gateway check --connect`)."""
+    _converse(settings, tokens or Tokens(), lambda relay: relay.noop())
+
+
+def _converse(settings: config.Smtp, tokens: Tokens, act: Callable[[smtplib.SMTP], object]) -> None:
     where = f"{settings.host}:{settings.port}"
+    token = _token(settings, tokens, where) if settings.auth == "oauth2" else None
     try:
         with _connect(settings) as relay:
-            if settings.user:
+            if token is not None:
+                _xoauth2(relay, settings, tokens, token, where)
+            elif settings.user:
                 relay.login(settings.user, config.secret(settings.password_env) or "")
-            relay.sendmail(envelope, recipients, raw)
+            act(relay)
     except smtplib.SMTPRecipientsRefused as error:
         codes = [code for code, _ in error.recipients.values()]
         raise SendError(f"the relay refused the recipient (SMTP {codes[0]})", retryable=all(400 <= c < 500 for c in codes)) from None
@@ -84,13 +100,15 @@ def send(raw: bytes, settings: config.Smtp, item_id: str = "") -> None:
 
 
 def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str = "",
-          now: datetime | None = None, retry_now: bool = False) -> Delivery:
+          now: datetime | None = None, retry_now: bool = False, tokens: Tokens | None = None) -> Delivery:
     """Try every queued message that is due; sent ones leave the outbox, failed ones are set aside.
 
     `now` (UTC) lets tests move time on. `retry_now` tries deferred messages before their time (an
-    administrator's `run --once`). `admin`, when given, is told once of each message set aside.
+    administrator's `run --once`). `admin`, when given, is told once of each message set aside. `tokens`:
+    the process's OAuth2 tokens, one for the whole run.
     """
     now = now or datetime.now(timezone.utc)
+    tokens = tokens or Tokens()
     counts = {"sent": 0, "deferred": 0, "failed": 0, "waiting": 0}
     work = outbox.pending()
     relay_down: SendError | None = None
@@ -135,7 +153,7 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str =
                 counts["waiting"] += 1
             continue
         try:
-            send(raw, settings, item_id)
+            send(raw, settings, item_id, tokens)
         except SendError as error:
             if isinstance(error, RelayDown):
                 relay_down = error  # one wait for the timeout per run, not one per queued message
@@ -281,6 +299,25 @@ def _age(outbox: Outbox, item_id: str) -> float:
         return outbox.age(item_id)
     except FileNotFoundError:
         return 0.0
+
+
+def _token(settings: config.Smtp, tokens: Tokens, where: str) -> str:
+    try:
+        return tokens.token(settings, "relay")
+    except (SignInRefused, TokenServiceDown) as error:
+        raise RelayDown(f"the relay at {where}: {error}") from None
+
+
+def _xoauth2(relay: smtplib.SMTP, settings: config.Smtp, tokens: Tokens, token: str, where: str) -> None:
+    """AUTH XOAUTH2 (an error challenge is answered empty, as the mechanism asks); a refusal of a token the
+    service issued is a missing permission."""
+    relay.ehlo_or_helo_if_needed()  # smtplib's auth, unlike its login, does not greet by itself
+    try:
+        relay.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2(settings.user, token))
+    except smtplib.SMTPAuthenticationError:
+        error = tokens.refused(settings, "relay", server_refused(settings, f"the relay at {where}"))
+        raise RelayDown(str(error)) from None
+    tokens.accepted(settings, "relay")
 
 
 def _connect(settings: config.Smtp) -> smtplib.SMTP:

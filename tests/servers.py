@@ -43,6 +43,12 @@ Dovecot IMAP server (needs root, ``dovecot`` and ``dovenull`` users)::
     Failed logins are answered in ~0.5 s and never slow down later logins
     (auth penalty off).
 
+    With OAuth2 (tests/tokenservice.py issues the tokens)::
+
+        Dovecot(root, oauth2_key=service.public_pem)  # also offers AUTH=XOAUTH2 and OAUTHBEARER: the
+        # oauth2 passdb validates RS256 JWTs locally (kid "test"), claim `email` = the user
+        imap.log().count("method=XOAUTH2")            # sign-ins with a token
+
     With TLS (ssl = yes; plain LOGIN without TLS still allowed on port)::
 
         cert, key = make_tls_certificate(tmp_path / "tls")
@@ -67,6 +73,8 @@ SMTP sink::
         smtp.fail_on = "data"                         # or "rcpt"
         smtp.fail_with = None                         # back to accepting
         smtp.clear()
+    SmtpCapture(xoauth2=service.verify)               # AUTH XOAUTH2 required (no TLS needed on
+                                                      # the loopback); smtp.auth_attempts counts tries
     # data: bytes as received (CRLF, dot-stuffing undone); a refused message
     # is not captured; SmtpCapture().start() / .stop() for manual use.
     # CapturedMessage.tls: whether that session was encrypted.
@@ -103,6 +111,8 @@ GnuPG (no passphrases, throwaway ed25519/cv25519 keys, ~30 ms each)::
 
 from __future__ import annotations
 
+import base64
+import collections
 import contextlib
 import dataclasses
 import imaplib
@@ -118,11 +128,13 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 import weakref
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 __all__ = [
     "CapturedMessage",
@@ -284,7 +296,7 @@ auth_verbose = yes
 
 {ssl_settings}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth2_mechanisms}
 # Dovecot waits 2 s before answering a failed login; tests want it now.
 auth_failure_delay = 0
 
@@ -295,7 +307,7 @@ default_internal_user = dovecot
 first_valid_uid = {uid}
 last_valid_uid = {uid}
 
-passdb {{
+{oauth2_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {passwd}
 }}
@@ -351,6 +363,7 @@ class Dovecot:
         password: str = "secret",
         autocreate: Sequence[str] = (),
         tls: tuple[Path, Path] | None = None,
+        oauth2_key: bytes | None = None,
     ) -> None:
         for field in (user, password):
             if ":" in field or "\n" in field:
@@ -359,6 +372,10 @@ class Dovecot:
         self.user = user
         self.password = password
         self.autocreate = tuple(autocreate)
+        # A PEM public key: XOAUTH2 and OAUTHBEARER are offered too, the oauth2 passdb validating
+        # tokens locally (RS256 JWTs with kid "test", signed by its private key; the claim `email`
+        # must be the user). Plain LOGIN with the password keeps working.
+        self.oauth2_key = oauth2_key
         self.tls = None if tls is None else (Path(tls[0]).absolute(), Path(tls[1]).absolute())
         self.host = LOCALHOST
         self.port = 0
@@ -514,6 +531,26 @@ class Dovecot:
         passwd.write_text(f"{self.user}:{self.password}\n")
         os.chmod(passwd, 0o644)
 
+        oauth2_passdb = oauth2_mechanisms = ""
+        if self.oauth2_key is not None:
+            # Dovecot 2.3's local validation reads the key at <prefix>/<azp or default>/<alg>/<kid>.
+            keys = runtime / "oauth2-keys" / "default" / "RS256"
+            keys.mkdir(parents=True, exist_ok=True)
+            (keys / "test").write_bytes(self.oauth2_key)
+            for folder in (runtime / "oauth2-keys", keys.parent, keys):
+                os.chmod(folder, 0o755)
+            os.chmod(keys / "test", 0o644)
+            oauth2_conf = runtime / "dovecot-oauth2.conf.ext"
+            oauth2_conf.write_text(
+                "introspection_mode = local\n"
+                f"local_validation_key_dict = fs:posix:prefix={runtime / 'oauth2-keys'}/\n"
+                "username_attribute = email\n"
+            )
+            os.chmod(oauth2_conf, 0o644)
+            oauth2_mechanisms = " xoauth2 oauthbearer"
+            oauth2_passdb = (
+                f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {oauth2_conf}\n}}\n"
+            )
         mailboxes = "".join(
             f'  mailbox "{name}" {{\n    auto = create\n  }}\n' for name in self.autocreate
         )
@@ -556,6 +593,8 @@ class Dovecot:
                 mailboxes=mailboxes,
                 ssl_settings=ssl_settings,
                 imaps_listener=imaps_listener,
+                oauth2_passdb=oauth2_passdb,
+                oauth2_mechanisms=oauth2_mechanisms,
             )
         )
 
@@ -747,6 +786,45 @@ class _CaptureHandler:
         return "250 OK"
 
 
+class _XOAuth2Handler(_CaptureHandler):
+    """A relay that takes mail only after AUTH XOAUTH2 with a token its `xoauth2(user, token)` accepts."""
+
+    async def auth_XOAUTH2(self, server, args):
+        from aiosmtpd.smtp import MISSING, AuthResult
+
+        if len(args) == 2:
+            blob = base64.b64decode(args[1])
+        else:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        fields = dict(part.split("=", 1) for part in blob.decode(errors="replace").split("\x01") if "=" in part)
+        user, bearer = fields.get("user", ""), fields.get("auth", "")
+        token = bearer[len("Bearer "):] if bearer.startswith("Bearer ") else ""
+        self.owner.auth_attempts += 1
+        if self.owner.xoauth2(user, token):
+            return AuthResult(success=True, auth_data=user)
+        return AuthResult(success=False, handled=False, message="535 5.7.3 Authentication unsuccessful")
+
+
+class _LongAuthSMTP(SMTP):
+    """RFC 4954 4 lets an AUTH line run to 12288 octets (a JWT is longer than the 512 of other commands)."""
+
+    command_size_limit = 16384
+    line_length_limit = 16384
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
+
+
+class _XOAuth2Controller(Controller):
+    def factory(self):
+        with warnings.catch_warnings():  # AUTH without TLS: on the loopback, on purpose
+            warnings.simplefilter("ignore")
+            return _LongAuthSMTP(self.handler, **self.SMTP_kwargs)
+
+
 def _encrypted(server, session) -> bool:
     # aiosmtpd fills session.ssl after STARTTLS only; with implicit TLS the
     # transport asyncio built for the connection is the TLS one from the start.
@@ -767,6 +845,7 @@ class SmtpCapture:
         host: str = LOCALHOST,
         tls: tuple[Path, Path] | None = None,
         implicit: bool = False,
+        xoauth2=None,
     ) -> None:
         if implicit and tls is None:
             raise ValueError("implicit=True needs tls=(cert_path, key_path)")
@@ -774,6 +853,10 @@ class SmtpCapture:
         self.port = 0
         self.tls = None if tls is None else (Path(tls[0]).absolute(), Path(tls[1]).absolute())
         self.implicit = implicit
+        # xoauth2(user, token) -> bool: AUTH XOAUTH2 is then offered (without TLS too: loopback) and
+        # required before MAIL; auth_attempts counts the tries.
+        self.xoauth2 = xoauth2
+        self.auth_attempts = 0
         # When set, this reply replaces "250 OK" at fail_on ("data" or "rcpt")
         # and nothing is captured.  Read in the server thread at each command,
         # so it can be flipped while the server runs.
@@ -795,9 +878,10 @@ class SmtpCapture:
             raise RuntimeError("SmtpCapture is already running")
         for attempt in range(5):
             port = free_port(self.host)
-            controller = Controller(
-                _CaptureHandler(self), hostname=self.host, port=port, **self._tls_kwargs()
-            )
+            auth = {} if self.xoauth2 is None else {"auth_require_tls": False, "auth_required": True}
+            handler = (_CaptureHandler if self.xoauth2 is None else _XOAuth2Handler)(self)
+            kind = Controller if self.xoauth2 is None else _XOAuth2Controller
+            controller = kind(handler, hostname=self.host, port=port, **self._tls_kwargs(), **auth)
             try:
                 controller.start()
             except OSError:
