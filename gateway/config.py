@@ -5,20 +5,18 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import MISSING, dataclass, fields
-from datetime import timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from .errors import ConfigError
 from .tomlfile import Problem, TomlError, TomlFile
 
 SECURITY = ("ssl", "starttls", "none")
 
-# [schedule] hour, months and days are London time (jobs, digests, the monthly report).
-try:
-    LOCAL = ZoneInfo("Europe/London")
-except ZoneInfoNotFoundError:  # no time zone database (pip install tzdata): days end at midnight UTC
-    LOCAL = timezone.utc
+# [schedule] hour, months and days are London time (jobs, digests, the monthly report). The zone database
+# comes from the system or the tzdata package (a dependency): never a silent fall back to UTC, which would
+# move the end of every month and the hour of every digest.
+LOCAL = ZoneInfo("Europe/London")
 
 
 @dataclass(frozen=True, kw_only=True)

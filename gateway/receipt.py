@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -263,14 +264,7 @@ def _footer(head: Letterhead, sealed: bool = False) -> list[str]:
 
 
 def _wrap(text: str, width: int = 96) -> list[str]:
-    lines, current = [], ""
-    for word in text.split():
-        if current and len(current) + 1 + len(word) > width:
-            lines.append(current)
-            current = word
-        else:
-            current = f"{current} {word}".strip()
-    return lines + ([current] if current else [])
+    return textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
 
 
 def _receipt(
