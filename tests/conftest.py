@@ -3,85 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import email
-import email.policy
-import io
 import os
 import signal
 import time
-from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Iterator
 
-import gnupg
 import pytest
-
-from servers import Dovecot, SmtpCapture, export_public, gnupg_home, make_key
+from helpers import GATEWAY_ADDRESS, Deployment, Keys, install, throwaway_keys
+from servers import EVERY_CAPTURED, Dovecot, SmtpCapture, gpg_daemons_under, kill_agents
 
 from gateway.postcodes import Directory
-from gateway.scaffold import write_installation
-
-BOROUGHS = {
-    "E09000019": ("Islington", "ldor@islington.example", "xlsx"),
-    "E09000007": ("Camden", "ldor@camden.example", "xlsx"),
-    "E09000012": ("Hackney", "ldor@hackney.example", "csv"),
-}
-PROVIDER_UKPRN = "10001234"
-PROVIDER_SENDER = "mis@example-college.example"
-ADMIN = "admin@example.org"
-GATEWAY_ADDRESS = "ldor@example.org"
 
 
 @pytest.fixture(scope="session")
 def directory() -> Directory:
     return Directory()
-
-
-@dataclass
-class Keys:
-    """Throwaway keys: the gateway's (secret in its own keyring), the provider's, and one per borough."""
-
-    gateway_home: Path
-    gateway_fpr: str
-    gateway_public: str
-    provider_home: Path
-    borough_homes: dict[str, Path]  # recipient address -> gnupg home holding its secret key
-    borough_public: dict[str, str]  # recipient address -> armoured public key
-
-    def gpg(self, home: Path) -> gnupg.GPG:
-        return gnupg.GPG(gnupghome=str(home))
-
-    def encrypt_for_gateway(self, data: bytes, extra: list[str] | None = None) -> bytes:
-        gpg = self.gpg(self.provider_home)
-        result = gpg.encrypt(data, [self.gateway_fpr], always_trust=True, armor=False, extra_args=extra)
-        assert result.ok, result.status
-        return result.data
-
-
-@contextlib.contextmanager
-def throwaway_keys(root: Path) -> Iterator[Keys]:
-    """The gateway's, the provider's and each borough officer's keys, made in `root`; agents stopped after."""
-    with gnupg_home(root / "gateway") as gateway, gnupg_home(root / "provider") as provider:
-        homes = {}
-        stack = []
-        try:
-            gateway_fpr = make_key(gateway, "LDOR gateway", GATEWAY_ADDRESS)
-            make_key(provider, "Example College MIS", PROVIDER_SENDER)
-            gateway_public = export_public(gateway, gateway_fpr)
-            gnupg.GPG(gnupghome=str(provider)).import_keys(gateway_public)
-            public = {}
-            for _, address, _ in BOROUGHS.values():
-                cm = gnupg_home(root / address.split("@")[1].split(".")[0])
-                home = cm.__enter__()
-                stack.append(cm)
-                fpr = make_key(home, f"LDOR officer {address}", address)
-                homes[address] = home
-                public[address] = export_public(home, fpr)
-            yield Keys(gateway, gateway_fpr, gateway_public, provider, homes, public)
-        finally:
-            for cm in stack:
-                cm.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
@@ -113,75 +50,22 @@ def smtp() -> SmtpCapture:
         yield server
 
 
-@dataclass
-class Deployment:
-    """A gateway installation in a temporary folder, wired to the test servers."""
-
-    root: Path
-    config: Path
-    imap: Dovecot
-    smtp: SmtpCapture
-    keys: Keys
-
-    def run_once(self, *extra: str) -> int:
-        from gateway.cli import main
-
-        return main(["--config", str(self.config), *extra, "run", "--once"])
-
-    def deliver(self, raw: bytes) -> None:
-        self.imap.append(raw)
-
-    def captured(self) -> list[EmailMessage]:
-        return [email.message_from_bytes(m.data, policy=email.policy.default) for m in self.smtp.messages]
-
-
-def install(root: Path, keys: Keys, imap: tuple[str, int, str, str], smtp: tuple[str, int], **options) -> Path:
-    """An installation in `root` for the test servers: the session's gateway keyring (copied, so each
-    test starts from the same keys), the boroughs' public keys, and config and rules; its config path."""
-    import shutil
-
-    (root / "keys").mkdir(parents=True)
-    shutil.copytree(keys.gateway_home, root / "var" / "gnupg", ignore=shutil.ignore_patterns("S.*", "*.lock"))
-    for address, public in keys.borough_public.items():
-        (root / "keys" / f"{address}.asc").write_text(public)
-    return write_installation(
-        root, imap=imap, smtp=smtp, sender=GATEWAY_ADDRESS, admin=ADMIN, boroughs=BOROUGHS,
-        providers=[(PROVIDER_UKPRN, "Example College", PROVIDER_SENDER, "E09000019")], **options,
-    )
-
-
 @pytest.fixture
 def deployment(tmp_path, imap, smtp, keys, monkeypatch) -> Deployment:
     root = tmp_path / "gateway"
     config = install(root, keys, (imap.host, imap.port, imap.user, "TEST_IMAP_PASSWORD"), (smtp.host, smtp.port), timeout=10)
     monkeypatch.setenv("TEST_IMAP_PASSWORD", imap.password)
     yield Deployment(root, config, imap, smtp, keys)
-    from servers import kill_agents
-
     kill_agents(root / "var" / "gnupg")
 
 
-def provider_message(attachments: list[tuple[str, bytes]], sender: str = PROVIDER_SENDER, subject: str = "LDOR return") -> bytes:
-    """An email as a provider's mail client sends it: a short note and the encrypted return attached."""
-    message = EmailMessage()
-    message["From"] = f"College MIS <{sender}>"
-    message["To"] = GATEWAY_ADDRESS
-    message["Subject"] = subject
-    message.set_content("Please find our return attached.\n")
-    for name, data in attachments:
-        message.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
-    return message.as_bytes()
-
-
-def attachments_of(message: EmailMessage) -> dict[str, bytes]:
-    return {part.get_filename(): part.get_payload(decode=True) for part in message.iter_attachments()}
-
-
-def read_xlsx(data: bytes) -> list[list[object]]:
-    import openpyxl
-
-    book = openpyxl.load_workbook(io.BytesIO(data), read_only=True)
-    return [list(row) for row in book.worksheets[0].iter_rows(values_only=True)]
+@pytest.fixture(scope="session", autouse=True)
+def agent_sockets_in_one_place():
+    """gpg puts a homedir's agent sockets in /run/user/<uid> once that folder exists, which the gateway
+    makes for a keyring path too long for a socket (gateway.keys). Made before the first test, it holds
+    every agent's sockets, so no gpg call starts a second agent for a homedir whose agent began before."""
+    with contextlib.suppress(PermissionError):  # not root and no login session: sockets in the homedir
+        Path(f"/run/user/{os.getuid()}").mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 @pytest.fixture(autouse=True)
@@ -189,8 +73,6 @@ def no_gpg_agent_left(request, tmp_path_factory):
     """Every gpg daemon a test started in its temporary folder is stopped when the test ends (a gateway run
     starts gpg-agent for the installation's keyring, and nothing else would stop it). The session's own
     keyrings (the `keys` fixture) are left: they serve the tests to come."""
-    from servers import gpg_daemons_under, kill_agents
-
     yield
     session = str(tmp_path_factory.getbasetemp() / "keys")
     for pid, home in gpg_daemons_under(tmp_path_factory.getbasetemp()).items():
@@ -206,8 +88,6 @@ def no_gpg_agent_left(request, tmp_path_factory):
 @pytest.fixture(scope="session", autouse=True)
 def none_at_the_end(tmp_path_factory):
     """After the last test, no gpg daemon of the suite's is left running."""
-    from servers import gpg_daemons_under, kill_agents
-
     yield
     for home in set(gpg_daemons_under(tmp_path_factory.getbasetemp()).values()):
         kill_agents(Path(home))
@@ -221,11 +101,9 @@ def leak_scan(tmp_path_factory):
     """Issue 9 (e): after the suite, no personal value of the fixtures in clear in any installation's ledger,
     outbox or logs, any new file in the temp folder, any gateway log record, or any captured mail."""
     import logging
-    import os
     import tempfile
 
     from leaks import Recorder, Scan, personal_values
-    from servers import EVERY_CAPTURED
 
     recorder = Recorder()
     logging.getLogger("gateway").addHandler(recorder)

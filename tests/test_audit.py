@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import provider_message
+from helpers import provider_message
 from gateway.audit import GENESIS, audit_verify_text, verify
 from gateway.ledger import Ledger
 from gateway.sample import people, workbook

@@ -11,7 +11,7 @@ from email.mime.text import MIMEText
 
 import pytest
 
-from conftest import provider_message
+from helpers import provider_message
 from gateway.bounce import Bounce, parse_bounce, record_bounce
 from gateway.config import Admin, Config, Gnupg, Mailbox, Paths, Smtp
 from gateway.ledger import Ledger

@@ -15,7 +15,7 @@ from pathlib import Path
 import gnupg
 import pytest
 
-from conftest import GATEWAY_ADDRESS, PROVIDER_SENDER, install
+from helpers import GATEWAY_ADDRESS, PROVIDER_SENDER, install
 from servers import export_public, gnupg_home, kill_agents, make_key
 
 from gateway import config as config_module

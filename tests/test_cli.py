@@ -15,7 +15,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from conftest import BOROUGHS, provider_message
+from helpers import BOROUGHS, provider_message
 from gateway.cli import main
 from gateway.pack import HEADINGS
 from gateway.sample import people, with_changes, workbook

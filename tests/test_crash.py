@@ -12,7 +12,7 @@ import sys
 import time
 from collections import defaultdict
 
-from conftest import PROVIDER_SENDER, provider_message
+from helpers import PROVIDER_SENDER, provider_message
 from gateway.sample import people, workbook
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from conftest import ADMIN, PROVIDER_SENDER, provider_message
+from helpers import ADMIN, PROVIDER_SENDER, provider_message
 from probe import wait_for
 from gateway.cli import build
 from gateway.sample import people, workbook

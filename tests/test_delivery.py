@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gnupg
 
-from conftest import ADMIN, attachments_of, provider_message, read_xlsx
+from helpers import ADMIN, attachments_of, provider_message, read_xlsx
 from servers import export_public, gnupg_home, make_key
 from test_bounce import dsn
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import gnupg
 import pytest
 
-from conftest import ADMIN, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
+from helpers import ADMIN, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
 from leaks import Scan
 from test_rules import BOROUGHS, folder, line_of, only_problem
 

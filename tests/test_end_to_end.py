@@ -13,7 +13,7 @@ from datetime import date
 import gnupg
 import pytest
 
-from conftest import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
+from helpers import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
 from gateway.pack import HEADINGS
 from gateway.sample import people, valid_uln, with_changes, workbook
 

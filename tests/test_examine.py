@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROVIDER_SENDER, PROVIDER_UKPRN, attachments_of, provider_message
+from helpers import PROVIDER_SENDER, PROVIDER_UKPRN, attachments_of, provider_message
 
 from gateway.cli import main
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADMIN, PROVIDER_SENDER, provider_message
+from helpers import ADMIN, PROVIDER_SENDER, provider_message
 from test_send import SilentRelay
 
 from gateway.ledger import Ledger

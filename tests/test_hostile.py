@@ -30,7 +30,7 @@ from pathlib import Path
 import gnupg
 import pytest
 
-from conftest import ADMIN, BOROUGHS, attachments_of
+from helpers import ADMIN, BOROUGHS, attachments_of
 from servers import kill_agents, prepare_gnupghome
 from test_intake import CLEAR, KEYS_DIR, GATEWAY_FPR, assert_nothing_personal_in_clear, intake, package_rows  # noqa: F401
 

@@ -27,7 +27,7 @@ import openpyxl
 import pyzipper
 import pytest
 
-from conftest import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, Keys, attachments_of, provider_message, read_xlsx
+from helpers import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, Keys, attachments_of, provider_message, read_xlsx
 from servers import Dovecot, SmtpCapture, kill_agents, prepare_gnupghome
 
 from gateway.pack import HEADINGS

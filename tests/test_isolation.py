@@ -15,7 +15,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from conftest import ADMIN, GATEWAY_ADDRESS, PROVIDER_SENDER, provider_message
+from helpers import ADMIN, GATEWAY_ADDRESS, PROVIDER_SENDER, provider_message
 from test_bounce import dsn
 
 from gateway.errors import ReadError

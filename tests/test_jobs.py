@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import openpyxl
 import pytest
 
-from conftest import ADMIN, PROVIDER_SENDER, PROVIDER_UKPRN, provider_message
+from helpers import ADMIN, PROVIDER_SENDER, PROVIDER_UKPRN, provider_message
 from servers import export_public, gnupg_home, make_key
 
 from gateway.audit import audit_verify_text, verify

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from conftest import provider_message
+from helpers import provider_message
 from leaks import Recorder, Scan, clear_mail_parts, personal_values
 
 

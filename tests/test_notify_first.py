@@ -18,7 +18,7 @@ from pathlib import Path
 import gnupg
 import openpyxl
 
-from conftest import BOROUGHS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
+from helpers import BOROUGHS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
 
 from gateway.postcodes import Directory
 

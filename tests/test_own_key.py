@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import ADMIN, PROVIDER_SENDER, provider_message
+from helpers import ADMIN, PROVIDER_SENDER, provider_message
 from gateway.keys import AGENT_CONF, Keyring
 from gateway.sample import people, workbook
 

@@ -9,7 +9,7 @@ from datetime import datetime
 import openpyxl
 import pytest
 
-from conftest import PROVIDER_UKPRN, provider_message
+from helpers import PROVIDER_UKPRN, provider_message
 from gateway import rules as rules_module
 from gateway.ledger import Ledger
 from gateway.report import LOCAL, ReportError, monthly_report, write_xlsx

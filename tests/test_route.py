@@ -333,7 +333,7 @@ def test_a_maidstone_resident_reaches_kent_and_a_leeds_resident_is_named_in_the_
     officer, as a data unit serving both); a Maidstone postcode (district E07000110) reaches it, a Leeds one is
     named in the receipt by name and code."""
     import gnupg
-    from conftest import PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
+    from helpers import PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
 
     boroughs = deployment.root / "rules" / "boroughs.toml"
     boroughs.write_text(boroughs.read_text() + '\n[E10000016]\nrecipients = ["ldor@camden.example"]\n')

@@ -1,4 +1,4 @@
-"""Smoke tests proving the real test servers in tests/servers.py work."""
+"""Smoke tests proving the real test servers in tests/servers/ work."""
 
 from __future__ import annotations
 

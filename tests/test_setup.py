@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BOROUGHS, GATEWAY_ADDRESS
+from helpers import BOROUGHS, GATEWAY_ADDRESS
 from servers import export_public, gnupg_home, kill_agents, make_key
 
 from gateway.cli import main

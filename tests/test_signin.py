@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from conftest import ADMIN, GATEWAY_ADDRESS, PROVIDER_SENDER, install, provider_message
+from helpers import ADMIN, GATEWAY_ADDRESS, PROVIDER_SENDER, install, provider_message
 from probe import wait_for
 from servers import Dovecot, SmtpCapture, kill_agents
 from tokenservice import TokenService, certificate_pem, make_rsa_key

@@ -13,7 +13,7 @@ import random
 import time
 from datetime import datetime
 
-from conftest import PROVIDER_SENDER, provider_message
+from helpers import PROVIDER_SENDER, provider_message
 from probe import RunningDaemon, wait_for
 
 from gateway.report import LOCAL

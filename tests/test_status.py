@@ -6,7 +6,7 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 
-from conftest import provider_message
+from helpers import provider_message
 from servers import export_public, gnupg_home, make_key
 
 from gateway.cli import build

@@ -20,7 +20,7 @@ from gateway.sample import TABLE_HEADINGS, people, with_changes, workbook
 from gateway.template import ASK, DATA_ROWS, HEADING_ROW, TABLE, TICKS, write_template
 from gateway.validate import _TICKS, RULES, validate
 
-from conftest import GATEWAY_ADDRESS
+from helpers import GATEWAY_ADDRESS
 
 FIRST, LAST = HEADING_ROW + 1, HEADING_ROW + DATA_ROWS
 TODAY = date(2025, 11, 17)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from helpers import GATEWAY_ADDRESS, PROVIDER_UKPRN, install, provider_message
 from servers import Dovecot, SmtpCapture, make_tls_certificate
 
-from conftest import GATEWAY_ADDRESS, PROVIDER_UKPRN, install, provider_message
 from gateway.cli import main
 from gateway.config import load
 from gateway.inbox import Inbox
