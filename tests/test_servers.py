@@ -20,7 +20,10 @@ from servers import (
     export_public,
     gnupg_home,
     gpg_daemon_pids,
+    gpg_daemons_under,
+    kill_agents,
     make_key,
+    prepare_gnupghome,
     make_tls_certificate,
     session_pids,
 )
@@ -340,3 +343,16 @@ def test_gpg_long_homedir(tmp_path):
         [key] = gpg.list_keys()
         assert key["expires"] != ""
     assert gpg_daemon_pids(home) == []
+
+
+def test_an_agent_a_test_left_is_found_in_its_folder_and_stopped(tmp_path):
+    # What conftest's no_gpg_agent_left and none_at_the_end rely on: a gpg-agent nobody stopped is found by
+    # the homedir its command line names, and kill_agents ends it.
+    home = prepare_gnupghome(tmp_path / "forgotten")
+    fpr = make_key(home, "", "forgotten@example.org")
+    gpg = gnupg.GPG(gnupghome=str(home))
+    assert gpg.decrypt(str(gpg.encrypt(b"x", fpr, always_trust=True))).ok  # the agent holds the secret key
+    assert set(gpg_daemons_under(tmp_path).values()) == {str(home)}
+    assert gpg_daemons_under(tmp_path / "forgotten" / "elsewhere") == {}
+    kill_agents(home)
+    assert gpg_daemons_under(tmp_path) == {}
