@@ -32,7 +32,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-from conftest import PROVIDER_SENDER, install, provider_message, throwaway_keys  # noqa: E402
+from helpers import PROVIDER_SENDER, install, provider_message, throwaway_keys  # noqa: E402
 from probe import RunningDaemon, wait_for  # noqa: E402
 from servers import Dovecot, SmtpCapture  # noqa: E402
 
