@@ -30,7 +30,7 @@ import gnupg
 import python_calamine
 import xlsxwriter
 
-from conftest import GATEWAY_ADDRESS, PROVIDER_SENDER, PROVIDER_UKPRN, provider_message, throwaway_keys
+from helpers import GATEWAY_ADDRESS, PROVIDER_SENDER, PROVIDER_UKPRN, provider_message, throwaway_keys
 from servers import Dovecot, SmtpCapture, export_public, gnupg_home, make_key
 
 from gateway.postcodes import Directory, normalise
