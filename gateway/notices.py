@@ -17,6 +17,7 @@ from .mail import Outgoing, compose, outgoing_id
 if TYPE_CHECKING:
     from .bounce import Bounce
     from .config import Config
+    from .errors import OwnKeyLocked, SignInRefused
     from .held import HeldPackage
     from .keys import PublicKey
     from .rules import Borough, Provider
@@ -75,9 +76,7 @@ def bounced(original: dict, bounce: "Bounce", reference: str) -> Notice:
 HOSTILE = ("a message carrying a file built to do harm (for example a zip bomb)",
            "Do not open the attachment. The message is in the quarantine folder; ask the provider whether they sent "
            "it, as their mailbox may be compromised.")
-UNKNOWN_SENDER = ("a message from a sender not registered for any provider",
-                  "The sender's address is not in rules/providers.toml. If it is a provider's new address, add it to "
-                  "that provider's senders and move the message back to the mailbox folder.")
+UNKNOWN_SENDER = "a message from a sender not registered for any provider"  # the advice is UnknownSender's
 NOT_HANDLED = "a message the gateway could not handle"
 
 
@@ -123,14 +122,13 @@ def stranger_reply(config: "Config", reference: str, address: str) -> Outgoing:
 
 
 # -- the gateway's own key ------------------------------------------------------------------------------
-def own_key_locked(config: "Config", reference: str, locked: BaseException) -> Notice:
+def own_key_locked(config: "Config", reference: str, locked: "OwnKeyLocked") -> Notice:
     return Notice("the gateway's own key cannot decrypt", (
         f"The gateway could not decrypt a return with its own key: {locked}.\n\n"
         f"Gateway reference of the first message waiting: {reference}\n\n"
         "No provider has been answered: the encrypted returns stay in the mailbox folder "
         f"{config.mailbox.folder}, unopened, and are handled at the first run after the key works again. "
-        "What to do: set the variable in the gateway's environment (the service's EnvironmentFile), restart "
-        "the gateway, and run `gateway check`, which decrypts a test message with the key.\n\n"
+        f"What to do: {locked.advice}\n\n"
         "This alert is sent once; the next is sent only if the key fails again after working."
     ))
 
@@ -298,12 +296,11 @@ def report_mail(config: "Config", name: str, month: str, report_text: str, audit
 
 
 # -- the daemon -----------------------------------------------------------------------------------------
-def signin_refused(error: BaseException, hold_minutes: float) -> Notice:
+def signin_refused(error: "SignInRefused", hold_minutes: float) -> Notice:
     """The mailbox refused the app's sign-in."""
     return Notice("mailbox sign-in refused", (
         f"The gateway cannot sign in to the mailbox, so returns wait there unread.\n\n{error}.\n\n"
-        f"It tries again by itself, at most every {hold_minutes:.0f} minutes; after a change to the app "
-        "registration, `gateway check --connect` shows at once whether the sign-in works."
+        f"It tries again by itself, at most every {hold_minutes:.0f} minutes; {error.advice}"
     ))
 
 

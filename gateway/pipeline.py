@@ -26,13 +26,13 @@ from datetime import datetime, timezone
 from .bounce import original_of, parse_bounce, record_bounce
 from .config import Config, secret
 from .digest import WaitingPart, next_due, send_digests, wait
-from .errors import NoUsableKey, UnknownSender
+from .errors import HostileFile, NoUsableKey, OwnKeyLocked, SenderNotRegistered, UnknownSender
 from .held import HeldPackage, hold, release_held
 from .inbox import Inbox, InboxMessage
 from .alerts import notify_admin
 from . import notices
 from .notices import held_notices
-from .keys import Keyring, OwnKeyLocked, PublicKey
+from .keys import Keyring, PublicKey
 from .isolate import warm_up
 from .examine import DUPLICATE_DAYS, duplicate_advice, examine
 from .ledger import Ledger, MessageRecord
@@ -182,15 +182,15 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
         return "queued"
     try:
         result = _work(gateway, record, message.raw, exposure)
-    except Hostile as hostile:
+    except HostileFile as hostile:
         log.warning("message %s (UID %d) quarantined: it carries a file built to do harm", record.reference, message.uid)
         result = _quarantine(gateway, record, message, *notices.HOSTILE,
                              replied=bool(hostile.replies))
         result.outgoing += hostile.replies
     except UnknownSender as error:
         log.warning("message %s (UID %d) quarantined: %s", record.reference, message.uid, error)
-        what, todo = notices.UNKNOWN_SENDER
-        result = _quarantine(gateway, record, message, what + ("" if "not registered" in str(error) else f": {error}"), todo)
+        what = notices.UNKNOWN_SENDER + ("" if isinstance(error, SenderNotRegistered) else f": {error}")
+        result = _quarantine(gateway, record, message, what, error.advice)
         if gateway.config.admin.reply_to_unknown_senders:
             result.outgoing += _stranger_reply(gateway, record, message.raw)
     except OwnKeyLocked as locked:
@@ -205,17 +205,6 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
     exposure.end()
     _queue(gateway, record, result)
     return result.state
-
-
-class Hostile(Exception):
-    """A message carries a file built to do harm (zip bomb and the like): quarantine it whole.
-
-    `replies`: the rejection the registered provider gets, naming the limit the file passed.
-    """
-
-    def __init__(self, replies: list[Outgoing]) -> None:
-        super().__init__("a file built to do harm")
-        self.replies = replies
 
 
 def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Exposure") -> Result:
@@ -238,7 +227,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
         first = hostile[0]
         facts = FileFacts(record.reference, received, first.index, len(unpacked.attachments), first.size, first.short_hash)
         advice = first.error.advice + (_OVER_LIMITS if first.error is not None else "")  # type: ignore[union-attr]
-        raise Hostile([rejection(facts, provider, advice, answer_to, head, head.seal)])
+        raise HostileFile("a file built to do harm", advice, [rejection(facts, provider, advice, answer_to, head, head.seal)])
     attachments = _once_each(unpacked)
     count = len(attachments)
     answered = 0

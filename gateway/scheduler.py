@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import notices
 from .alerts import notify_admin
-from .errors import GatewayError, MailboxError, OutboxError
+from .errors import GatewayError, MailboxError, OutboxError, SignInRefused
 from .inbox import Inbox
 from .jobs import JOBS
 from .logs import describe
@@ -35,7 +35,7 @@ from .pipeline import Gateway, run_once
 from .held import release_held
 from .report import LOCAL
 from .send import flush
-from .signin import HOLD_MAX, SignInRefused
+from .signin import HOLD_MAX
 
 log = logging.getLogger(__name__)
 

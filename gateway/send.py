@@ -21,25 +21,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from . import config
-from .errors import SendError, unreachable
+from .errors import RelayDown, SendError, SignInRefused, TokenServiceDown, unreachable
 from .ledger import Ledger
 from .mail import Outgoing
 from .outbox import Outbox
 from .alerts import queue_once
 from .notices import alert, not_delivered
-from .signin import SignInRefused, TokenServiceDown, Tokens, server_refused, xoauth2
+from .signin import Tokens, server_refused, xoauth2
 
 log = logging.getLogger(__name__)
 
 ORPHAN_SECONDS = 3600
 _NO_ALERTS_ABOUT = ("alert",)  # an alert that cannot be delivered is logged, never alerted about
-
-
-class RelayDown(SendError):
-    """The relay could not be reached or would not talk (refused, timed out, dropped, login or TLS failed)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=True)
 
 
 @dataclass(frozen=True)
