@@ -211,7 +211,8 @@ class TooBig(SheetError):
     """The sheet reaches further than `limits` allow; `extent` says how far, as far as it was read."""
 
     def __init__(self, extent: "Extent", crowded: bool = False) -> None:
-        super().__init__(f"sheet reaches row {extent.rows}, column {extent.columns}" + (", too many cells" if crowded else ""))
+        super().__init__(f"sheet reaches row {extent.rows}, column {extent.columns}"
+                         + (", too many cells" if crowded else ""))
         self.extent = extent
         self.crowded = crowded  # more cell elements than any return has, wherever they sit
 

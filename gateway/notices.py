@@ -63,8 +63,10 @@ def bounced(original: dict, bounce: "Bounce", reference: str) -> Notice:
     where = "the borough's recipients in rules/boroughs.toml" if package else "the address in rules/"
     return Notice("message bounced", (
         "A message the gateway sent was returned as undeliverable by the receiving mail system.\n\n"
-        f"Message id: {original['id']}\nWhat: {what}, to {original['recipient']}\nGateway reference: {original['reference']}\n"
-        f"Status: {bounce.status or 'not given'} ({bounce.action})\nBounce received as gateway reference: {reference}\n\n"
+        f"Message id: {original['id']}\nWhat: {what}, to {original['recipient']}\n"
+        f"Gateway reference: {original['reference']}\n"
+        f"Status: {bounce.status or 'not given'} ({bounce.action})\n"
+        f"Bounce received as gateway reference: {reference}\n\n"
         f"What to do: check {where} with the recipient's organisation."
         + (" The rows in it have NOT reached the borough, and the gateway keeps no copy of a package once it is "
            "sent (it is encrypted to the recipient's key): once the address is right, ask the provider to send "
@@ -93,7 +95,8 @@ def stopped_on(attempts: int) -> tuple[str, str]:
             "report it to the gateway's maintainers with the gateway reference, and keep it until they have looked.")
 
 
-def quarantined(config: "Config", reference: str, uid: int, sender: str, what: str, todo: str, replied: bool) -> Outgoing:
+def quarantined(config: "Config", reference: str, uid: int, sender: str, what: str, todo: str,
+                replied: bool) -> Outgoing:
     """The administrator told what arrived, from which address, and what to do. The sender's address is no
     young person's data; the subject and the attachments' names may be, and are never quoted."""
     return alert(
@@ -162,7 +165,8 @@ def held_notices(held: "list[HeldPackage]", config: "Config") -> list[Outgoing]:
             others = sorted(waiting - {to})
             if not others:
                 continue
-            own = ("Your own copy is held too, for the same reason: please send the administrator your current public key."
+            own = ("Your own copy is held too, for the same reason: please send the administrator your current "
+                   "public key."
                    if to in waiting else "Your own copy has been sent to you separately.")
             text = (
                 f"A package of {packages[0].rows} notification(s) for {borough.name} ({code}), gateway reference "
@@ -247,7 +251,8 @@ def _day(moment: date) -> str:
     return f"{moment.day} {moment:%B %Y}"
 
 
-def reminder(config: "Config", provider: "Provider", to: str, month: str, today: date, due: date, name: str) -> Outgoing:
+def reminder(config: "Config", provider: "Provider", to: str, month: str, today: date, due: date,
+             name: str) -> Outgoing:
     first = date.fromisoformat(f"{month}-01")
     late = today > due
     text = "\n".join([
