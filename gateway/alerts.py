@@ -1,4 +1,5 @@
-"""Telling the administrator: an alert queued through the one outbox, at most once per subject and key."""
+"""The one way the gateway's own mail (alerts, notices, reminders, the report: their texts are in notices.py)
+enters the outbox: at most once per deterministic id."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from .config import Config
 from .ledger import Ledger
 from .mail import Outgoing
 from .outbox import Outbox
-from .receipt import alert
+from .notices import alert
 
 
 def notify_admin(config: Config, ledger: Ledger, outbox: Outbox, reference: str, subject: str, text: str,

@@ -25,7 +25,7 @@ from email.parser import BytesHeaderParser, HeaderParser
 from .config import Config
 from .ledger import Ledger
 from .mail import Outgoing
-from .receipt import alert
+from .notices import alert, bounced
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +103,8 @@ def record_bounce(ledger: Ledger, config: Config, reference: str, bounce: Bounce
     log.warning("outgoing %s (%s) bounced with status %s", item_id, original["kind"], bounce.status or "not given")
     if original["kind"] == "alert":
         return []  # never an alert about an alert: the administrator's own address is what failed
-    what = original["kind"] + (f" for borough {original['borough']}" if original["borough"] else "")
-    package = original["kind"] in ("package", "digest")
-    where = "the borough's recipients in rules/boroughs.toml" if package else "the address in rules/"
-    return [alert(
-        original["reference"], config.admin.email, config.smtp.from_address, "message bounced",
-        "A message the gateway sent was returned as undeliverable by the receiving mail system.\n\n"
-        f"Message id: {item_id}\nWhat: {what}, to {original['recipient']}\nGateway reference: {original['reference']}\n"
-        f"Status: {bounce.status or 'not given'} ({bounce.action})\nBounce received as gateway reference: {reference}\n\n"
-        f"What to do: check {where} with the recipient's organisation."
-        + (" The rows in it have NOT reached the borough, and the gateway keeps no copy of a package once it is "
-           "sent (it is encrypted to the recipient's key): once the address is right, ask the provider to send "
-           "those rows again." if package else ""),
-        key=item_id,
-    )]
+    notice = bounced(original, bounce, reference)
+    return [alert(original["reference"], config.admin.email, config.smtp.from_address, *notice, key=item_id)]
 
 
 def _parse(message: Message) -> Bounce | None:

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from . import config as config_module
 from . import logs, rules as rules_module
-from .errors import GatewayError
+from .errors import GatewayError, NoPassword, OutputError
 from .keys import Keyring
 from .ledger import Ledger
 from .outbox import Outbox
@@ -200,14 +200,6 @@ PASSWORD_ENV = "GATEWAY_FILE_PASSWORD"
 _PASSWORD_HELP = ("A password-protected workbook or zip is opened with the password in --password-file, else the one "
                   "in the variable the provider's password_env names (rules/providers.toml, with --provider), else "
                   f"the one in the environment variable {PASSWORD_ENV}, else asked for at the terminal.")
-
-
-class OutputError(GatewayError):
-    """A file the command was asked to write cannot be written."""
-
-
-class NoPassword(GatewayError):
-    """A file needs a password and there is neither a terminal to ask at nor GATEWAY_FILE_PASSWORD."""
 
 
 def _terminal() -> bool:

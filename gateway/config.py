@@ -8,8 +8,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from .errors import ConfigError
-from .tomlfile import Problem, TomlError, TomlFile
+from .errors import ConfigError, TomlError
+from .tomlfile import Problem, TomlFile
 
 SECURITY = ("ssl", "starttls", "none")
 

@@ -18,7 +18,7 @@ from msoffcrypto.exceptions import DecryptionError, FileFormatError, InvalidKeyE
 from msoffcrypto.format.ooxml import OOXMLFile
 from msoffcrypto.format.xls97 import Xls97File
 
-from .errors import HostileFile, UnpackError
+from .errors import HostileFile, PasswordMissing, UnpackError
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # the most any attachment, archive member or winmail.dat may hold
 # A part of an xlsx or ods (a sheet's XML) may be larger: 100,000 rows of XML pass 50 MB. read.py reads it.
@@ -232,7 +232,7 @@ def _decrypt_ooxml(office: OOXMLFile, password: str | None) -> Opened:
     if office.type == "agile" and office.info["spinValue"] > MAX_SPIN_COUNT:
         raise HostileFile("workbook asks for an excessive key-derivation count", _EXCESSIVE_SPIN)
     if password is None:
-        raise UnpackError("workbook is password protected and no password is configured", _NO_PASSWORD_WORKBOOK)
+        raise PasswordMissing("workbook is password protected and no password is configured", _NO_PASSWORD_WORKBOOK)
     try:
         office.load_key(password=password, verify_password=True)
     except InvalidKeyError:
@@ -362,7 +362,7 @@ def _read_entry(archive: pyzipper.AESZipFile, entry: pyzipper.ZipInfo, password:
     capped.file_size = 2 * MAX_FILE_BYTES
     encrypted = bool(entry.flag_bits & _ZIP_ENCRYPTED)
     if encrypted and password is None:
-        raise UnpackError("zip is password protected and no password is configured", _NO_PASSWORD_ZIP)
+        raise PasswordMissing("zip is password protected and no password is configured", _NO_PASSWORD_ZIP)
     candidates: list[bytes | None] = _password_bytes(password) if encrypted and password else [None]
     for pwd in candidates:
         output = bytearray()

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 from .config import LOCAL
 from .errors import GatewayError, NoUsableKey
-from .held import HeldPackage, _decode, _encode, held_notices
+from .held import HeldPackage, _decode, _encode
+from .notices import held_notices
 from .keys import Keyring
 from .ledger import Ledger
 from .mail import Outgoing, outgoing_id

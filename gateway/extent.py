@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import defusedxml.ElementTree as SafeET
 
+from .errors import TooBig, Unreadable
+
 _CHUNK = 4 * 1024 * 1024
 # The quick path reads what Excel, LibreOffice and openpyxl write: every cell tag opens `<c r="B12"`,
 # unprefixed. Literal-led patterns let the regular expression engine skip ahead in C.
@@ -31,19 +33,6 @@ _ODD_SPELLINGS = (b"r =", b"r\t=", b"r\n=", b"r\r=")
 _FORMULA = re.compile(rb"<f[\s>/]")  # a formula's position is worked out by the exact parse
 _DIMENSION = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?dimension\s[^>]*?(?<=\s)ref\s*=\s*[\"']([^\"']*)[\"']")
 _REFERENCE = re.compile(r"^([A-Z]+)([0-9]+)$")
-
-
-class Unreadable(Exception):
-    """The sheet's XML is damaged or names a cell in a way no spreadsheet program writes."""
-
-
-class TooBig(Exception):
-    """The sheet reaches further than `limits` allow; `extent` says how far, as far as it was read."""
-
-    def __init__(self, extent: "Extent", crowded: bool = False) -> None:
-        super().__init__(f"sheet reaches row {extent.rows}, column {extent.columns}" + (", too many cells" if crowded else ""))
-        self.extent = extent
-        self.crowded = crowded  # more cell elements than any return has, wherever they sit
 
 
 @dataclass(frozen=True)

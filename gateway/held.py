@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from .config import Config
 from .errors import GatewayError, NoUsableKey
 from .keys import Keyring
 from .ledger import utcnow
-from .mail import Outgoing, compose, outgoing_id
+from .mail import outgoing_id
 from .pack import Source, package_message
 from .read import Return, Row
-from .receipt import alert
 from .route import Batch
 from .rules import Borough, Provider
 from .validate import Accepted
@@ -70,51 +68,6 @@ def hold(table: Return, batch: Batch, source: Source, recipient: str, why: str, 
     ciphertext = keyring.encrypt(_encode(table, batch, source), own_fingerprint)
     return HeldPackage(item_id, source.reference, batch.borough, recipient, len(batch.rows), batch.by_reason(), why,
                        source.provider.ukprn, source.received, ciphertext)
-
-
-def held_notices(held: list[HeldPackage], config: Config) -> list[Outgoing]:
-    """For each held package an alert to the administrator, and a note to the borough's other recipients
-    (ids and counts only: both travel in clear)."""
-    notices = []
-    for package in held:
-        borough = package.borough
-        notices.append(alert(
-            package.reference, config.admin.email, config.smtp.from_address,
-            f"package for {borough.name} held: no usable key",
-            f"A package of {package.rows} notification(s) for {borough.name} ({borough.code}), recipient "
-            f"{package.recipient}, from gateway reference {package.reference} is held and has NOT been sent.\n\n"
-            f"Why: {package.why}.\n\n"
-            f"It is kept in the outbox encrypted to the gateway's own key (package id {package.id}), and is sent "
-            "by itself at the first run after a usable key for the recipient is in keys/.\n\n"
-            "What to do: put the recipient's current public key (one .asc file) in keys/, run `gateway check`, "
-            "and tell the borough. Nothing is ever sent unencrypted. The provider's receipt says these rows "
-            "are accepted but not yet sent.",
-            key=package.recipient,
-        ))
-    by_borough: dict[tuple[str, str], list[HeldPackage]] = {}
-    for package in held:
-        by_borough.setdefault((package.reference, package.borough.code), []).append(package)
-    for (reference, code), packages in by_borough.items():
-        borough, waiting = packages[0].borough, {p.recipient for p in packages}
-        for to in borough.recipients:
-            others = sorted(waiting - {to})
-            if not others:
-                continue
-            own = ("Your own copy is held too, for the same reason: please send the administrator your current public key."
-                   if to in waiting else "Your own copy has been sent to you separately.")
-            text = (
-                f"A package of {packages[0].rows} notification(s) for {borough.name} ({code}), gateway reference "
-                f"{reference}, could not yet be sent to: {', '.join(others)}.\n\n"
-                "Why: the gateway holds no usable encryption key for that address. The package is kept encrypted "
-                "and will be sent by itself as soon as a current key is in place; nothing is ever sent unencrypted.\n\n"
-                f"{own}\n\nThe gateway's administrator ({config.admin.email}) has been told. This message holds no "
-                "personal data."
-            )
-            item_id = outgoing_id(reference, "notice", code, to)
-            raw = compose(item_id=item_id, sender=config.smtp.from_address, to=to,
-                          subject=f"LDOR notifications for {borough.name}: a copy is held [{reference}]", body=text)
-            notices.append(Outgoing(item_id, "notice", to, raw, code))
-    return notices
 
 
 def release_held(gateway: "Gateway") -> int:

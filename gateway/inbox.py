@@ -13,8 +13,8 @@ import imap_tools
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
 
 from . import config
-from .errors import MailboxError, unreachable
-from .signin import MailboxSignInRefused, SignInRefused, TokenServiceDown, Tokens, server_refused
+from .errors import MailboxError, MailboxSignInRefused, SignInRefused, TokenServiceDown, unreachable
+from .signin import Tokens, server_refused
 
 
 @dataclass(frozen=True)

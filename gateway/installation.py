@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .errors import GatewayError
+from .errors import InitError
 from .keys import AGENT_CONF, Keyring
 from .scaffold import config_text
 
@@ -17,10 +17,6 @@ KEY_NAME = "LDOR gateway"
 KEY_LIFETIME = "2y"  # `gateway check` warns 30 days before; extending it keeps the fingerprint
 PUBLIC_KEY = Path("keys-for-providers") / "ldor-gateway.asc"
 _MADE_HERE = ("config.toml", "rules", "keys", "var", "outbox", "keys-for-providers")
-
-
-class InitError(GatewayError):
-    """`gateway init` cannot make the installation (one is there already, a file it must not overwrite)."""
 
 
 @dataclass(frozen=True)

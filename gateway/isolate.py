@@ -21,7 +21,8 @@ from multiprocessing.connection import Connection
 from types import MappingProxyType
 
 from .containers import Opened
-from .errors import GatewayError, HostileFile, ReadError, UnknownSender, UnpackError
+from .errors import (GatewayError, HostileFile, IsolatedFailure, LimitExceeded, PasswordMissing, ReadError, SenderNotRegistered,
+                     SenderUnreadable, UnknownSender, UnpackError)
 from .read import Return
 
 MEMORY_LIMIT_BYTES = 2 * 1024 ** 3  # address space of one reading child; a 100,000-row return needs a few hundred MB
@@ -29,24 +30,14 @@ TIME_LIMIT_SECONDS = 60  # wall-clock time one file may take to open or read
 # Python 3.11 runs the main script again in each child (its forkserver never preloads "__main__"):
 # with what the gateway's main script imports already loaded in the server, that costs a millisecond.
 _PRELOAD = ["gateway.cli", "gateway.read", "gateway.containers"]
-_ERRORS = {cls.__name__: cls for cls in (UnpackError, ReadError, HostileFile, UnknownSender)}
+_ERRORS = {cls.__name__: cls for cls in (UnpackError, ReadError, HostileFile, PasswordMissing, UnknownSender,
+                                         SenderNotRegistered, SenderUnreadable)}
 
 LIMITS_ADVICE = (
     "The file could not be read within the gateway's limits (at most {memory} of memory and {seconds} "
     "seconds for one file). Please save it again from Excel as .xlsx and send it again; if it is very "
     "large, split it into several files and send each."
 )
-
-
-class LimitExceeded(ReadError):
-    """Opening or reading a file ended its child process (memory, time, or a crash in a native reader)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, LIMITS_ADVICE.format(memory=_size(MEMORY_LIMIT_BYTES), seconds=TIME_LIMIT_SECONDS))
-
-
-class IsolatedFailure(GatewayError):
-    """The reader raised something unexpected in its child (a bug, not a bad file): the message is set aside."""
 
 
 def read_return(data: bytes) -> Return:
@@ -89,7 +80,7 @@ def _run(task: str, arguments: tuple) -> object:
         if reply is None:
             child.kill()
             child.join()
-            raise LimitExceeded(_death(child.exitcode, timed_out))
+            raise _limit_exceeded(_death(child.exitcode, timed_out))
         child.join(5)
     finally:
         ours.close()
@@ -101,7 +92,7 @@ def _run(task: str, arguments: tuple) -> object:
         return value
     kind, message, advice = value
     if kind == "MemoryError":
-        raise LimitExceeded("the reader ran out of memory")
+        raise _limit_exceeded("the reader ran out of memory")
     if kind in _ERRORS:
         raise _ERRORS[kind](message, advice)
     raise IsolatedFailure(f"{kind} in the reading process")
@@ -151,6 +142,10 @@ def _dumps(value: object) -> bytes:
 
 def _read_only(mapping: dict) -> MappingProxyType:
     return MappingProxyType(mapping)
+
+
+def _limit_exceeded(message: str) -> LimitExceeded:
+    return LimitExceeded(message, LIMITS_ADVICE.format(memory=_size(MEMORY_LIMIT_BYTES), seconds=TIME_LIMIT_SECONDS))
 
 
 def _size(count: int) -> str:

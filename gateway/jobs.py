@@ -20,13 +20,13 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import audit
+from . import audit, notices
 from .alerts import notify_admin, queue_once
 from .errors import KeyringError, NoUsableKey
 from .keys import EXPIRY_WARNING_DAYS, Keyring, PublicKey
 from .digest import send_digests
 from .ledger import Ledger
-from .mail import Outgoing, compose, outgoing_id
+from .mail import Outgoing
 from .report import LOCAL, monthly_report, write_xlsx
 from .rules import Borough, Provider
 
@@ -64,10 +64,6 @@ def _running_before(ledger: Ledger, moment: datetime) -> bool:
 def _queue(gateway: "Gateway", reference: str, item: Outgoing) -> int:
     """1 if the message was queued now, 0 if it had been before."""
     return int(queue_once(gateway.ledger, gateway.outbox, reference, item))
-
-
-def _day(moment: date) -> str:
-    return f"{moment.day} {moment:%B %Y}"
 
 
 # -- key expiry ---------------------------------------------------------------------------------------
@@ -143,60 +139,21 @@ def _left(key: PublicKey, now: datetime) -> str:
     return "today" if days <= 0 else "tomorrow" if days == 1 else f"in {days} days"
 
 
+def _when(key: PublicKey, stage: str, now: datetime) -> str:
+    if stage == "expired":
+        return f"expired on {key.expires_on:%Y-%m-%d}"
+    return f"expires on {key.expires_on:%Y-%m-%d} ({_left(key, now)})"
+
+
 def _recipient_warning(gateway: "Gateway", key: PublicKey, stage: str, recipient: str, boroughs: list[Borough],
                        now: datetime, name: str) -> Outgoing:
-    config = gateway.config
-    expired = stage == "expired"
-    when = f"expired on {key.expires_on:%Y-%m-%d}" if expired else f"expires on {key.expires_on:%Y-%m-%d} ({_left(key, now)})"
-    effect = ("Since then, notifications for you are held, encrypted, and NOT sent: they go out by themselves as "
-              "soon as the administrator has put your renewed key in place."
-              if expired else
-              "After that date the gateway cannot encrypt to this key: notifications for you would be held, "
-              "encrypted, until the administrator has your renewed key. Nothing is ever sent unencrypted.")
-    text = "\n".join([
-        "The gateway that sends you leavers and joiners notifications encrypts them to your OpenPGP key.",
-        "",
-        f"Key fingerprint: {key.fingerprint}",
-        f"Your address:    {recipient}",
-        f"Receiving for:   {', '.join(f'{b.name} ({b.code})' for b in boroughs)}",
-        f"The key {when}.",
-        "",
-        effect,
-        "",
-        "What to do: extend the key's expiry date, the key's and its encryption subkey's:",
-        f"    gpg --quick-set-expire {key.fingerprint} 2y",
-        f"    gpg --quick-set-expire {key.fingerprint} 2y '*'",
-        "or make a new key; then send the public key (gpg --armor --export "
-        f"{recipient}) to the gateway's administrator, {config.admin.email}.",
-        "",
-        "This message holds no personal data.",
-    ]) + "\n"
-    item_id = outgoing_id(name, recipient)
-    subject = f"LDOR gateway: your encryption key {when}"
-    raw = compose(item_id=item_id, sender=config.smtp.from_address, to=recipient, subject=subject, body=text)
-    return Outgoing(item_id, "notice", recipient, raw, boroughs[0].code)
+    return notices.key_warning_to_recipient(gateway.config, key, _when(key, stage, now), stage == "expired", recipient,
+                                            boroughs, name)
 
 
 def _admin_warning(gateway: "Gateway", holder: _Holder, stage: str, now: datetime, name: str) -> int:
-    key = holder.key
-    expired = stage == "expired"
-    when = f"expired on {key.expires_on:%Y-%m-%d}" if expired else f"expires on {key.expires_on:%Y-%m-%d} ({_left(key, now)})"
-    who = [f"  {recipient}, for {', '.join(f'{b.name} ({b.code})' for b in boroughs)}"
-           for recipient, boroughs in sorted(holder.recipients.items())]
-    text = "\n".join([
-        f"The key {key.fingerprint} {when}. Packages are encrypted to it for:",
-        *who,
-        "",
-        ("Packages for these recipients are held (encrypted, never sent in clear) until a usable key is in keys/."
-         if expired else "After that date their packages will be held until a renewed key is in keys/."),
-        "Each recipient has been sent the same warning, asking for a renewed key.",
-        "",
-        "What to do: put each recipient's renewed public key in keys/ (replacing the old .asc file) and run "
-        "`gateway check`; held packages are then sent by themselves.",
-    ]) + "\n"
-    names = ", ".join(sorted({b.name for boroughs in holder.recipients.values() for b in boroughs}))
-    return int(notify_admin(gateway.config, gateway.ledger, gateway.outbox, "keys",
-                            f"encryption key for {names} {when.split(' (')[0]}", text, key=name))
+    notice = notices.key_warning_to_admin(holder.key, _when(holder.key, stage, now), stage == "expired", holder.recipients)
+    return int(notify_admin(gateway.config, gateway.ledger, gateway.outbox, "keys", *notice, key=name))
 
 
 def _own_key_warning(gateway: "Gateway", now: datetime) -> int:
@@ -211,16 +168,8 @@ def _own_key_warning(gateway: "Gateway", now: datetime) -> int:
     name = f"key-expiry {key.fingerprint} {key.expires_on} {stage}"
     if already_done(gateway.ledger, name):
         return 0
-    when = f"expired on {key.expires_on:%Y-%m-%d}" if stage == "expired" else f"expires on {key.expires_on:%Y-%m-%d} ({_left(key, now)})"
-    text = (
-        f"The gateway's own key {key.fingerprint}, which providers encrypt their returns to, {when}.\n\n"
-        "Once it has expired, providers' encryption programs refuse it, and returns stop arriving.\n\n"
-        f"What to do: extend it (gpg --homedir {gateway.config.gnupg.home} --quick-set-expire {key.fingerprint} 2y, "
-        "and again with '*' after it for its encryption subkey), then restart the gateway. Its receipts carry "
-        "the public key, so providers pick up the new date from their next receipt.\n"
-    )
-    queued = int(notify_admin(gateway.config, gateway.ledger, gateway.outbox, "keys",
-                              f"the gateway's own key {when.split(' (')[0]}", text, key=name))
+    notice = notices.own_key_expiring(gateway.config, key, _when(key, stage, now))
+    queued = int(notify_admin(gateway.config, gateway.ledger, gateway.outbox, "keys", *notice, key=name))
     _record_done(gateway.ledger, name)
     return queued
 
@@ -260,42 +209,12 @@ def send_reminders(gateway: "Gateway", now: datetime) -> int:
 
 
 def _reminder(gateway: "Gateway", provider: Provider, to: str, month: str, today: date, due: date, name: str) -> Outgoing:
-    config = gateway.config
-    first = date.fromisoformat(f"{month}-01")
-    late = today > due
-    text = "\n".join([
-        "Leavers and joiners return: reminder",
-        "",
-        f"Provider: {provider.name} (UKPRN {provider.ukprn})",
-        f"Month:    {first:%B %Y}",
-        f"Due by:   {_day(due)}",
-        "",
-        ("The gateway has not received an accepted return from you this month, and it was due by "
-         f"{_day(due)}. Please send it as soon as you can." if late else
-         f"The gateway has not yet received an accepted return from you this month. Please send it by {_day(due)}."),
-        "",
-        f"Send it as before: the return attached, encrypted to the gateway's key, to {config.smtp.from_address}. "
-        "If you sent one and its receipt says NOT ACCEPTED, please correct it and send it again: a return "
-        "counts once it has been accepted. If you sent it in the last few hours, please disregard this reminder.",
-        "",
-        f"Questions: the gateway's administrator, {config.admin.email}.",
-        "This message holds no personal data.",
-    ]) + "\n"
-    item_id = outgoing_id(name, to)
-    subject = f"LDOR return for {first:%B %Y}: {'overdue' if late else 'reminder'} (UKPRN {provider.ukprn})"
-    raw = compose(item_id=item_id, sender=config.smtp.from_address, to=to, subject=subject, body=text)
-    return Outgoing(item_id, "reminder", to, raw)
+    return notices.reminder(gateway.config, provider, to, month, today, due, name)
 
 
 def _unreachable(gateway: "Gateway", providers: list[Provider], month: str) -> int:
-    lines = [f"  {p.ukprn}  {p.name}" for p in sorted(providers, key=lambda p: p.ukprn)]
-    text = (
-        f"These providers have not returned for {month}, but could not be reminded: rules/providers.toml gives "
-        "them only @domain senders and no receipts_to address.\n\n" + "\n".join(lines) + "\n\n"
-        "What to do: remind them yourself, and give each an exact sender address or receipts_to.\n"
-    )
     return int(notify_admin(gateway.config, gateway.ledger, gateway.outbox, "reminders",
-                            f"providers not reminded for {month}", text, key=month))
+                            *notices.not_reminded(providers, month), key=month))
 
 
 # -- retention ------------------------------------------------------------------------------------------
@@ -354,14 +273,7 @@ def email_monthly_report(gateway: "Gateway", now: datetime) -> int:
     with tempfile.TemporaryDirectory() as folder:
         xlsx = write_xlsx(report, Path(folder) / f"ldor-report-{month}.xlsx").read_bytes()
     _, check = audit.audit_verify_text(gateway.ledger)
-    text = report.text() + "\nThe gateway's audit trail (gateway audit verify):\n" + check
-    config = gateway.config
-    item_id = outgoing_id(name, config.admin.email)
-    raw = compose(item_id=item_id, sender=config.smtp.from_address, to=config.admin.email,
-                  subject=f"LDOR monitoring report for {month} [{name}]", body=text,
-                  attachments=((f"ldor-report-{month}.xlsx",
-                                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", xlsx),))
-    queued = _queue(gateway, name, Outgoing(item_id, "report", config.admin.email, raw))
+    queued = _queue(gateway, name, notices.report_mail(gateway.config, name, month, report.text(), check, xlsx))
     _record_done(gateway.ledger, name)
     log.info("monthly report for %s queued for the administrator", month)
     return queued

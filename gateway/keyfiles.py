@@ -8,14 +8,10 @@ from pathlib import Path
 
 from . import rules as rules_module
 from .config import Config
-from .errors import GatewayError, NoUsableKey
+from .errors import KeyFileError, NoUsableKey
 from .keys import EXPIRY_WARNING_DAYS, Keyring, PublicKey
 from .routing_check import table_label
 from .rules import Rules
-
-
-class KeyFileError(GatewayError):
-    """A file given to `gateway keys import` is not one public key, or would replace another key."""
 
 
 def import_key_file(settings: Config, source: Path, replace: bool = False) -> str:

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import gnupg
 
-from .errors import KeyringError, NoUsableKey
+from .errors import Damaged, DecryptedTooLarge, KeyringError, NoIntegrity, NotForUs, NotOpenPGP, NoUsableKey, OwnKeyLocked
 from .tomlfile import Problem
 
 _STATUS = re.compile(r"^\[GNUPG:\] (\S+) ?(.*)$", re.MULTILINE)
@@ -75,17 +75,6 @@ class Decrypted:
     @property
     def signer(self) -> str | None:
         return self.signature.signer
-
-
-class DecryptedTooLarge(KeyringError):
-    """The decrypted data passed the caller's limit (a compression bomb, or a return far too large); gpg was stopped."""
-
-
-class OwnKeyLocked(KeyringError):
-    """The gateway's own secret key cannot decrypt (passphrase missing or wrong, secret key unusable): the
-    gateway's fault, never the provider's; mail waits in the mailbox until it is fixed."""
-
-    retryable = True
 
 
 SELF_TEST = b"ldor-gateway: the gateway's own key decrypts what is encrypted to it"
@@ -283,25 +272,7 @@ class Keyring:
         if limit is not None and (received > limit or "--max-output" in _stderr(result)):
             raise DecryptedTooLarge(f"the decrypted file passed the limit of {limit} bytes")
         statuses = dict(_STATUS.findall(_stderr(result)))
-        # Not the exit code: gpg exits 2 when a signature's key is unknown, though decryption was clean.
-        clean = (
-            "DECRYPTION_OKAY" in statuses
-            and "DECRYPTION_KEY" in statuses  # public-key decryption, not a shared passphrase
-            and not {"DECRYPTION_FAILED", "BADMDC"} & statuses.keys()
-        )
-        mdc_method = statuses.get("DECRYPTION_INFO", "").split()[:1]
-        if not clean:
-            if "NO_SECKEY" in statuses and "DECRYPTION_KEY" not in statuses:
-                raise KeyringError("the file is encrypted to a key that is not the gateway's")
-            if "BEGIN_DECRYPTION" not in statuses and "ENC_TO" not in statuses:
-                raise KeyringError("the file is not OpenPGP encrypted data")
-            if mdc_method == ["0"] and not _aead(statuses):
-                raise KeyringError("the file is not integrity protected (no MDC), so it is refused")
-            if "DECRYPTION_KEY" not in statuses:
-                self.prove_own_key()  # the file's session key was not unlocked: the gateway's own key may be at fault
-            raise KeyringError("gpg could not decrypt the file: it is damaged or incomplete")
-        if "GOODMDC" not in statuses and not _aead(statuses):
-            raise KeyringError("the file is not integrity protected (no MDC), so it is refused")
+        check_decryption(statuses, self.prove_own_key)
         return Decrypted(result.data, _signature(statuses))
 
     def verify_detached(self, data: bytes, signature: bytes) -> Signature:
@@ -311,6 +282,31 @@ class Keyring:
             handle.flush()
             result = self._gpg.verify_data(handle.name, data)
         return _signature(dict(_STATUS.findall(_stderr(result))))
+
+
+def check_decryption(statuses: dict[str, str], prove_own_key: Callable[[], None]) -> None:
+    """gpg's status lines -> nothing for a clean, integrity-protected decryption to the gateway's key, else
+    the KeyringError subclass that says which outcome it was (OwnKeyLocked from `prove_own_key` when the
+    gateway's own key may be at fault)."""
+    # Not the exit code: gpg exits 2 when a signature's key is unknown, though decryption was clean.
+    clean = (
+        "DECRYPTION_OKAY" in statuses
+        and "DECRYPTION_KEY" in statuses  # public-key decryption, not a shared passphrase
+        and not {"DECRYPTION_FAILED", "BADMDC"} & statuses.keys()
+    )
+    mdc_method = statuses.get("DECRYPTION_INFO", "").split()[:1]
+    if not clean:
+        if "NO_SECKEY" in statuses and "DECRYPTION_KEY" not in statuses:
+            raise NotForUs("the file is encrypted to a key that is not the gateway's")
+        if "BEGIN_DECRYPTION" not in statuses and "ENC_TO" not in statuses:
+            raise NotOpenPGP("the file is not OpenPGP encrypted data")
+        if mdc_method == ["0"] and not _aead(statuses):
+            raise NoIntegrity("the file is not integrity protected (no MDC), so it is refused")
+        if "DECRYPTION_KEY" not in statuses:
+            prove_own_key()  # the file's session key was not unlocked: the gateway's own key may be at fault
+        raise Damaged("gpg could not decrypt the file: it is damaged or incomplete")
+    if "GOODMDC" not in statuses and not _aead(statuses):
+        raise NoIntegrity("the file is not integrity protected (no MDC), so it is refused")
 
 
 def _stderr(result: object) -> str:

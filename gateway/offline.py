@@ -16,7 +16,7 @@ from typing import Callable
 from . import config as config_module
 from . import rules as rules_module
 from .containers import MAX_FILE_BYTES
-from .errors import ConfigError, KeyringError, NoUsableKey, ReadError, RulesError, UnpackError
+from .errors import ConfigError, KeyringError, NoUsableKey, PasswordMissing, ReadError, RulesError, UnpackError
 from .keys import Keyring
 from .postcodes import Directory
 # Opened and read in a child with memory and time limits, as the daemon does: a file that aborts a
@@ -329,9 +329,7 @@ def _opened(path: Path, data: bytes, provider: Provider | None, password: str | 
     mailbox opens it), else the one `ask_password` gets."""
     try:
         return open_file(path.name.lower(), data, None).data
-    except UnpackError as error:
-        if "no password" not in str(error):
-            raise
+    except PasswordMissing:
         given = password or (config_module.secret(provider.password_env or "") if provider is not None else None)
         if given is None and ask_password is None:
             raise

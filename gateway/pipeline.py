@@ -26,20 +26,22 @@ from datetime import datetime, timezone
 from .bounce import original_of, parse_bounce, record_bounce
 from .config import Config, secret
 from .digest import WaitingPart, next_due, send_digests, wait
-from .errors import NoUsableKey, UnknownSender
-from .held import HeldPackage, held_notices, hold, release_held
+from .errors import HostileFile, NoUsableKey, OwnKeyLocked, SenderNotRegistered, UnknownSender
+from .held import HeldPackage, hold, release_held
 from .inbox import Inbox, InboxMessage
 from .alerts import notify_admin
-from .keys import Keyring, OwnKeyLocked, PublicKey
+from . import notices
+from .notices import held_notices
+from .keys import Keyring, PublicKey
 from .isolate import warm_up
 from .examine import DUPLICATE_DAYS, duplicate_advice, examine
 from .ledger import Ledger, MessageRecord
 from .logs import describe
-from .mail import Outgoing, compose, outgoing_id
+from .mail import Outgoing
 from .outbox import Outbox
 from .pack import Source, package_message
 from .postcodes import Directory
-from .receipt import FileFacts, Letterhead, Tally, acknowledgement, alert, rejection
+from .receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
 from .rules import Rules
 from .send import Delivery, flush
 from .signin import Tokens
@@ -180,17 +182,15 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
         return "queued"
     try:
         result = _work(gateway, record, message.raw, exposure)
-    except Hostile as hostile:
+    except HostileFile as hostile:
         log.warning("message %s (UID %d) quarantined: it carries a file built to do harm", record.reference, message.uid)
-        result = _quarantine(gateway, record, message, "a message carrying a file built to do harm (for example a zip bomb)",
-                             "Do not open the attachment. The message is in the quarantine folder; ask the provider whether they sent it, as their mailbox may be compromised.",
+        result = _quarantine(gateway, record, message, *notices.HOSTILE,
                              replied=bool(hostile.replies))
         result.outgoing += hostile.replies
     except UnknownSender as error:
         log.warning("message %s (UID %d) quarantined: %s", record.reference, message.uid, error)
-        result = _quarantine(gateway, record, message, "a message from a sender not registered for any provider"
-                             + ("" if "not registered" in str(error) else f": {error}"),
-                             "The sender's address is not in rules/providers.toml. If it is a provider's new address, add it to that provider's senders and move the message back to the mailbox folder.")
+        what = notices.UNKNOWN_SENDER + ("" if isinstance(error, SenderNotRegistered) else f": {error}")
+        result = _quarantine(gateway, record, message, what, error.advice)
         if gateway.config.admin.reply_to_unknown_senders:
             result.outgoing += _stranger_reply(gateway, record, message.raw)
     except OwnKeyLocked as locked:
@@ -201,22 +201,10 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
     except Exception as error:  # one bad message must never stop the gateway
         # Not log.exception: a library's message can quote the cell that upset it.
         log.error("message %s (UID %d) could not be handled and is quarantined: %s", record.reference, message.uid, describe(error))
-        result = _quarantine(gateway, record, message, "a message the gateway could not handle",
-                             f"Handling failed with {type(error).__name__}. The message is in the quarantine folder; the log has the place in the code. Report it to the gateway's maintainers.")
+        result = _quarantine(gateway, record, message, notices.NOT_HANDLED, notices.not_handled(error))
     exposure.end()
     _queue(gateway, record, result)
     return result.state
-
-
-class Hostile(Exception):
-    """A message carries a file built to do harm (zip bomb and the like): quarantine it whole.
-
-    `replies`: the rejection the registered provider gets, naming the limit the file passed.
-    """
-
-    def __init__(self, replies: list[Outgoing]) -> None:
-        super().__init__("a file built to do harm")
-        self.replies = replies
 
 
 def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Exposure") -> Result:
@@ -239,7 +227,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
         first = hostile[0]
         facts = FileFacts(record.reference, received, first.index, len(unpacked.attachments), first.size, first.short_hash)
         advice = first.error.advice + (_OVER_LIMITS if first.error is not None else "")  # type: ignore[union-attr]
-        raise Hostile([rejection(facts, provider, advice, answer_to, head, head.seal)])
+        raise HostileFile("a file built to do harm", advice, [rejection(facts, provider, advice, answer_to, head, head.seal)])
     attachments = _once_each(unpacked)
     count = len(attachments)
     answered = 0
@@ -281,16 +269,8 @@ def _own_key_locked(gateway: Gateway, reference: str, locked: OwnKeyLocked) -> N
     events = _own_key_events(gateway)
     if events and events[-1] == "locked-alerted":
         return
-    config = gateway.config
-    text = (f"The gateway could not decrypt a return with its own key: {locked}.\n\n"
-            f"Gateway reference of the first message waiting: {reference}\n\n"
-            "No provider has been answered: the encrypted returns stay in the mailbox folder "
-            f"{config.mailbox.folder}, unopened, and are handled at the first run after the key works again. "
-            "What to do: set the variable in the gateway's environment (the service's EnvironmentFile), restart "
-            "the gateway, and run `gateway check`, which decrypts a test message with the key.\n\n"
-            "This alert is sent once; the next is sent only if the key fails again after working.")
-    notify_admin(config, gateway.ledger, gateway.outbox, OWN_KEY, "the gateway's own key cannot decrypt", text,
-                 key=str(events.count("locked-alerted")))
+    notify_admin(gateway.config, gateway.ledger, gateway.outbox, OWN_KEY,
+                 *notices.own_key_locked(gateway.config, reference, locked), key=str(events.count("locked-alerted")))
     gateway.ledger.event(OWN_KEY, "locked-alerted", message=reference)
 
 
@@ -317,11 +297,7 @@ def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage) -
     sender, when a registered provider, answered. Only its headers are read now."""
     sender = _header_sender(message.raw)
     provider = gateway.rules.provider_for_sender(sender) if sender else None
-    result = _quarantine(gateway, record, message,
-                         f"a message on which the gateway stopped {record.attempts} times while handling it "
-                         "(a crash, or the memory limit of the machine)",
-                         "Do not open the attachment on a working machine. The message is in the quarantine folder; "
-                         "report it to the gateway's maintainers with the gateway reference, and keep it until they have looked.",
+    result = _quarantine(gateway, record, message, *notices.stopped_on(record.attempts),
                          replied=provider is not None)
     if provider is not None:
         answer_to = provider.receipts_to or sender
@@ -436,16 +412,8 @@ def _quarantine(gateway: Gateway, record: MessageRecord, message: InboxMessage, 
                 replied: bool = False) -> Result:
     """The administrator told what arrived, from which address, and what to do. The sender's address is no
     young person's data; the subject and the attachments' names may be, and are never quoted."""
-    config = gateway.config
     sender = _header_sender(message.raw) or "no single readable address (the From header is missing, repeated or malformed)"
-    notice = alert(
-        record.reference, config.admin.email, config.smtp.from_address, "message quarantined",
-        f"The gateway received {what}.\n\nSender's address: {sender}\nGateway reference: {record.reference}\n"
-        f"Mailbox UID: {message.uid}\n"
-        f"Moved to the folder: {config.mailbox.quarantine_folder}\n\nWhat to do: {todo}\n\n"
-        + ("The sender, a registered provider, was sent a rejection saying the file was not accepted and what to do."
-           if replied else "No reply was sent to the sender."),
-    )
+    notice = notices.quarantined(gateway.config, record.reference, message.uid, sender, what, todo, replied)
     return Result("quarantined", [notice], outcome="quarantined")
 
 
@@ -455,18 +423,7 @@ def _stranger_reply(gateway: Gateway, record: MessageRecord, raw: bytes) -> list
         address = sender_of(parse(raw))
     except UnknownSender:
         return []  # no single address to answer
-    config = gateway.config
-    text = (
-        "Your email reached the secure mailbox for leavers and joiners returns, but your address is not "
-        "registered for any provider, so nothing in it has been opened or forwarded.\n\n"
-        f"Gateway reference: {record.reference}\n\n"
-        "If you send returns for a school, college or training provider, ask the gateway administrator "
-        f"({config.admin.email}) to register this address, then send the return again."
-    )
-    item_id = outgoing_id(record.reference, "stranger-reply", address)
-    body = compose(item_id=item_id, sender=config.smtp.from_address, to=address,
-                   subject=f"LDOR return not accepted: address not registered [{record.reference}]", body=text)
-    return [Outgoing(item_id, "receipt", address, body)]
+    return [notices.stranger_reply(gateway.config, record.reference, address)]
 
 
 def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:

@@ -23,7 +23,7 @@ import defusedxml.ElementTree as SafeET
 import python_calamine
 
 from . import extent
-from .errors import ReadError
+from .errors import ReadError, TooBig, Unreadable
 
 # Canonical field -> headings providers use for it (compared after folding case, spaces and punctuation).
 # The first is the return's own heading: the template writes it, and a receipt names a field by it when
@@ -283,14 +283,14 @@ def _scan_sheet(archive: zipfile.ZipFile, name: str, number: int, visible: bool)
     try:
         path = _sheet_paths(archive)[name]
         found = extent.scan(archive, path, _LIMITS)
-    except extent.TooBig as error:
+    except TooBig as error:
         if error.crowded:
             raise ReadError(f"sheet {number}: too many cells", (
                 f"{_sheet_words(number, visible)} holds more than {MAX_CELL_ELEMENTS:,} cells, far more than a return needs. "
                 "Please copy the table of young people into a new workbook, save it as .xlsx and send that.")) from None
         _check_extent(error.extent, number, visible)
         raise  # pragma: no cover - TooBig is only raised past a limit
-    except (KeyError, extent.Unreadable, zipfile.BadZipFile, SafeET.ParseError, ValueError, EOFError, OSError):
+    except (KeyError, Unreadable, zipfile.BadZipFile, SafeET.ParseError, ValueError, EOFError, OSError):
         raise _unreadable("sheet xml") from None
     _check_extent(found, number, visible)
     return found.formulas

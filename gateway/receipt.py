@@ -197,16 +197,6 @@ def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: 
     return _receipt(facts, "rejection", f"LDOR return not accepted {facts.reference}", lines, (), to, head, seal)
 
 
-def alert(reference: str, to: str, sender: str, subject: str, text: str, key: str = "") -> Outgoing:
-    """A notice to the administrator: ids and counts only, so it may travel in clear.
-
-    `key` tells apart several alerts of one subject about one reference.
-    """
-    item_id = outgoing_id(reference, "alert", subject, key)
-    raw = compose(item_id=item_id, sender=sender, to=to, subject=f"LDOR gateway: {subject} [{reference}]", body=text)
-    return Outgoing(item_id, "alert", to, raw)
-
-
 def findings_csv(findings: list[Finding] | tuple[Finding, ...], values: bool = False) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")

@@ -27,16 +27,12 @@ from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
 from .config import LOCAL
-from .errors import GatewayError
+from .errors import ReportError
 from .ledger import Ledger
 from .rules import LONDON, OUTSIDE, OUTSIDE_NAME, REASONS, Rules
 
 _MONTH = re.compile(r"^([12]\d{3})-(0[1-9]|1[0-2])$")
 NOT_RECORDED = "Reason not recorded"
-
-
-class ReportError(GatewayError):
-    """The report cannot be made as asked (a month not in YYYY-MM form, a due day outside 1-31)."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 from . import authorities
 from . import rules as rules_module
 from .config import Config, secret
-from .errors import KeyringError, NoUsableKey
-from .keys import EXPIRY_WARNING_DAYS, Keyring, OwnKeyLocked, PublicKey
+from .errors import KeyringError, NoUsableKey, OwnKeyLocked
+from .keys import EXPIRY_WARNING_DAYS, Keyring, PublicKey
 from .postcodes import Directory
 from .rules import HOST_BOROUGH, OUTSIDE, Borough, Rules
 from .tomlfile import Problem

@@ -11,9 +11,9 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 from . import authorities as authorities_module
-from .errors import RulesError
+from .errors import RulesError, TomlError
 from .postcodes import Directory, is_valid, normalise
-from .tomlfile import Problem, TomlError, TomlFile
+from .tomlfile import Problem, TomlFile
 
 LONDON = MappingProxyType({
     "E09000001": "City of London", "E09000002": "Barking and Dagenham", "E09000003": "Barnet",

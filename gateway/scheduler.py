@@ -25,8 +25,9 @@ from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from . import notices
 from .alerts import notify_admin
-from .errors import GatewayError, MailboxError, OutboxError
+from .errors import GatewayError, MailboxError, OutboxError, SignInRefused
 from .inbox import Inbox
 from .jobs import JOBS
 from .logs import describe
@@ -34,7 +35,7 @@ from .pipeline import Gateway, run_once
 from .held import release_held
 from .report import LOCAL
 from .send import flush
-from .signin import HOLD_MAX, SignInRefused
+from .signin import HOLD_MAX
 
 log = logging.getLogger(__name__)
 
@@ -204,10 +205,7 @@ class Daemon:
         gateway = self.gateway
         try:
             if notify_admin(
-                gateway.config, gateway.ledger, gateway.outbox, "daemon", "mailbox sign-in refused",
-                f"The gateway cannot sign in to the mailbox, so returns wait there unread.\n\n{error}.\n\n"
-                f"It tries again by itself, at most every {HOLD_MAX / 60:.0f} minutes; after a change to the app "
-                "registration, `gateway check --connect` shows at once whether the sign-in works.",
+                gateway.config, gateway.ledger, gateway.outbox, "daemon", *notices.signin_refused(error, HOLD_MAX / 60),
                 key=f"{error.cause.name}-{self.now():%Y-%m-%d}",
             ):
                 self._outbox()
@@ -223,10 +221,7 @@ class Daemon:
         minutes = int(silent // 60)
         log.error("no successful mailbox check for %d minutes", minutes)
         notify_admin(
-            gateway.config, gateway.ledger, gateway.outbox, "daemon", "mailbox not checked",
-            f"The gateway has not managed to check the mailbox for {minutes} minutes. Returns may be waiting.\n\n"
-            f"What to do: check that the mail server {gateway.config.mailbox.host} is up and that the gateway's "
-            "password is still valid; the gateway's log says what went wrong. It keeps trying by itself.",
+            gateway.config, gateway.ledger, gateway.outbox, "daemon", *notices.mailbox_not_checked(gateway.config, minutes),
             key=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H"),
         )
         self._alerted_silence = True
@@ -249,10 +244,7 @@ class Daemon:
             log.error("edited rules or keys refused; the previous ones stay in force")
             gateway = self.gateway
             notify_admin(
-                gateway.config, gateway.ledger, gateway.outbox, "rules", "edited rules refused",
-                "The rule files or keys were edited, but the new version has problems, so the gateway goes on "
-                f"with the previous rules.\n\nWhat `gateway check` says:\n{error}\n\n"
-                "What to do: correct the files and save them again; the gateway picks them up by itself.",
+                gateway.config, gateway.ledger, gateway.outbox, "rules", *notices.rules_refused(error),
                 key=refused_rules_key(stamp),
             )
             self._outbox()

@@ -21,24 +21,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from . import config
-from .errors import SendError, unreachable
+from .errors import RelayDown, SendError, SignInRefused, TokenServiceDown, unreachable
 from .ledger import Ledger
 from .mail import Outgoing
 from .outbox import Outbox
-from .receipt import alert
-from .signin import SignInRefused, TokenServiceDown, Tokens, server_refused, xoauth2
+from .alerts import queue_once
+from .notices import alert, not_delivered
+from .signin import Tokens, server_refused, xoauth2
 
 log = logging.getLogger(__name__)
 
 ORPHAN_SECONDS = 3600
 _NO_ALERTS_ABOUT = ("alert",)  # an alert that cannot be delivered is logged, never alerted about
-
-
-class RelayDown(SendError):
-    """The relay could not be reached or would not talk (refused, timed out, dropped, login or TLS failed)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=True)
 
 
 @dataclass(frozen=True)
@@ -258,21 +252,8 @@ def _alert(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, re
         log.error("outbox item %s (%s) was set aside; no alert is sent about it", record["id"], record["kind"])
         return []
     record = ledger.outgoing(record["id"]) or record  # with this run's attempt counted
-    what = record["kind"] + (f" for borough {record['borough']}" if record["borough"] else "")
-    text = (
-        f"A message from the gateway was NOT delivered and has been set aside.\n\n"
-        f"Message id: {record['id']}\nWhat: {what}, to {record['recipient']}\n"
-        f"Gateway reference: {record['reference']}\nQueued: {record['queued_at']}\n"
-        f"Attempts: {record['attempts'] or 0}\nWhy: {why}.\n\n"
-        f"It is kept in the outbox's bad/ folder as {record['id']}.eml.\n\n"
-        "What to do: fix the cause (the recipient's address in rules/, the relay settings in config.toml, "
-        f"or the relay itself), then queue it again with: gateway outbox --retry {record['id']}\n"
-        "The command `gateway outbox` lists everything queued, held, failed and bounced."
-    )
-    notice: Outgoing = alert(record["reference"], admin, settings.from_address, "message not delivered", text, key=record["id"])
-    outbox.put(notice.id, notice.raw)
-    ledger.add_outgoing(record["reference"], [notice.ledger_row()])
-    return [notice.id]
+    notice: Outgoing = alert(record["reference"], admin, settings.from_address, *not_delivered(record, why), key=record["id"])
+    return [notice.id] if queue_once(ledger, outbox, record["reference"], notice) else []
 
 
 def _backoff(attempts: int, settings: config.Smtp) -> timedelta:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Union
 
 from . import config
-from .errors import GatewayError, MailboxError
+from .errors import SignInRefused, TokenServiceDown
 
 MARGIN = 300.0  # seconds before its expiry at which a token is renewed: a sign-in never uses one about to lapse
 HOLD_FIRST = 60.0  # after a refusal, the first wait before the token service is asked again
@@ -51,27 +51,6 @@ class Cause(enum.Enum):
     UNKNOWN_APP = "app registration not found"
     PERMISSION = "permission missing"
     SETUP = "sign-in settings refused"
-
-
-class SignInRefused(GatewayError):
-    """The token service or a mail server refused the gateway's app: the administrator must act; tried again later."""
-
-    retryable = True
-
-    def __init__(self, message: str, cause: Cause, retry_in: float = 0.0) -> None:
-        super().__init__(message)
-        self.cause = cause
-        self.retry_in = retry_in  # seconds until the next attempt is allowed
-
-
-class MailboxSignInRefused(SignInRefused, MailboxError):
-    """The mailbox's sign-in was refused (the daemon alerts through the relay and waits)."""
-
-
-class TokenServiceDown(GatewayError):
-    """The token service could not be reached or failed (network, 5xx): a passing fault."""
-
-    retryable = True
 
 
 @dataclass

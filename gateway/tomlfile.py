@@ -8,6 +8,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import TomlError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -90,11 +92,3 @@ class TomlFile:
             line = self.line(table, key) or (self.line(key) if table is None else None)
             problems.append(Problem(self.path, line, f"unknown key '{key}' in {where}{hint}"))
         return problems
-
-
-class TomlError(ValueError):
-    """A TOML file could not be read at all."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(str(problem))
-        self.problem = problem

@@ -19,9 +19,10 @@ from email.message import EmailMessage
 from typing import Callable
 
 from .containers import MAX_FILE_BYTES, SHEET_SUFFIXES
-from .errors import HostileFile, KeyringError, UnknownSender, UnpackError
+from .errors import (DecryptedTooLarge, HostileFile, KeyringError, NotOpenPGP, OwnKeyLocked, SenderNotRegistered, SenderUnreadable,
+                     UnpackError)
 from .isolate import open_file
-from .keys import DecryptedTooLarge, Keyring, OwnKeyLocked, Signature
+from .keys import Keyring, Signature
 from .rules import Provider, Rules
 from .tnef import tnef_attachments
 
@@ -82,11 +83,11 @@ def sender_of(message: EmailMessage) -> str:
     """The single From address; anything else is refused (spoofing often hides in odd From headers)."""
     values = message.get_all("From") or []
     if len(values) != 1:
-        raise UnknownSender(f"message has {len(values)} From headers", "")
+        raise SenderUnreadable(f"message has {len(values)} From headers")
     header = message["From"]
     addresses = email.utils.getaddresses([str(values[0])])
     if len(addresses) != 1 or "@" not in addresses[0][1] or header.defects or len(getattr(header, "addresses", ())) != 1:
-        raise UnknownSender("the From header cannot be read as one address", "")
+        raise SenderUnreadable("the From header cannot be read as one address")
     return addresses[0][1].strip().lower()
 
 
@@ -100,7 +101,7 @@ def unpack(raw: bytes, rules: Rules, keyring: Keyring, password: Callable[[Provi
     sender = sender_of(message)
     provider = rules.provider_for_sender(sender)
     if provider is None:
-        raise UnknownSender("sender is not registered for any provider", "")
+        raise SenderNotRegistered("sender is not registered for any provider")
     if _count_files(message) > MAX_RETURNS_PER_MESSAGE:  # counted before any is decrypted
         return Unpacked(sender, provider, (), UnpackError("too many files in one message", _TOO_MANY))
     finder = _Finder(keyring, provider, password(provider))
@@ -277,7 +278,7 @@ class _Finder:
         except OwnKeyLocked:
             raise  # the gateway's fault, not the file's: the message waits (pipeline.handle)
         except KeyringError as failure:
-            if not inline or "not OpenPGP" not in str(failure):
+            if not (inline and isinstance(failure, NotOpenPGP)):
                 self._add(data, None, decrypt_advice(failure, self.keyring))
             return None
         return decrypted.data, decrypted.signature
@@ -340,30 +341,9 @@ def _first_part_bytes(raw: bytes, boundary: str) -> bytes | None:
 
 
 def decrypt_advice(failure: KeyringError, keyring: Keyring) -> UnpackError:
-    reason = str(failure)
+    """The provider's advice for gpg's outcome on its file: each KeyringError subclass carries its own."""
     try:
         fingerprint = keyring.own_fingerprint()
     except KeyringError:
         fingerprint = "(see the attached key)"
-    if "not the gateway's" in reason:
-        advice = (
-            "We could not decrypt this file: it was encrypted to a key that is not the gateway's. "
-            f"Please encrypt it to the gateway's key, fingerprint {fingerprint} (attached), and send it again."
-        )
-    elif "integrity" in reason:
-        advice = (
-            "We could not accept this file: it was encrypted without integrity protection, so we cannot be "
-            "sure it was not altered. Please encrypt it again with a current version of your encryption "
-            f"software (Kleopatra, GpgOL or gpg) to the gateway's key {fingerprint}, and send it again."
-        )
-    elif "not OpenPGP" in reason:
-        advice = (
-            "The attached .gpg/.pgp/.asc file is not an OpenPGP encrypted file. Please encrypt the return "
-            f"to the gateway's key {fingerprint} (attached) and send it again."
-        )
-    else:
-        advice = (
-            "We could not decrypt this file: it is damaged or incomplete. Please encrypt the return again "
-            f"to the gateway's key {fingerprint} (attached) and send it again."
-        )
-    return UnpackError(reason, advice)
+    return UnpackError(str(failure), failure.advice.format(fingerprint=fingerprint))
