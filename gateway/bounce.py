@@ -23,7 +23,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 
 from .config import Config
-from .ledger import Ledger
+from .ledger import Kind, Ledger, OutgoingState
 from .mail import Outgoing
 from .receipt import alert
 
@@ -71,14 +71,14 @@ def parse_bounce(raw: bytes) -> Bounce | None:
         return None
 
 
-_SENT_STATES = ("sent", "bounced")  # only mail that left through the relay can come back
+_SENT_STATES = (OutgoingState.SENT, OutgoingState.BOUNCED)  # only mail that left through the relay can come back
 
 
 def original_of(ledger: Ledger, bounce: Bounce) -> dict | None:
     """The outgoing message the gateway sent that this bounce names, if any."""
     for item_id in bounce.item_ids:
         row = ledger.outgoing(item_id)
-        if row is not None and row["state"] in _SENT_STATES:
+        if row is not None and row.state in _SENT_STATES:
             return row
     return None
 
@@ -94,22 +94,22 @@ def record_bounce(ledger: Ledger, config: Config, reference: str, bounce: Bounce
                     reference)
         ledger.event(reference, "bounce-unmatched", action=bounce.action, status=bounce.status)
         return []
-    item_id = original["id"]
+    item_id = original.id
     ledger.event(reference, "bounce", id=item_id, action=bounce.action, status=bounce.status)
     if not bounce.failed:  # delayed, delivered, relayed: the receiving side is still trying, or done
         log.info("message %s: delivery status %s (%s) for outgoing %s", reference, bounce.action, bounce.status, item_id)
         return []
     ledger.mark_bounced(item_id, bounce.status, bounce.action)
-    log.warning("outgoing %s (%s) bounced with status %s", item_id, original["kind"], bounce.status or "not given")
-    if original["kind"] == "alert":
+    log.warning("outgoing %s (%s) bounced with status %s", item_id, original.kind, bounce.status or "not given")
+    if original.kind == Kind.ALERT:
         return []  # never an alert about an alert: the administrator's own address is what failed
-    what = original["kind"] + (f" for borough {original['borough']}" if original["borough"] else "")
-    package = original["kind"] in ("package", "digest")
+    what = original.kind + (f" for borough {original.borough}" if original.borough else "")
+    package = original.kind in (Kind.PACKAGE, Kind.DIGEST)
     where = "the borough's recipients in rules/boroughs.toml" if package else "the address in rules/"
     return [alert(
-        original["reference"], config.admin.email, config.smtp.from_address, "message bounced",
+        original.reference, config.admin.email, config.smtp.from_address, "message bounced",
         "A message the gateway sent was returned as undeliverable by the receiving mail system.\n\n"
-        f"Message id: {item_id}\nWhat: {what}, to {original['recipient']}\nGateway reference: {original['reference']}\n"
+        f"Message id: {item_id}\nWhat: {what}, to {original.recipient}\nGateway reference: {original.reference}\n"
         f"Status: {bounce.status or 'not given'} ({bounce.action})\nBounce received as gateway reference: {reference}\n\n"
         f"What to do: check {where} with the recipient's organisation."
         + (" The rows in it have NOT reached the borough, and the gateway keeps no copy of a package once it is "

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 from .guard import Medium, guard
+from .ledger import Kind
 from .mail import Outgoing, compose, compose_encrypted, entity, outgoing_id
 from .route import Routed
 from .rules import Provider
@@ -71,7 +72,7 @@ def acknowledgement(
     lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=seal is not None, listed=LISTED,
                          left_out=left_out, digests=digests)
     verdict = "nil return" if not rows_read else f"{routed.forwarded_except(held)} of {rows_read} rows forwarded"
-    return _receipt(facts, "receipt", f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head, seal)
+    return _receipt(facts, Kind.RECEIPT, f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head, seal)
 
 
 def report_lines(
@@ -202,9 +203,9 @@ def alert(reference: str, to: str, sender: str, subject: str, text: str, key: st
 
     `key` tells apart several alerts of one subject about one reference.
     """
-    item_id = outgoing_id(reference, "alert", subject, key)
+    item_id = outgoing_id(reference, Kind.ALERT, subject, key)
     raw = compose(item_id=item_id, sender=sender, to=to, subject=f"LDOR gateway: {subject} [{reference}]", body=text)
-    return Outgoing(item_id, "alert", to, raw)
+    return Outgoing(item_id, Kind.ALERT, to, raw)
 
 
 def findings_csv(findings: list[Finding] | tuple[Finding, ...], values: bool = False) -> bytes:
@@ -289,7 +290,7 @@ def _receipt(
             raw = compose(item_id=item_id, sender=head.sender, to=to, subject=subject, body=body,
                           attachments=attachments, when=facts.received)
         if len(raw) <= RECEIPT_LIMIT or attached == 0:
-            return Outgoing(item_id, "receipt", to, raw)
+            return Outgoing(item_id, Kind.RECEIPT, to, raw)
         # Cut in proportion, with room to spare: the body is small, the file is what grows.
         attached = int(attached * RECEIPT_LIMIT / len(raw) * 0.9)
 

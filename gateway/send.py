@@ -22,7 +22,7 @@ from typing import Callable
 
 from . import config
 from .errors import SendError, unreachable
-from .ledger import Ledger
+from .ledger import Kind, Ledger, OutgoingRecord, OutgoingState
 from .mail import Outgoing
 from .outbox import Outbox
 from .receipt import alert
@@ -31,7 +31,7 @@ from .signin import SignInRefused, TokenServiceDown, Tokens, server_refused, xoa
 log = logging.getLogger(__name__)
 
 ORPHAN_SECONDS = 3600
-_NO_ALERTS_ABOUT = ("alert",)  # an alert that cannot be delivered is logged, never alerted about
+_NO_ALERTS_ABOUT = (Kind.ALERT,)  # an alert that cannot be delivered is logged, never alerted about
 
 
 class RelayDown(SendError):
@@ -123,29 +123,29 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str =
                 outbox.set_aside(item_id)
                 counts["failed"] += 1
             continue
-        if record["state"] == "held":
+        if record.state == OutgoingState.HELD:
             continue  # a release stopped half-way: the next release builds and replaces this file
         try:
             raw = outbox.read(item_id)
         except FileNotFoundError:
             continue
-        if record["sha256"] != hashlib.sha256(raw).hexdigest():
+        if record.sha256 != hashlib.sha256(raw).hexdigest():
             log.error("outbox item %s does not match the hash the ledger recorded; set aside, not sent", item_id)
             outbox.set_aside(item_id)
             counts["failed"] += 1
-            if record["state"] == "queued":
+            if record.state == OutgoingState.QUEUED:
                 ledger.give_up(item_id, "the outbox file is not the message that was queued (hash differs); not sent")
                 work += _alert(outbox, ledger, settings, admin, record, "its file in the outbox was changed or damaged")
             continue
-        if record["state"] == "sent":  # sent, but the crash came before the file was removed
+        if record.state == OutgoingState.SENT:  # sent, but the crash came before the file was removed
             outbox.remove(item_id)
             continue
-        if record["state"] != "queued":  # failed or bounced, but the crash came before it was set aside
+        if record.state != OutgoingState.QUEUED:  # failed or bounced, but the crash came before it was set aside
             outbox.set_aside(item_id)
             continue
         # Too old to keep trying; but never before a first try has failed (a gateway that was itself
         # stopped for days gives its queue a chance before giving up on it).
-        expired = bool(record["attempts"]) and _queued_at(record) + timedelta(hours=settings.retry_for_hours) <= now
+        expired = bool(record.attempts) and _queued_at(record) + timedelta(hours=settings.retry_for_hours) <= now
         if relay_down is not None or not (retry_now or _due(record, now)):
             if relay_down is not None and expired:
                 work += _give_up(outbox, ledger, settings, admin, record, relay_down, counts)
@@ -167,7 +167,7 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str =
                 ledger.mark_failed(item_id, str(error), permanent=False)
                 work += _give_up(outbox, ledger, settings, admin, record, error, counts)
             else:
-                later = now + _backoff(record["attempts"] + 1, settings)
+                later = now + _backoff(record.attempts + 1, settings)
                 ledger.mark_failed(item_id, str(error), permanent=False, next_attempt_at=_iso(later))
                 counts["deferred"] += 1
                 log.warning("outbox item %s deferred until %s: %s", item_id, _iso(later), error)
@@ -175,7 +175,7 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str =
         ledger.mark_sent(item_id)
         outbox.remove(item_id)
         counts["sent"] += 1
-        log.info("outbox item %s sent (%s)", item_id, record["kind"])
+        log.info("outbox item %s sent (%s)", item_id, record.kind)
     return Delivery(**counts)
 
 
@@ -185,7 +185,7 @@ def requeue(outbox: Outbox, ledger: Ledger, item_id: str) -> bool:
     The file must still match the ledger's hash, or flush sets it aside again.
     """
     record = ledger.outgoing(item_id)
-    if record is None or record["state"] not in ("failed", "bounced") or not outbox.restore(item_id):
+    if record is None or record.state not in (OutgoingState.FAILED, OutgoingState.BOUNCED) or not outbox.restore(item_id):
         return False
     ledger.requeue(item_id)
     log.info("outbox item %s queued again by the administrator", item_id)
@@ -202,37 +202,37 @@ def outbox_report(ledger: Ledger, outbox: Outbox, settings: config.Smtp, now: da
     def section(title: str, rows: list[dict], describe) -> None:
         lines.append(f"{title}: {len(rows)}")
         for row in rows:
-            where = f" {row['borough']}" if row["borough"] else ""
-            lines.append(f"  {row['id']}  {row['kind']}{where}  ref {row['reference']}  {describe(row)}")
+            where = f" {row.borough}" if row.borough else ""
+            lines.append(f"  {row.id}  {row.kind}{where}  ref {row.reference}  {describe(row)}")
         lines.append("")
 
     def queued(row: dict) -> str:
-        due = row["next_attempt_at"]
-        if not row["attempts"]:
+        due = row.next_attempt_at
+        if not row.attempts:
             return "not tried yet"
         when = "now" if not due or datetime.fromisoformat(due) <= now else f"{datetime.fromisoformat(due):%Y-%m-%d %H:%M} UTC"
         gives_up = _queued_at(row) + timedelta(hours=settings.retry_for_hours)
-        return (f"{row['attempts']} attempt(s), next try {when}, given up after {gives_up:%Y-%m-%d %H:%M} UTC; "
-                f"last error: {row['last_error']}")
+        return (f"{row.attempts} attempt(s), next try {when}, given up after {gives_up:%Y-%m-%d %H:%M} UTC; "
+                f"last error: {row.last_error}")
 
     kept = set(outbox.held_ids())
 
     def held(row: dict) -> str:
-        copy = "" if row["id"] in kept else " [NO COPY KEPT: held before packages were kept; ask the provider to send again]"
-        return f"{row['rows']} row(s), held since {row['queued_at']}: {row['last_error']}{copy}"
+        copy = "" if row.id in kept else " [NO COPY KEPT: held before packages were kept; ask the provider to send again]"
+        return f"{row.rows} row(s), held since {row.queued_at}: {row.last_error}{copy}"
 
-    section("Queued", ledger.outgoing_in("queued"), queued)
+    section("Queued", ledger.outgoing_in(OutgoingState.QUEUED), queued)
     section("Held, waiting for the recipient's key (sent by itself once a usable key is in keys/)",
-            ledger.outgoing_in("held"), held)
-    section("Set aside in bad/, not sent (gateway outbox --retry ID queues one again)", ledger.outgoing_in("failed"),
-            lambda row: f"{row['attempts']} attempt(s): {row['last_error']}")
-    section("Bounced after sending", ledger.outgoing_in("bounced"),
-            lambda row: f"sent {row['sent_at']}, status {row['status'] or 'not given'}")
+            ledger.outgoing_in(OutgoingState.HELD), held)
+    section("Set aside in bad/, not sent (gateway outbox --retry ID queues one again)", ledger.outgoing_in(OutgoingState.FAILED),
+            lambda row: f"{row.attempts} attempt(s): {row.last_error}")
+    section("Bounced after sending", ledger.outgoing_in(OutgoingState.BOUNCED),
+            lambda row: f"sent {row.sent_at}, status {row.status or 'not given'}")
     since = now - timedelta(days=recent_days)
     sent = ledger.sent_since(_iso(since))
     kinds: dict[str, int] = {}
     for row in sent:
-        kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
+        kinds[row.kind] = kinds.get(row.kind, 0) + 1
     lines.append(f"Sent in the last {recent_days} days: {len(sent)}"
                  + (f" ({', '.join(f'{kind} {count}' for kind, count in sorted(kinds.items()))})" if sent else ""))
     strays = [i for i in outbox.pending() if ledger.outgoing(i) is None]
@@ -243,7 +243,7 @@ def outbox_report(ledger: Ledger, outbox: Outbox, settings: config.Smtp, now: da
 
 def _give_up(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: dict, error: SendError,
              counts: dict) -> list[str]:
-    item_id = record["id"]
+    item_id = record.id
     ledger.give_up(item_id, f"given up after {settings.retry_for_hours:g} hours: {error}")
     outbox.set_aside(item_id)
     counts["failed"] += 1
@@ -254,24 +254,24 @@ def _give_up(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, 
 
 def _alert(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: dict, why: str) -> list[str]:
     """Queue one alert about a message set aside; return its id so this run sends it too."""
-    if record["kind"] in _NO_ALERTS_ABOUT or not admin:
-        log.error("outbox item %s (%s) was set aside; no alert is sent about it", record["id"], record["kind"])
+    if record.kind in _NO_ALERTS_ABOUT or not admin:
+        log.error("outbox item %s (%s) was set aside; no alert is sent about it", record.id, record.kind)
         return []
-    record = ledger.outgoing(record["id"]) or record  # with this run's attempt counted
-    what = record["kind"] + (f" for borough {record['borough']}" if record["borough"] else "")
+    record = ledger.outgoing(record.id) or record  # with this run's attempt counted
+    what = record.kind + (f" for borough {record.borough}" if record.borough else "")
     text = (
         f"A message from the gateway was NOT delivered and has been set aside.\n\n"
-        f"Message id: {record['id']}\nWhat: {what}, to {record['recipient']}\n"
-        f"Gateway reference: {record['reference']}\nQueued: {record['queued_at']}\n"
-        f"Attempts: {record['attempts'] or 0}\nWhy: {why}.\n\n"
-        f"It is kept in the outbox's bad/ folder as {record['id']}.eml.\n\n"
+        f"Message id: {record.id}\nWhat: {what}, to {record.recipient}\n"
+        f"Gateway reference: {record.reference}\nQueued: {record.queued_at}\n"
+        f"Attempts: {record.attempts or 0}\nWhy: {why}.\n\n"
+        f"It is kept in the outbox's bad/ folder as {record.id}.eml.\n\n"
         "What to do: fix the cause (the recipient's address in rules/, the relay settings in config.toml, "
-        f"or the relay itself), then queue it again with: gateway outbox --retry {record['id']}\n"
+        f"or the relay itself), then queue it again with: gateway outbox --retry {record.id}\n"
         "The command `gateway outbox` lists everything queued, held, failed and bounced."
     )
-    notice: Outgoing = alert(record["reference"], admin, settings.from_address, "message not delivered", text, key=record["id"])
+    notice: Outgoing = alert(record.reference, admin, settings.from_address, "message not delivered", text, key=record.id)
     outbox.put(notice.id, notice.raw)
-    ledger.add_outgoing(record["reference"], [notice.ledger_row()])
+    ledger.add_outgoing(record.reference, [notice.ledger_row()])
     return [notice.id]
 
 
@@ -283,11 +283,11 @@ def _backoff(attempts: int, settings: config.Smtp) -> timedelta:
 
 
 def _due(record: dict, now: datetime) -> bool:
-    return not record.get("next_attempt_at") or datetime.fromisoformat(record["next_attempt_at"]) <= now
+    return not record.next_attempt_at or datetime.fromisoformat(record.next_attempt_at) <= now
 
 
 def _queued_at(record: dict) -> datetime:
-    return datetime.fromisoformat(record["queued_at"])
+    return datetime.fromisoformat(record.queued_at)
 
 
 def _iso(moment: datetime) -> str:
