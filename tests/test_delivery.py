@@ -191,7 +191,7 @@ def test_with_verp_a_bounce_that_quotes_nothing_still_finds_its_message(deployme
     deployment.deliver(dsn(None, to=package.mail_from, status="5.2.1"))
     deployment.smtp.clear()
     assert deployment.run_once() == 0
-    assert _ledger(deployment).outgoing(item_id)["status"] == "5.2.1"
+    assert _ledger(deployment).outgoing(item_id).status == "5.2.1"
     assert [m.rcpt_tos for m in deployment.smtp.messages] == [[ADMIN]]
 
 
