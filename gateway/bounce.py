@@ -23,7 +23,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 
 from .config import Config
-from .ledger import Kind, Ledger, OutgoingState
+from .ledger import Kind, Ledger, OutgoingRecord, OutgoingState
 from .mail import Outgoing
 from .receipt import alert
 
@@ -74,7 +74,7 @@ def parse_bounce(raw: bytes) -> Bounce | None:
 _SENT_STATES = (OutgoingState.SENT, OutgoingState.BOUNCED)  # only mail that left through the relay can come back
 
 
-def original_of(ledger: Ledger, bounce: Bounce) -> dict | None:
+def original_of(ledger: Ledger, bounce: Bounce) -> OutgoingRecord | None:
     """The outgoing message the gateway sent that this bounce names, if any."""
     for item_id in bounce.item_ids:
         row = ledger.outgoing(item_id)

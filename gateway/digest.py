@@ -23,7 +23,7 @@ from .config import LOCAL
 from .errors import GatewayError, NoUsableKey
 from .held import HeldPackage, _decode, _encode, held_notices
 from .keys import Keyring
-from .ledger import Kind, Ledger, OutgoingState
+from .ledger import Kind, Ledger, OutgoingRecord, OutgoingState
 from .mail import Outgoing, outgoing_id
 from .pack import Part, Source, digest_message, parts_by_reason
 from .read import Return
@@ -122,7 +122,7 @@ def send_digests(gateway: "Gateway", now: datetime, due_only: bool = True) -> in
     return made
 
 
-def _digest(gateway: "Gateway", borough: Borough, recipient: str, rows: list[dict], when: datetime) -> int:
+def _digest(gateway: "Gateway", borough: Borough, recipient: str, rows: list[OutgoingRecord], when: datetime) -> int:
     ledger, outbox, keyring, config = gateway.ledger, gateway.outbox, gateway.keyring, gateway.config
     ids = sorted(row.id for row in rows)
     item_id = outgoing_id(Kind.DIGEST, borough.code, recipient, *ids)

@@ -28,7 +28,7 @@ from openpyxl.utils import get_column_letter
 
 from .config import LOCAL
 from .errors import GatewayError
-from .ledger import Ledger, OutgoingState, Outcome
+from .ledger import Ledger, MessageRecord, OutgoingState, Outcome, ReportLine
 from .rules import LONDON, OUTSIDE, OUTSIDE_NAME, REASONS, Rules
 
 _MONTH = re.compile(r"^([12]\d{3})-(0[1-9]|1[0-2])$")
@@ -213,8 +213,8 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
-def _providers(rules: Rules, messages: list[dict], due_day: int) -> tuple[ProviderLine, ...]:
-    mine: dict[str, list[dict]] = {}
+def _providers(rules: Rules, messages: list[MessageRecord], due_day: int) -> tuple[ProviderLine, ...]:
+    mine: dict[str, list[MessageRecord]] = {}
     for message in messages:
         if message.provider:
             mine.setdefault(message.provider, []).append(message)
@@ -235,11 +235,11 @@ def _providers(rules: Rules, messages: list[dict], due_day: int) -> tuple[Provid
     return tuple(sorted(lines, key=lambda p: (not p.known, p.name.casefold(), p.ukprn)))
 
 
-def _total(rows: list[dict], column: str) -> int:
-    return sum(row[column] or 0 for row in rows)
+def _total(rows: list[MessageRecord], column: str) -> int:
+    return sum(getattr(row, column) or 0 for row in rows)
 
 
-def _boroughs(rules: Rules, packages: list[dict]) -> tuple[BoroughLine, ...]:
+def _boroughs(rules: Rules, packages: list[ReportLine]) -> tuple[BoroughLine, ...]:
     names = {code: b.name for code, b in rules.boroughs.items()}
     outside = rules.routing.outside_borough
     if outside is not None:
@@ -251,12 +251,12 @@ def _boroughs(rules: Rules, packages: list[dict]) -> tuple[BoroughLine, ...]:
     return tuple(sorted(lines, key=lambda b: (b.code not in LONDON, b.code == OUTSIDE, b.name.casefold())))
 
 
-def _sum(code: str, name: str, packages: list[dict], codes: set[str]) -> BoroughLine:
+def _sum(code: str, name: str, packages: list[ReportLine], codes: set[str]) -> BoroughLine:
     """The figures of the packages for these borough codes.
 
     A return's rows for a borough go to each of its recipients, so they are counted once: per return and
     borough, the rows of one recipient's packages (a message with two returns has two packages for it)."""
-    per_recipient: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    per_recipient: dict[tuple[str, str], dict[str, list[ReportLine]]] = {}
     for row in packages:
         if row.borough in codes:
             per_recipient.setdefault((row.reference, row.borough), {}).setdefault(row.recipient, []).append(row)
@@ -282,9 +282,9 @@ def _sum(code: str, name: str, packages: list[dict], codes: set[str]) -> Borough
     )
 
 
-def _reasons(row: dict) -> dict[str, int] | None:
+def _reasons(row: ReportLine) -> dict[str, int] | None:
     """A package row's counts by reason, or None when it did not record them (or not readably)."""
-    if not row.get("reasons"):
+    if not row.reasons:
         return None
     try:
         found = json.loads(row.reasons)

@@ -199,14 +199,14 @@ def outbox_report(ledger: Ledger, outbox: Outbox, settings: config.Smtp, now: da
     now = now or datetime.now(timezone.utc)
     lines = [f"Outbox at {now:%Y-%m-%d %H:%M} UTC", ""]
 
-    def section(title: str, rows: list[dict], describe) -> None:
+    def section(title: str, rows: list[OutgoingRecord], describe) -> None:
         lines.append(f"{title}: {len(rows)}")
         for row in rows:
             where = f" {row.borough}" if row.borough else ""
             lines.append(f"  {row.id}  {row.kind}{where}  ref {row.reference}  {describe(row)}")
         lines.append("")
 
-    def queued(row: dict) -> str:
+    def queued(row: OutgoingRecord) -> str:
         due = row.next_attempt_at
         if not row.attempts:
             return "not tried yet"
@@ -217,7 +217,7 @@ def outbox_report(ledger: Ledger, outbox: Outbox, settings: config.Smtp, now: da
 
     kept = set(outbox.held_ids())
 
-    def held(row: dict) -> str:
+    def held(row: OutgoingRecord) -> str:
         copy = "" if row.id in kept else " [NO COPY KEPT: held before packages were kept; ask the provider to send again]"
         return f"{row.rows} row(s), held since {row.queued_at}: {row.last_error}{copy}"
 
@@ -241,7 +241,7 @@ def outbox_report(ledger: Ledger, outbox: Outbox, settings: config.Smtp, now: da
     return "\n".join(lines) + "\n"
 
 
-def _give_up(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: dict, error: SendError,
+def _give_up(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: OutgoingRecord, error: SendError,
              counts: dict) -> list[str]:
     item_id = record.id
     ledger.give_up(item_id, f"given up after {settings.retry_for_hours:g} hours: {error}")
@@ -252,7 +252,7 @@ def _give_up(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, 
                   f"the relay did not take it for {settings.retry_for_hours:g} hours; the last answer was: {error}")
 
 
-def _alert(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: dict, why: str) -> list[str]:
+def _alert(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: OutgoingRecord, why: str) -> list[str]:
     """Queue one alert about a message set aside; return its id so this run sends it too."""
     if record.kind in _NO_ALERTS_ABOUT or not admin:
         log.error("outbox item %s (%s) was set aside; no alert is sent about it", record.id, record.kind)
@@ -282,11 +282,11 @@ def _backoff(attempts: int, settings: config.Smtp) -> timedelta:
     return timedelta(minutes=ceiling * random.uniform(0.5, 1.0))
 
 
-def _due(record: dict, now: datetime) -> bool:
+def _due(record: OutgoingRecord, now: datetime) -> bool:
     return not record.next_attempt_at or datetime.fromisoformat(record.next_attempt_at) <= now
 
 
-def _queued_at(record: dict) -> datetime:
+def _queued_at(record: OutgoingRecord) -> datetime:
     return datetime.fromisoformat(record.queued_at)
 
 
