@@ -244,7 +244,7 @@ def _password_file(args: argparse.Namespace) -> str | None:
 def build(path: Path) -> Gateway:
     """Config, rules, keyring, ledger, outbox and postcode directory for one process."""
     settings = config_module.load(path)
-    directory = Directory()
+    directory = Directory(cache_root=settings.paths.database.parent / "cache")
     rules = rules_module.load(settings.paths.rules, rules_module.known_authorities(directory))
     keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env), pins=rules.pins(),
                       passphrase_env=settings.gnupg.passphrase_env)

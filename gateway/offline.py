@@ -361,14 +361,15 @@ def _load(path: Path) -> bytes:
 def _installation(config_path: Path, required: bool = False) -> tuple[config_module.Config | None, Rules, Directory]:
     """config.toml and rules/, read as `gateway run` reads them (the same errors stop both). With no
     config.toml at all, and unless `required`, the 33 London boroughs are taken as served, and that is said."""
-    directory = Directory()
     if not required and not config_path.exists():
+        directory = Directory()
         print(f"gateway: no {config_path}, so no installation's rules: checking against the 33 London boroughs "
               "with no provider registered (`gateway init` makes an installation; --config names yours)",
               file=sys.stderr, flush=True)
         boroughs = {code: Borough(code, name, ()) for code, name in LONDON.items()}
         return None, Rules(MappingProxyType(boroughs), MappingProxyType({})), directory
     settings = config_module.load(config_path)
+    directory = Directory(cache_root=settings.paths.database.parent / "cache")
     return settings, rules_module.load(settings.paths.rules, known_authorities(directory)), directory
 
 

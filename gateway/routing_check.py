@@ -25,7 +25,7 @@ class Advisory(Problem):
 
 def check_installation(settings: Config, directory: Directory | None = None, now: float | None = None) -> list[Problem]:
     """Every problem `gateway check` reports after config.toml's own. `now` (seconds since the epoch) is for tests."""
-    directory = directory or Directory()
+    directory = directory or Directory(cache_root=settings.paths.database.parent / "cache")
     rules, problems = rules_module.check(settings.paths.rules, rules_module.known_authorities(directory))
     problems += check_keys(settings, rules, now)
     problems += host_authorities(rules, settings.paths.rules / "providers.toml")

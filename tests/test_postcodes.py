@@ -149,3 +149,21 @@ def test_every_english_authority_in_the_directory_has_an_upper_tier_authority(di
     assert all(lookup.is_upper_tier(lookup.upper_tier(code)) for code in english)
     assert [directory.authority(p) for p in ("CA3 8JH", "HG1 1AA", "TA1 1DA")] == ["E06000063", "E06000065", "E06000066"]
     assert lookup.label(lookup.upper_tier("E07000110")) == "Kent (E10000016)"
+
+
+def test_the_compact_cache_answers_as_the_shipped_files_do(tmp_path, directory):
+    """Built once per edition from the shipped files, one small file per district; a damaged one is rebuilt."""
+    from gateway.postcodes import Directory
+
+    shipped = Directory(cache=None)
+    cached = Directory(cache=tmp_path)
+    asked = ["N1 1AA", "NW1 2DB", "E8 1DY", "QQ1 1QQ", "GIR 0AA", "N1 9ZZ", "M1 1AE", "LS1 4DY", "N1", ""]
+    asked += directory.examples("E09000019", 50) + directory.examples("E08000035", 20, letters="L")
+    assert [cached.authority(p) for p in asked] == [shipped.authority(p) for p in asked]
+    assert (tmp_path / "N1.marshal").is_file() and (tmp_path / ".N-done").is_file()
+    again = Directory(cache=tmp_path)  # a new process's view: from the cache alone
+    assert [again.authority(p) for p in asked] == [shipped.authority(p) for p in asked]
+    assert "N" not in again._letters  # the shipped file of the letter was not opened
+    (tmp_path / "N1.marshal").write_bytes(b"not marshal data")
+    assert Directory(cache=tmp_path).authority("N1 1AA") == "E09000019"
+    assert Directory(cache=tmp_path).authority("N1 1AA") == "E09000019"  # and the file is whole again
