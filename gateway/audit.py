@@ -21,14 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import sqlite_utils
-
-if TYPE_CHECKING:
-    from .ledger import Ledger
+from typing import Protocol
 
 GENESIS = "0" * 64
 PURGE_EVENT = "purged"  # the ledger event a purge writes; its detail names the checkpoint
@@ -42,7 +36,7 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class Entry:
     id: int
     at: str
     reference: str
@@ -52,17 +46,14 @@ class _Entry:
     hash: str
 
 
-def create(db: sqlite_utils.Database) -> bool:
-    """Create the trail's tables if missing; True when they were just created (the caller backfills)."""
-    if "audit" in db.table_names():
-        return False
-    db.conn.execute(
-        "create table if not exists audit (id integer primary key, at text not null, reference text not null, "
-        "event text not null, detail text not null, prev text not null, hash text not null)")
-    db.conn.execute(
-        "create table if not exists audit_checkpoint (one integer primary key check (one = 1), "
-        "through integer not null, hash text not null, purged integer not null, at text not null)")
-    return True
+class Trail(Protocol):
+    """Where the trail is kept: the ledger (ledger.Ledger), which writes each entry with its event."""
+
+    def has_audit_trail(self) -> bool: ...
+    def audit_entries(self) -> list[Entry]: ...
+    def audit_checkpoint(self) -> Checkpoint | None: ...
+    def audit_head(self) -> str: ...
+    def last_event_id(self) -> int | None: ...
 
 
 def detail_text(detail: dict) -> str:
@@ -76,63 +67,17 @@ def entry_hash(prev: str, at: str, reference: str, event: str, detail: str) -> s
     return hashlib.sha256((prev + content).encode("utf-8")).hexdigest()
 
 
-def append(conn: sqlite3.Connection, entry_id: int, at: str, reference: str, event: str, detail: dict) -> str:
-    """Chain one entry after the current head; return its hash.
-
-    Called inside the transaction that writes the ledger event, after the event's insert has taken
-    SQLite's write lock, so the head read here is the latest even with two gateway processes.
-    """
-    prev = head_hash(conn)
-    text = detail_text(detail)
-    digest = entry_hash(prev, at, reference, event, text)
-    conn.execute("insert into audit (id, at, reference, event, detail, prev, hash) values (?, ?, ?, ?, ?, ?, ?)",
-                 [entry_id, at, reference, event, text, prev, digest])
-    return digest
-
-
-def head_hash(conn: sqlite3.Connection) -> str:
-    """The hash the next entry links to: the last entry's, else the checkpoint's, else GENESIS."""
-    row = conn.execute("select hash from audit order by id desc limit 1").fetchone()
-    if row:
-        return row[0]
-    point = checkpoint(conn)
-    return point.hash if point else GENESIS
-
-
-def checkpoint(conn: sqlite3.Connection) -> Checkpoint | None:
-    row = conn.execute("select through, hash, purged from audit_checkpoint where one = 1").fetchone()
-    return Checkpoint(*row) if row else None
-
-
-def purge(conn: sqlite3.Connection, through: int, at: str) -> Checkpoint | None:
-    """Delete the entries up to `through`, keeping their last hash as the checkpoint; None if none were.
-
-    The caller records the returned checkpoint in a ledger event, in the same transaction.
-    """
-    last = conn.execute("select id, hash from audit where id <= ? order by id desc limit 1", [through]).fetchone()
-    if last is None:
-        return None
-    deleted = conn.execute("delete from audit where id <= ?", [last[0]]).rowcount
-    before = checkpoint(conn)
-    point = Checkpoint(last[0], last[1], (before.purged if before else 0) + deleted)
-    conn.execute("insert or replace into audit_checkpoint (one, through, hash, purged, at) values (1, ?, ?, ?, ?)",
-                 [point.through, point.hash, point.purged, at])
-    return point
-
-
-def verify(db: sqlite_utils.Database) -> list[str]:
+def verify(trail: Trail) -> list[str]:
     """Every sign of tampering, each naming the entries concerned by id; [] when the trail is intact."""
-    conn = db.conn
-    if "audit" not in db.table_names():
+    if not trail.has_audit_trail():
         return ["the ledger has no audit trail"]
-    entries = [_Entry(*row) for row in conn.execute(
-        "select id, at, reference, event, detail, prev, hash from audit order by id")]
-    point = checkpoint(conn)
+    entries = trail.audit_entries()
+    point = trail.audit_checkpoint()
     problems = [f"entry {e.id}: changed after it was written (its hash does not match its content)"
                 for e in entries if entry_hash(e.prev, e.at, e.reference, e.event, e.detail) != e.hash]
     problems += _links(entries, point)
     problems += _checkpoint_recorded(entries, point)
-    last_event = conn.execute("select max(id) from events").fetchone()[0] if "events" in db.table_names() else None
+    last_event = trail.last_event_id()
     last_entry = entries[-1].id if entries else (point.through if point else 0)
     if last_event is not None and last_event > last_entry:
         problems.append(f"{_entries(last_entry + 1, last_event)} missing: the ledger's events go up to {last_event}, "
@@ -140,14 +85,14 @@ def verify(db: sqlite_utils.Database) -> list[str]:
     return problems
 
 
-def _links(entries: list[_Entry], point: Checkpoint | None) -> list[str]:
+def _links(entries: list[Entry], point: Checkpoint | None) -> list[str]:
     """Follow the chain as it was written (each entry names its predecessor's hash) and compare with the ids.
 
     A break in the chain is a deletion (or an entry changed and re-hashed); an entry that was written
     after another but stands before it was moved.
     """
     following = {e.prev: e for e in entries}
-    written: list[list[_Entry]] = []  # runs of the chain, each in the order written
+    written: list[list[Entry]] = []  # runs of the chain, each in the order written
     reached: set[int] = set()
     start = point.hash if point else GENESIS
     for first in entries:
@@ -176,7 +121,7 @@ def _links(entries: list[_Entry], point: Checkpoint | None) -> list[str]:
     return problems
 
 
-def _break(before: int, after: str, entry: _Entry) -> str:
+def _break(before: int, after: str, entry: Entry) -> str:
     """The chain breaks before `entry`, which should follow `after` (entry `before`, or the start)."""
     if entry.id - before > 1:
         return f"{_entries(before + 1, entry.id - 1)} deleted: entry {entry.id} does not follow {after}"
@@ -184,7 +129,7 @@ def _break(before: int, after: str, entry: _Entry) -> str:
             "or entries between them were deleted and the rest renumbered")
 
 
-def _checkpoint_recorded(entries: list[_Entry], point: Checkpoint | None) -> list[str]:
+def _checkpoint_recorded(entries: list[Entry], point: Checkpoint | None) -> list[str]:
     """The checkpoint must be the one the last purge recorded in the chain."""
     if point is None:
         return []
@@ -207,14 +152,14 @@ def _entries(first: int, last: int) -> str:
     return f"entry {first}" if first == last else f"entries {first} to {last}"
 
 
-def audit_verify_text(ledger: "Ledger") -> tuple[int, str]:
+def audit_verify_text(trail: Trail) -> tuple[int, str]:
     """`gateway audit verify`: exit code (0 intact, 1 altered) and the text to print."""
-    problems = verify(ledger.db)
-    if "audit" not in ledger.db.table_names():
+    problems = verify(trail)
+    if not trail.has_audit_trail():
         return 1, "The ledger has no audit trail.\n"
-    conn = ledger.db.conn
-    point = checkpoint(conn)
-    count, first, last = conn.execute("select count(*), min(id), max(id) from audit").fetchone()
+    point = trail.audit_checkpoint()
+    ids = [entry.id for entry in trail.audit_entries()]
+    count, first, last = len(ids), min(ids, default=None), max(ids, default=None)
     lines = [f"Audit trail: {count} entries, {first} to {last}." if count else "Audit trail: no entries."]
     if point is not None:
         lines.append(f"Entries up to {point.through} were purged by retention ({point.purged} in all); "
@@ -226,7 +171,7 @@ def audit_verify_text(ledger: "Ledger") -> tuple[int, str]:
                      "and compare them with a backup to find what was altered.")
         return 1, "\n".join(lines) + "\n"
     lines.append("Intact: every entry matches its hash and follows the one before it.")
-    lines.append(f"Head: entry {last or (point.through if point else 0)}, SHA-256 {head_hash(conn)}")
+    lines.append(f"Head: entry {last or (point.through if point else 0)}, SHA-256 {trail.audit_head()}")
     lines.append("Keep the head elsewhere (the monthly report's email carries it): a trail that no longer "
                  "passes through it has lost entries from its end.")
     return 0, "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 
 from .config import Config
-from .ledger import Ledger
+from .ledger import Kind, Ledger, OutgoingRecord, OutgoingState
 from .mail import Outgoing
 from .notices import alert, bounced
 
@@ -71,14 +71,14 @@ def parse_bounce(raw: bytes) -> Bounce | None:
         return None
 
 
-_SENT_STATES = ("sent", "bounced")  # only mail that left through the relay can come back
+_SENT_STATES = (OutgoingState.SENT, OutgoingState.BOUNCED)  # only mail that left through the relay can come back
 
 
-def original_of(ledger: Ledger, bounce: Bounce) -> dict | None:
+def original_of(ledger: Ledger, bounce: Bounce) -> OutgoingRecord | None:
     """The outgoing message the gateway sent that this bounce names, if any."""
     for item_id in bounce.item_ids:
         row = ledger.outgoing(item_id)
-        if row is not None and row["state"] in _SENT_STATES:
+        if row is not None and row.state in _SENT_STATES:
             return row
     return None
 
@@ -94,17 +94,17 @@ def record_bounce(ledger: Ledger, config: Config, reference: str, bounce: Bounce
                     reference)
         ledger.event(reference, "bounce-unmatched", action=bounce.action, status=bounce.status)
         return []
-    item_id = original["id"]
+    item_id = original.id
     ledger.event(reference, "bounce", id=item_id, action=bounce.action, status=bounce.status)
     if not bounce.failed:  # delayed, delivered, relayed: the receiving side is still trying, or done
         log.info("message %s: delivery status %s (%s) for outgoing %s", reference, bounce.action, bounce.status, item_id)
         return []
     ledger.mark_bounced(item_id, bounce.status, bounce.action)
-    log.warning("outgoing %s (%s) bounced with status %s", item_id, original["kind"], bounce.status or "not given")
-    if original["kind"] == "alert":
+    log.warning("outgoing %s (%s) bounced with status %s", item_id, original.kind, bounce.status or "not given")
+    if original.kind == Kind.ALERT:
         return []  # never an alert about an alert: the administrator's own address is what failed
     notice = bounced(original, bounce, reference)
-    return [alert(original["reference"], config.admin.email, config.smtp.from_address, *notice, key=item_id)]
+    return [alert(original.reference, config.admin.email, config.smtp.from_address, *notice, key=item_id)]
 
 
 def _parse(message: Message) -> Bounce | None:

@@ -192,9 +192,9 @@ def _summaries(gateway: Gateway, say: Callable[[str], None]) -> None:
     say("\n6. What the gateway did with each message (from its ledger: counts only)")
     names = {p.ukprn: p.name for p in gateway.rules.providers.values()}
     say(f"     {'reference':<26}{'provider':<24}{'outcome':<13}{'read':>5}{'sent on':>9}{'rejected':>10}{'warnings':>10}")
-    for row in gateway.ledger.db.query("select * from messages order by rowid"):
-        say(f"     {row['reference']:<26}{names.get(row['provider'] or '', '(unknown sender)'):<24}{row['outcome'] or '':<13}"
-            f"{row['rows_read'] or 0:>5}{row['rows_forwarded'] or 0:>9}{row['rows_rejected'] or 0:>10}{row['warnings'] or 0:>10}")
+    for row in gateway.ledger.messages():
+        say(f"     {row.reference:<26}{names.get(row.provider or '', '(unknown sender)'):<24}{row.outcome or '':<13}"
+            f"{row.rows_read or 0:>5}{row.rows_forwarded or 0:>9}{row.rows_rejected or 0:>10}{row.warnings or 0:>10}")
 
 
 def _opened(folder: Path, relay: Relay, officers: dict[str, Keyring], say: Callable[[str], None]) -> None:

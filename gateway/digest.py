@@ -24,7 +24,7 @@ from .errors import GatewayError, NoUsableKey
 from .held import HeldPackage, _decode, _encode
 from .notices import held_notices
 from .keys import Keyring
-from .ledger import Ledger
+from .ledger import Kind, Ledger, OutgoingRecord, OutgoingState
 from .mail import Outgoing, outgoing_id
 from .pack import Part, Source, digest_message, parts_by_reason
 from .read import Return
@@ -57,13 +57,13 @@ class WaitingPart:
                 "rows": self.rows, "provider": self.provider, "received": self.received.isoformat()}
 
     def ledger_row(self) -> dict:
-        return {"id": self.id, "kind": "part", "recipient": self.recipient, "borough": self.borough.code,
-                "rows": self.rows, "sha256": "", "state": "waiting", "reasons": json.dumps(self.reasons, sort_keys=True)}
+        return {"id": self.id, "kind": Kind.PART, "recipient": self.recipient, "borough": self.borough.code,
+                "rows": self.rows, "sha256": "", "state": OutgoingState.WAITING, "reasons": json.dumps(self.reasons, sort_keys=True)}
 
 
 def wait(table: Return, batch: Batch, source: Source, recipient: str, keyring: Keyring, own_fingerprint: str) -> WaitingPart:
     """Keep one recipient's rows of a return, encrypted to the gateway's own key, for the next digest."""
-    part_id = outgoing_id(source.reference, "part", batch.borough.code, recipient)
+    part_id = outgoing_id(source.reference, Kind.PART, batch.borough.code, recipient)
     ciphertext = keyring.encrypt(_encode(table, batch, source), own_fingerprint)
     return WaitingPart(part_id, source.reference, batch.borough, recipient, len(batch.rows), batch.by_reason(),
                        source.provider.ukprn, source.received, ciphertext)
@@ -106,7 +106,7 @@ def send_digests(gateway: "Gateway", now: datetime, due_only: bool = True) -> in
     _tidy(gateway)
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in ledger.waiting_parts():
-        groups.setdefault((row["borough"], row["recipient"]), []).append(row)
+        groups.setdefault((row.borough, row.recipient), []).append(row)
     made = 0
     for (code, recipient), rows in groups.items():
         borough = rules.boroughs.get(code)
@@ -117,16 +117,16 @@ def send_digests(gateway: "Gateway", now: datetime, due_only: bool = True) -> in
         when = now
         if due_only and borough.digest:  # a borough switched to "each" since: its waiting rows go now
             when = latest_due(borough.delivery, now, hour)
-            rows = [row for row in rows if row["queued_at"] < _iso(when)]
+            rows = [row for row in rows if row.queued_at < _iso(when)]
         if rows:
             made += _digest(gateway, borough, recipient, rows, when)
     return made
 
 
-def _digest(gateway: "Gateway", borough: Borough, recipient: str, rows: list[dict], when: datetime) -> int:
+def _digest(gateway: "Gateway", borough: Borough, recipient: str, rows: list[OutgoingRecord], when: datetime) -> int:
     ledger, outbox, keyring, config = gateway.ledger, gateway.outbox, gateway.keyring, gateway.config
-    ids = sorted(row["id"] for row in rows)
-    item_id = outgoing_id("digest", borough.code, recipient, *ids)
+    ids = sorted(row.id for row in rows)
+    item_id = outgoing_id(Kind.DIGEST, borough.code, recipient, *ids)
     reference = f"LDOR-{when.astimezone(LOCAL):%Y%m%d}-D{item_id[:9].upper()}"
     try:
         bundle = [(outbox.shelf_waiting.facts(i), keyring.decrypt(outbox.shelf_waiting.ciphertext(i)).data) for i in ids]
@@ -142,7 +142,7 @@ def _digest(gateway: "Gateway", borough: Borough, recipient: str, rows: list[dic
         # Never sent in clear: the digest is kept, encrypted to the gateway's own key, until the recipient has a key.
         plain = json.dumps([{"facts": facts, "package": json.loads(data)} for facts, data in bundle]).encode()
         held = HeldPackage(item_id, reference, borough, recipient, total, reasons, str(why), "", when,
-                           keyring.encrypt(plain, keyring.own_fingerprint()), kind="digest")
+                           keyring.encrypt(plain, keyring.own_fingerprint()), kind=Kind.DIGEST)
         notices = held_notices([held], config)
         for notice in notices:
             outbox.put(notice.id, notice.raw)
@@ -182,7 +182,7 @@ def _tidy(gateway: "Gateway") -> None:
     """Remove waiting copies a digest took before a crash stopped their removal. A copy the ledger does not
     know yet belongs to a message being handled again, which replaces it: left alone."""
     for part_id in gateway.outbox.shelf_waiting.ids():
-        if gateway.ledger.outgoing_state(part_id) not in (None, "waiting"):
+        if gateway.ledger.outgoing_state(part_id) not in (None, OutgoingState.WAITING):
             gateway.outbox.shelf_waiting.drop(part_id)
 
 
@@ -199,9 +199,9 @@ class Waiting:
 def waiting(ledger: Ledger) -> list[Waiting]:
     per: dict[str, dict[str, list[dict]]] = {}
     for row in ledger.waiting_parts():
-        per.setdefault(row["borough"], {}).setdefault(row["recipient"], []).append(row)
+        per.setdefault(row.borough, {}).setdefault(row.recipient, []).append(row)
     found = []
     for code, recipients in sorted(per.items()):
-        most = max(recipients.values(), key=lambda rows: sum(r["rows"] or 0 for r in rows))
-        found.append(Waiting(code, sum(r["rows"] or 0 for r in most), len(most)))
+        most = max(recipients.values(), key=lambda rows: sum(r.rows or 0 for r in rows))
+        found.append(Waiting(code, sum(r.rows or 0 for r in most), len(most)))
     return found

@@ -17,6 +17,7 @@ from typing import Callable
 from .errors import ReadError
 from .isolate import read_return
 from .keys import Signature
+from .ledger import FileRecord
 from .postcodes import Directory
 from .read import Return
 from .route import Routed, route
@@ -104,10 +105,10 @@ def examine(data: bytes, provider: Provider | None, rules: Rules, directory: Dir
     return Examination(table, provider, findings, routed)
 
 
-def duplicate_advice(earlier: dict | None) -> str | None:
-    """What the provider reads when the file is the one they sent before (a ledger row of the earlier one)."""
+def duplicate_advice(earlier: FileRecord | None) -> str | None:
+    """What the provider reads when the file is the one they sent before (the ledger's record of the earlier one)."""
     if earlier is None:
         return None
-    return (f"This file is a duplicate: it is identical to the one we received on {earlier['first_seen'][:10]} (gateway "
-            f"reference {earlier['reference']}), which was already handled, so it has not been forwarded "
+    return (f"This file is a duplicate: it is identical to the one we received on {earlier.first_seen[:10]} (gateway "
+            f"reference {earlier.reference}), which was already handled, so it has not been forwarded "
             "again. If you meant to send a new return, please attach the new file.")

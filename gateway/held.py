@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .errors import GatewayError, NoUsableKey
 from .keys import Keyring
-from .ledger import utcnow
+from .ledger import Kind, OutgoingState, utcnow
 from .mail import outgoing_id
 from .pack import Source, package_message
 from .read import Return, Row
@@ -44,7 +44,7 @@ class HeldPackage:
     provider: str  # UKPRN
     received: datetime
     ciphertext: bytes = field(repr=False)  # the batch, encrypted to the gateway's own key
-    kind: str = "package"  # or "digest": a daily or weekly digest's returns (digest.py)
+    kind: Kind = Kind.PACKAGE  # or DIGEST: a daily or weekly digest's returns (digest.py)
 
     def facts(self) -> dict:
         """What lies beside the ciphertext in clear: ids and counts only."""
@@ -56,7 +56,7 @@ class HeldPackage:
 
     def ledger_row(self) -> dict:
         return {"id": self.id, "kind": self.kind, "recipient": self.recipient, "borough": self.borough.code,
-                "rows": self.rows, "sha256": "", "state": "held", "last_error": self.why,
+                "rows": self.rows, "sha256": "", "state": OutgoingState.HELD, "last_error": self.why,
                 "reasons": json.dumps(self.reasons, sort_keys=True)}
 
 
@@ -64,7 +64,7 @@ def hold(table: Return, batch: Batch, source: Source, recipient: str, why: str, 
          own_fingerprint: str) -> HeldPackage:
     """Encrypt one recipient's batch to the gateway's own key, to be kept until the recipient has a key."""
     # The id package_message gives this package, so the released message is the one it would have been.
-    item_id = outgoing_id(source.reference, "package", batch.borough.code, recipient)
+    item_id = outgoing_id(source.reference, Kind.PACKAGE, batch.borough.code, recipient)
     ciphertext = keyring.encrypt(_encode(table, batch, source), own_fingerprint)
     return HeldPackage(item_id, source.reference, batch.borough, recipient, len(batch.rows), batch.by_reason(), why,
                        source.provider.ukprn, source.received, ciphertext)
@@ -93,7 +93,7 @@ def release_held(gateway: "Gateway") -> int:
         state = ledger.outgoing_state(item_id)
         if state is None:
             continue  # its message is being handled again after a crash, which replaces this copy
-        if state != "held":
+        if state != OutgoingState.HELD:
             outbox.unhold(item_id)  # released already; the crash came before the copy was removed
             continue
         borough = rules.boroughs.get(facts["borough"])
@@ -109,7 +109,7 @@ def release_held(gateway: "Gateway") -> int:
         provider = rules.providers.get(facts["provider"]) or Provider(facts["provider"], facts["provider"], ())
         try:
             plain = keyring.decrypt(outbox.held_ciphertext(item_id)).data
-            if facts.get("kind") == "digest":
+            if facts.get("kind") == Kind.DIGEST:
                 from .digest import rebuild  # digest.py builds on this module
 
                 message = rebuild(gateway, facts, plain, borough, recipient, fingerprint)
@@ -128,7 +128,7 @@ def release_held(gateway: "Gateway") -> int:
         ledger.release(item_id, message.ledger_row()["sha256"])
         outbox.unhold(item_id)
         released += 1
-        log.info("held %s %s released for borough %s (%d rows)", facts.get("kind", "package"), item_id, borough.code, message.rows)
+        log.info("held %s %s released for borough %s (%d rows)", facts.get("kind", Kind.PACKAGE), item_id, borough.code, message.rows)
     return released
 
 

@@ -25,7 +25,7 @@ from .alerts import notify_admin, queue_once
 from .errors import KeyringError, NoUsableKey
 from .keys import EXPIRY_WARNING_DAYS, Keyring, PublicKey
 from .digest import send_digests
-from .ledger import Ledger
+from .ledger import Ledger, OutgoingState
 from .mail import Outgoing
 from .report import LOCAL, monthly_report, write_xlsx
 from .rules import Borough, Provider
@@ -41,13 +41,12 @@ DONE = "job-done"
 
 def already_done(ledger: Ledger, name: str) -> bool:
     """Whether the job named `name` (job and period) did its work before."""
-    return any(event["event"] == DONE for event in ledger.events(name))
+    return any(event.event == DONE for event in ledger.events(name))
 
 
 def _done_names(ledger: Ledger, prefix: str) -> set[str]:
     """The names starting with `prefix` of the jobs done: one look at the events for a whole month's reminders."""
-    return {row["reference"] for row in ledger.db.query(
-        "select reference from events where event = ? and substr(reference, 1, ?) = ?", [DONE, len(prefix), prefix])}
+    return ledger.done_references(DONE, prefix)
 
 
 def _record_done(ledger: Ledger, name: str, **counts: int) -> None:
@@ -58,7 +57,7 @@ def _running_before(ledger: Ledger, moment: datetime) -> bool:
     """Whether the gateway was at work before `moment` (the ledger has an earlier event): a gateway
     installed in the middle of a month does not remind for, or report on, a month it did not see."""
     since = moment.astimezone(timezone.utc).isoformat(timespec="seconds")
-    return bool(list(ledger.db.query("select 1 from events where at < ? limit 1", [since])))
+    return ledger.any_event_before(since)
 
 
 def _queue(gateway: "Gateway", reference: str, item: Outgoing) -> int:
@@ -244,8 +243,8 @@ def _purge_set_aside(gateway: "Gateway", before: datetime) -> int:
         try:
             if row is None:
                 when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-            elif row["state"] in ("failed", "bounced"):
-                when = datetime.fromisoformat(row["sent_at"] or row["queued_at"])
+            elif row.state in (OutgoingState.FAILED, OutgoingState.BOUNCED):
+                when = datetime.fromisoformat(row.sent_at or row.queued_at)
             else:
                 continue
         except (OSError, TypeError, ValueError):

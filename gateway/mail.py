@@ -9,6 +9,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formatdate
 from datetime import datetime
 
+from .ledger import Kind
+
 
 # CRLF line ends, as relays expect; headers up to RFC 5322's 998 characters so a subject is not
 # folded onto a line of its own, which some mail clients show with a stray leading space.
@@ -20,7 +22,7 @@ class Outgoing:
     """A complete message ready for the outbox, with what the ledger records of it (no personal data)."""
 
     id: str  # also the outbox file name and the Message-ID's left part
-    kind: str  # package | receipt | alert
+    kind: Kind
     recipient: str
     raw: bytes
     borough: str = ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING, NamedTuple
 
+from .ledger import Kind
 from .mail import Outgoing, compose, outgoing_id
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from .errors import OwnKeyLocked, SignInRefused
     from .held import HeldPackage
     from .keys import PublicKey
+    from .ledger import OutgoingRecord
     from .rules import Borough, Provider
 
 
@@ -35,36 +37,36 @@ def alert(reference: str, to: str, sender: str, subject: str, text: str, key: st
 
     `key` tells apart several alerts of one subject about one reference.
     """
-    item_id = outgoing_id(reference, "alert", subject, key)
+    item_id = outgoing_id(reference, Kind.ALERT, subject, key)
     raw = compose(item_id=item_id, sender=sender, to=to, subject=f"LDOR gateway: {subject} [{reference}]", body=text)
-    return Outgoing(item_id, "alert", to, raw)
+    return Outgoing(item_id, Kind.ALERT, to, raw)
 
 
 # -- the outbox -----------------------------------------------------------------------------------------
-def not_delivered(record: dict, why: str) -> Notice:
+def not_delivered(record: "OutgoingRecord", why: str) -> Notice:
     """A message set aside in outbox/bad/ (refused, given up, or its file damaged)."""
-    what = record["kind"] + (f" for borough {record['borough']}" if record["borough"] else "")
+    what = record.kind + (f" for borough {record.borough}" if record.borough else "")
     return Notice("message not delivered", (
         f"A message from the gateway was NOT delivered and has been set aside.\n\n"
-        f"Message id: {record['id']}\nWhat: {what}, to {record['recipient']}\n"
-        f"Gateway reference: {record['reference']}\nQueued: {record['queued_at']}\n"
-        f"Attempts: {record['attempts'] or 0}\nWhy: {why}.\n\n"
-        f"It is kept in the outbox's bad/ folder as {record['id']}.eml.\n\n"
+        f"Message id: {record.id}\nWhat: {what}, to {record.recipient}\n"
+        f"Gateway reference: {record.reference}\nQueued: {record.queued_at}\n"
+        f"Attempts: {record.attempts or 0}\nWhy: {why}.\n\n"
+        f"It is kept in the outbox's bad/ folder as {record.id}.eml.\n\n"
         "What to do: fix the cause (the recipient's address in rules/, the relay settings in config.toml, "
-        f"or the relay itself), then queue it again with: gateway outbox --retry {record['id']}\n"
+        f"or the relay itself), then queue it again with: gateway outbox --retry {record.id}\n"
         "The command `gateway outbox` lists everything queued, held, failed and bounced."
     ))
 
 
-def bounced(original: dict, bounce: "Bounce", reference: str) -> Notice:
+def bounced(original: "OutgoingRecord", bounce: "Bounce", reference: str) -> Notice:
     """A message the gateway sent came back as undeliverable; `reference` is the bounce's own."""
-    what = original["kind"] + (f" for borough {original['borough']}" if original["borough"] else "")
-    package = original["kind"] in ("package", "digest")
+    what = original.kind + (f" for borough {original.borough}" if original.borough else "")
+    package = original.kind in (Kind.PACKAGE, Kind.DIGEST)
     where = "the borough's recipients in rules/boroughs.toml" if package else "the address in rules/"
     return Notice("message bounced", (
         "A message the gateway sent was returned as undeliverable by the receiving mail system.\n\n"
-        f"Message id: {original['id']}\nWhat: {what}, to {original['recipient']}\n"
-        f"Gateway reference: {original['reference']}\n"
+        f"Message id: {original.id}\nWhat: {what}, to {original.recipient}\n"
+        f"Gateway reference: {original.reference}\n"
         f"Status: {bounce.status or 'not given'} ({bounce.action})\n"
         f"Bounce received as gateway reference: {reference}\n\n"
         f"What to do: check {where} with the recipient's organisation."
@@ -118,10 +120,10 @@ def stranger_reply(config: "Config", reference: str, address: str) -> Outgoing:
         "If you send returns for a school, college or training provider, ask the gateway administrator "
         f"({config.admin.email}) to register this address, then send the return again."
     )
-    item_id = outgoing_id(reference, "stranger-reply", address)
+    item_id = outgoing_id(reference, Kind.STRANGER_REPLY, address)
     body = compose(item_id=item_id, sender=config.smtp.from_address, to=address,
                    subject=f"LDOR return not accepted: address not registered [{reference}]", body=text)
-    return Outgoing(item_id, "receipt", address, body)
+    return Outgoing(item_id, Kind.RECEIPT, address, body)
 
 
 # -- the gateway's own key ------------------------------------------------------------------------------
@@ -176,10 +178,10 @@ def held_notices(held: "list[HeldPackage]", config: "Config") -> list[Outgoing]:
                 f"{own}\n\nThe gateway's administrator ({config.admin.email}) has been told. This message holds no "
                 "personal data."
             )
-            item_id = outgoing_id(reference, "notice", code, to)
+            item_id = outgoing_id(reference, Kind.NOTICE, code, to)
             raw = compose(item_id=item_id, sender=config.smtp.from_address, to=to,
                           subject=f"LDOR notifications for {borough.name}: a copy is held [{reference}]", body=text)
-            notices.append(Outgoing(item_id, "notice", to, raw, code))
+            notices.append(Outgoing(item_id, Kind.NOTICE, to, raw, code))
     return notices
 
 
@@ -213,7 +215,7 @@ def key_warning_to_recipient(config: "Config", key: "PublicKey", when: str, expi
     item_id = outgoing_id(name, recipient)
     subject = f"LDOR gateway: your encryption key {when}"
     raw = compose(item_id=item_id, sender=config.smtp.from_address, to=recipient, subject=subject, body=text)
-    return Outgoing(item_id, "notice", recipient, raw, boroughs[0].code)
+    return Outgoing(item_id, Kind.NOTICE, recipient, raw, boroughs[0].code)
 
 
 def key_warning_to_admin(key: "PublicKey", when: str, expired: bool,
@@ -276,7 +278,7 @@ def reminder(config: "Config", provider: "Provider", to: str, month: str, today:
     item_id = outgoing_id(name, to)
     subject = f"LDOR return for {first:%B %Y}: {'overdue' if late else 'reminder'} (UKPRN {provider.ukprn})"
     raw = compose(item_id=item_id, sender=config.smtp.from_address, to=to, subject=subject, body=text)
-    return Outgoing(item_id, "reminder", to, raw)
+    return Outgoing(item_id, Kind.REMINDER, to, raw)
 
 
 def not_reminded(providers: "list[Provider]", month: str) -> Notice:
@@ -297,7 +299,7 @@ def report_mail(config: "Config", name: str, month: str, report_text: str, audit
                   subject=f"LDOR monitoring report for {month} [{name}]", body=text,
                   attachments=((f"ldor-report-{month}.xlsx",
                                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", xlsx),))
-    return Outgoing(item_id, "report", config.admin.email, raw)
+    return Outgoing(item_id, Kind.REPORT, config.admin.email, raw)
 
 
 # -- the daemon -----------------------------------------------------------------------------------------

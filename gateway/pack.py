@@ -17,6 +17,7 @@ import xlsxwriter
 from . import authorities, ccis, postcodes
 from .guard import Medium, guard
 from .keys import Keyring
+from .ledger import Kind
 from .mail import Outgoing, compose, outgoing_id
 from .read import Return
 from .route import Batch
@@ -226,7 +227,7 @@ def package_message(
     borough = batch.borough
     ciphertext = keyring.encrypt(sheet_bytes(table, batch, source, borough.format), fingerprint)
     filename = f"{source.reference}-{borough.code}.{borough.format}.gpg"
-    item_id = outgoing_id(source.reference, "package", borough.code, recipient)
+    item_id = outgoing_id(source.reference, Kind.PACKAGE, borough.code, recipient)
     counts = batch.by_reason()
     body = f"""Leavers and joiners notifications for {borough.name}
 
@@ -243,7 +244,7 @@ Notifications: {len(batch.rows)} ({_summary(counts)})
         body=body, attachments=((filename, "application/octet-stream", ciphertext),),
         when=source.received,
     )
-    return Outgoing(item_id, "package", recipient, raw, borough.code, len(batch.rows), json.dumps(counts, sort_keys=True))
+    return Outgoing(item_id, Kind.PACKAGE, recipient, raw, borough.code, len(batch.rows), json.dumps(counts, sort_keys=True))
 
 
 def digest_message(
@@ -280,7 +281,7 @@ counts of rows held back are of the whole return):
                 f"{'return' if len(parts) == 1 else 'returns'} [{reference}]",
         body=body, attachments=((filename, "application/octet-stream", ciphertext),), when=when,
     )
-    return Outgoing(item_id, "digest", recipient, raw, borough.code, rows, json.dumps(counts, sort_keys=True))
+    return Outgoing(item_id, Kind.DIGEST, recipient, raw, borough.code, rows, json.dumps(counts, sort_keys=True))
 
 
 def parts_by_reason(parts: tuple[Part, ...]) -> dict[str, int]:

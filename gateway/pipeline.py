@@ -35,7 +35,7 @@ from .notices import held_notices
 from .keys import Keyring, PublicKey
 from .isolate import warm_up
 from .examine import DUPLICATE_DAYS, duplicate_advice, examine
-from .ledger import Ledger, MessageRecord
+from .ledger import Ledger, MessageRecord, MessageState, Outcome, OutgoingState
 from .logs import describe
 from .mail import Outgoing
 from .outbox import Outbox
@@ -45,7 +45,7 @@ from .receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
 from .rules import Rules
 from .send import Delivery, flush
 from .signin import Tokens
-from .unpack import NOTHING_ATTACHED, Attachment, Unpacked, parse, sender_of, unpack
+from .unpack import Attachment, NOTHING_ATTACHED, Unpacked, parse, sender_of, unpack
 from .validate import Finding
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,12 @@ class Gateway:
 class Result:
     """What handling one message produced (counts only)."""
 
-    state: str  # queued | quarantined
+    state: MessageState  # QUEUED | QUARANTINED
     outgoing: list[Outgoing] = field(default_factory=list)
     held: list[HeldPackage] = field(default_factory=list)
     waiting: list[WaitingPart] = field(default_factory=list)  # rows kept for a borough's daily or weekly digest
     counts: dict = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
-    outcome: str = "accepted"
+    outcome: Outcome = Outcome.ACCEPTED
     provider: str = ""
     files: list[tuple[str, str]] = field(default_factory=list)  # (hash of the decrypted return, its reference)
     exposure: "_Exposure | None" = None  # ended once the message's content has been read and checked
@@ -129,12 +129,12 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
                 if state == WAITING:
                     waiting += 1
                     continue  # not answered, not moved: handled again once the gateway's key works
-                folder = settings.quarantine_folder if state == "quarantined" else settings.processed_folder
+                folder = settings.quarantine_folder if state == MessageState.QUARANTINED else settings.processed_folder
                 session.move(message.uid, folder)
                 record = gateway.ledger.find_message(settings.folder, uidvalidity, message.uid, _sha256(message.raw))
                 if record is not None:
-                    gateway.ledger.set_state(record, "done" if state != "quarantined" else "quarantined")
-                if state == "quarantined":
+                    gateway.ledger.set_state(record, MessageState.DONE if state != MessageState.QUARANTINED else MessageState.QUARANTINED)
+                if state == MessageState.QUARANTINED:
                     quarantined += 1
                 else:
                     processed += 1
@@ -162,11 +162,11 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
     gateway's own key cannot decrypt it (nothing queued, the administrator alerted). Never raises for bad input."""
     ledger = gateway.ledger
     record = ledger.receive(mailbox, uidvalidity, message.uid, _sha256(message.raw))
-    if record.state in ("queued", "done"):
+    if record.state in (MessageState.QUEUED, MessageState.DONE):
         log.info("message %s already handled; not processed again", record.reference)
-        return "queued"
-    if record.state == "quarantined":
-        return "quarantined"
+        return MessageState.QUEUED
+    if record.state == MessageState.QUARANTINED:
+        return MessageState.QUARANTINED
     if record.attempts >= MAX_HANDLING_DEATHS:
         log.error("message %s (UID %d) quarantined: the gateway stopped %d times while handling it",
                   record.reference, message.uid, record.attempts)
@@ -178,8 +178,9 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
     # Before the sender check: a bounce comes from a mail daemon, never a provider. Only one about a
     # message the gateway sent is a bounce; anyone can write a delivery-status part.
     if bounce is not None and original_of(ledger, bounce) is not None:
-        _queue(gateway, record, Result("queued", record_bounce(ledger, gateway.config, record.reference, bounce), outcome="bounce"))
-        return "queued"
+        _queue(gateway, record, Result(MessageState.QUEUED, record_bounce(ledger, gateway.config, record.reference, bounce),
+                                       outcome=Outcome.BOUNCE))
+        return MessageState.QUEUED
     try:
         result = _work(gateway, record, message.raw, exposure)
     except HostileFile as hostile:
@@ -211,7 +212,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
     config, ledger = gateway.config, gateway.ledger
     unpacked = unpack(raw, gateway.rules, gateway.keyring, lambda provider: secret(provider.password_env or ""))
     provider = unpacked.provider
-    result = Result("queued", provider=provider.ukprn, exposure=exposure)
+    result = Result(MessageState.QUEUED, provider=provider.ukprn, exposure=exposure)
     received = datetime.fromisoformat(record.first_seen)
     keys = gateway.keyring.public_keys()
     answer_to = provider.receipts_to or unpacked.sender  # a provider may want receipts at another address
@@ -219,7 +220,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
     if unpacked.error is not None:
         facts = _message_facts(record, raw)
         result.outgoing.append(rejection(facts, provider, unpacked.error.advice, answer_to, head, head.seal))
-        result.outcome = "rejected"
+        result.outcome = Outcome.REJECTED
         ledger.event(record.reference, "rejected", reason=type(unpacked.error).__name__)
         return result
     hostile = [a for a in unpacked.attachments if a.hostile]
@@ -236,7 +237,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
         facts = FileFacts(reference, received, attachment.index, count, attachment.size, attachment.short_hash)
         answered += _answer(gateway, result, facts, attachment, answer_to, head, keys)
     if answered == 0:
-        result.outcome = "rejected"
+        result.outcome = Outcome.REJECTED
         if not result.outgoing:  # only an encrypted covering note (inline PGP text): a registered sender still gets an answer
             facts = _message_facts(record, raw)
             result.outgoing.append(rejection(facts, provider, NOTHING_ATTACHED, answer_to, head, head.seal))
@@ -276,7 +277,7 @@ def _own_key_locked(gateway: Gateway, reference: str, locked: OwnKeyLocked) -> N
 
 def _own_key_events(gateway: Gateway) -> list[str]:
     """The own key's alerts and recoveries, oldest first (the alert's own delivery events left out)."""
-    return [e["event"] for e in gateway.ledger.events(OWN_KEY) if e["event"] in ("locked-alerted", "unlocked")]
+    return [e.event for e in gateway.ledger.events(OWN_KEY) if e.event in ("locked-alerted", "unlocked")]
 
 
 def _own_key_works_again(gateway: Gateway) -> None:
@@ -429,13 +430,13 @@ def _stranger_reply(gateway: Gateway, record: MessageRecord, raw: bytes) -> list
 def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
     """Durably queue every outgoing message, then record the outcome in one ledger transaction."""
     for item in result.outgoing:
-        if gateway.ledger.outgoing_state(item.id) != "sent":
+        if gateway.ledger.outgoing_state(item.id) != OutgoingState.SENT:
             gateway.outbox.put(item.id, item.raw)
     for held in result.held:
-        if gateway.ledger.outgoing_state(held.id) in (None, "held"):
+        if gateway.ledger.outgoing_state(held.id) in (None, OutgoingState.HELD):
             gateway.outbox.hold(held.id, held.ciphertext, held.facts())
     for part in result.waiting:
-        if gateway.ledger.outgoing_state(part.id) in (None, "waiting"):
+        if gateway.ledger.outgoing_state(part.id) in (None, OutgoingState.WAITING):
             gateway.outbox.shelf_waiting.keep(part.id, part.ciphertext, part.facts())
     rows = ([item.ledger_row() for item in result.outgoing] + [held.ledger_row() for held in result.held]
             + [part.ledger_row() for part in result.waiting])

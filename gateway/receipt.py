@@ -17,10 +17,11 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 from .guard import Medium, guard
+from .ledger import Kind
 from .mail import Outgoing, compose, compose_encrypted, entity, outgoing_id
 from .route import Routed
 from .rules import Provider
-from .validate import RULES, Finding, sort_findings
+from .validate import Finding, RULES, sort_findings
 
 
 Seal = Callable[[bytes], bytes]  # encrypts a receipt to the provider's own key (armoured)
@@ -71,7 +72,7 @@ def acknowledgement(
     lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=seal is not None, listed=LISTED,
                          left_out=left_out, digests=digests)
     verdict = "nil return" if not rows_read else f"{routed.forwarded_except(held)} of {rows_read} rows forwarded"
-    return _receipt(facts, "receipt", f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head, seal)
+    return _receipt(facts, Kind.RECEIPT, f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head, seal)
 
 
 def report_lines(
@@ -279,7 +280,7 @@ def _receipt(
             raw = compose(item_id=item_id, sender=head.sender, to=to, subject=subject, body=body,
                           attachments=attachments, when=facts.received)
         if len(raw) <= RECEIPT_LIMIT or attached == 0:
-            return Outgoing(item_id, "receipt", to, raw)
+            return Outgoing(item_id, Kind.RECEIPT, to, raw)
         # Cut in proportion, with room to spare: the body is small, the file is what grows.
         attached = int(attached * RECEIPT_LIMIT / len(raw) * 0.9)
 

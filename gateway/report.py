@@ -28,7 +28,7 @@ from openpyxl.utils import get_column_letter
 
 from .config import LOCAL
 from .errors import ReportError
-from .ledger import Ledger
+from .ledger import Ledger, MessageRecord, Outcome, OutgoingState, ReportLine
 from .rules import LONDON, OUTSIDE, OUTSIDE_NAME, REASONS, Rules
 
 _MONTH = re.compile(r"^([12]\d{3})-(0[1-9]|1[0-2])$")
@@ -180,26 +180,15 @@ def monthly_report(ledger: Ledger, rules: Rules, month: str, due_day: int = 10, 
         raise ReportError(f"the due day must be a day of the month (1 to 31), not {due_day}")
     start, end = _month_bounds(month)
     since, until = _iso(start), _iso(end)
-    messages = list(ledger.db.query(
-        "select provider, outcome, first_seen, rows_read, rows_forwarded, rows_rejected, warnings from messages "
-        "where first_seen >= ? and first_seen < ?", [since, until]))
-    columns = ledger.db["outgoing"].columns_dict
-    reasons = "o.reasons" if "reasons" in columns else "null"
-    # A return's rows for a digest borough (a "part") count when the return is received, like a package;
-    # it is sent once the digest that took it is.
-    state = ("case when o.kind = 'part' then coalesce((select d.state from outgoing d where d.id = o.digest), "
-             "'waiting') else o.state end" if "digest" in columns else "o.state")
-    packages = list(ledger.db.query(
-        f"select o.reference, o.borough, o.recipient, o.rows, {state} as state, {reasons} as reasons, m.provider "
-        "from outgoing o join messages m on m.reference = o.reference "
-        "where o.kind in ('package', 'part') and m.first_seen >= ? and m.first_seen < ?", [since, until]))
+    messages = ledger.messages(since, until)
+    packages = ledger.report_lines(since, until)  # a digest part counts like a package
     boroughs = _boroughs(rules, packages)
     london = _sum("", "London total", packages, set(LONDON))
     total = _sum("", "All recipients", packages, {b.code for b in boroughs})
     return MonthlyReport(
         month=month, due_day=due_day, generated=(now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0),
         providers=_providers(rules, messages, due_day), boroughs=boroughs, london=london, total=total,
-        messages=len(messages), quarantined=sum(1 for m in messages if m["outcome"] == "quarantined"),
+        messages=len(messages), quarantined=sum(1 for m in messages if m.outcome == Outcome.QUARANTINED),
     )
 
 
@@ -220,81 +209,81 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
-def _providers(rules: Rules, messages: list[dict], due_day: int) -> tuple[ProviderLine, ...]:
-    mine: dict[str, list[dict]] = {}
+def _providers(rules: Rules, messages: list[MessageRecord], due_day: int) -> tuple[ProviderLine, ...]:
+    mine: dict[str, list[MessageRecord]] = {}
     for message in messages:
-        if message["provider"]:
-            mine.setdefault(message["provider"], []).append(message)
+        if message.provider:
+            mine.setdefault(message.provider, []).append(message)
     ukprns = list(rules.providers) + sorted(set(mine) - set(rules.providers))
     lines = []
     for ukprn in ukprns:
         sent = mine.get(ukprn, [])
-        accepted = sorted(m["first_seen"] for m in sent if m["outcome"] == "accepted" or (m["rows_forwarded"] or 0) > 0)
+        accepted = sorted(m.first_seen for m in sent if m.outcome == Outcome.ACCEPTED or (m.rows_forwarded or 0) > 0)
         first = datetime.fromisoformat(accepted[0]).astimezone(LOCAL) if accepted else None
         provider = rules.providers.get(ukprn)
         lines.append(ProviderLine(
             ukprn=ukprn, name=provider.name if provider else ukprn, known=provider is not None,
             first_return=first, on_time=None if first is None else first.day <= due_day,
-            returns=len(sent), rejected=sum(1 for m in sent if m["outcome"] == "rejected"),
+            returns=len(sent), rejected=sum(1 for m in sent if m.outcome == Outcome.REJECTED),
             rows=_total(sent, "rows_read"), rows_forwarded=_total(sent, "rows_forwarded"),
             rows_rejected=_total(sent, "rows_rejected"), warnings=_total(sent, "warnings"),
         ))
     return tuple(sorted(lines, key=lambda p: (not p.known, p.name.casefold(), p.ukprn)))
 
 
-def _total(rows: list[dict], column: str) -> int:
-    return sum(row[column] or 0 for row in rows)
+def _total(rows: list[MessageRecord], column: str) -> int:
+    return sum(getattr(row, column) or 0 for row in rows)
 
 
-def _boroughs(rules: Rules, packages: list[dict]) -> tuple[BoroughLine, ...]:
+def _boroughs(rules: Rules, packages: list[ReportLine]) -> tuple[BoroughLine, ...]:
     names = {code: b.name for code, b in rules.boroughs.items()}
     outside = rules.routing.outside_borough
     if outside is not None:
         names[outside.code] = outside.name
     for row in packages:  # a borough that received this month but has since left the rules
-        names.setdefault(row["borough"], LONDON.get(row["borough"], OUTSIDE_NAME if row["borough"] == OUTSIDE else row["borough"]))
+        names.setdefault(row.borough, LONDON.get(row.borough, OUTSIDE_NAME if row.borough == OUTSIDE else row.borough))
     lines = [_sum(code, name, packages, {code}) for code, name in names.items()]
     # London's boroughs by name, then anything else (the outside recipient, authorities beyond London).
     return tuple(sorted(lines, key=lambda b: (b.code not in LONDON, b.code == OUTSIDE, b.name.casefold())))
 
 
-def _sum(code: str, name: str, packages: list[dict], codes: set[str]) -> BoroughLine:
+def _sum(code: str, name: str, packages: list[ReportLine], codes: set[str]) -> BoroughLine:
     """The figures of the packages for these borough codes.
 
     A return's rows for a borough go to each of its recipients, so they are counted once: per return and
     borough, the rows of one recipient's packages (a message with two returns has two packages for it)."""
-    per_recipient: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    per_recipient: dict[tuple[str, str], dict[str, list[ReportLine]]] = {}
     for row in packages:
-        if row["borough"] in codes:
-            per_recipient.setdefault((row["reference"], row["borough"]), {}).setdefault(row["recipient"], []).append(row)
+        if row.borough in codes:
+            per_recipient.setdefault((row.reference, row.borough), {}).setdefault(row.recipient, []).append(row)
     counts = {reason: 0 for reason in REASONS}
     notifications = not_recorded = 0
     providers = set()
     for recipients in per_recipient.values():
-        rows = max(recipients.values(), key=lambda items: sum(r["rows"] or 0 for r in items))
+        rows = max(recipients.values(), key=lambda items: sum(r.rows or 0 for r in items))
         for row in rows:
-            notifications += row["rows"] or 0
-            providers.add(row["provider"])
+            notifications += row.rows or 0
+            providers.add(row.provider)
             known = _reasons(row)
             if known is None:
-                not_recorded += row["rows"] or 0
+                not_recorded += row.rows or 0
                 continue
             for reason, count in known.items():
                 counts[reason] = counts.get(reason, 0) + count
-            not_recorded += max(0, (row["rows"] or 0) - sum(known.values()))
+            not_recorded += max(0, (row.rows or 0) - sum(known.values()))
     every = [row for items in per_recipient.values() for rows in items.values() for row in rows]
     return BoroughLine(
         code=code, name=name, notifications=notifications, reasons=tuple(counts.items()), not_recorded=not_recorded,
-        providers=len(providers), packages=len(every), sent=sum(1 for row in every if row["state"] == "sent"),
+        providers=len(providers), packages=len(every), sent=sum(1 for row in every if row.state == OutgoingState.SENT),
     )
 
 
-def _reasons(row: dict) -> dict[str, int] | None:
+def _reasons(row: ReportLine) -> dict[str, int] | None:
     """A package row's counts by reason, or None when it did not record them (or not readably)."""
-    if not row.get("reasons"):
+    if not row.reasons:
         return None
     try:
-        found = json.loads(row["reasons"])
+        found = json.loads(row.reasons)
     except ValueError:
         return None
     if not isinstance(found, dict) or not all(isinstance(v, int) for v in found.values()):

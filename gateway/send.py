@@ -22,7 +22,7 @@ from typing import Callable
 
 from . import config
 from .errors import RelayDown, SendError, SignInRefused, TokenServiceDown, unreachable
-from .ledger import Ledger
+from .ledger import Kind, Ledger, OutgoingRecord, OutgoingState
 from .mail import Outgoing
 from .outbox import Outbox
 from .alerts import queue_once
@@ -32,7 +32,7 @@ from .signin import Tokens, server_refused, xoauth2
 log = logging.getLogger(__name__)
 
 ORPHAN_SECONDS = 3600
-_NO_ALERTS_ABOUT = ("alert",)  # an alert that cannot be delivered is logged, never alerted about
+_NO_ALERTS_ABOUT = (Kind.ALERT,)  # an alert that cannot be delivered is logged, never alerted about
 
 
 @dataclass(frozen=True)
@@ -117,29 +117,29 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str =
                 outbox.set_aside(item_id)
                 counts["failed"] += 1
             continue
-        if record["state"] == "held":
+        if record.state == OutgoingState.HELD:
             continue  # a release stopped half-way: the next release builds and replaces this file
         try:
             raw = outbox.read(item_id)
         except FileNotFoundError:
             continue
-        if record["sha256"] != hashlib.sha256(raw).hexdigest():
+        if record.sha256 != hashlib.sha256(raw).hexdigest():
             log.error("outbox item %s does not match the hash the ledger recorded; set aside, not sent", item_id)
             outbox.set_aside(item_id)
             counts["failed"] += 1
-            if record["state"] == "queued":
+            if record.state == OutgoingState.QUEUED:
                 ledger.give_up(item_id, "the outbox file is not the message that was queued (hash differs); not sent")
                 work += _alert(outbox, ledger, settings, admin, record, "its file in the outbox was changed or damaged")
             continue
-        if record["state"] == "sent":  # sent, but the crash came before the file was removed
+        if record.state == OutgoingState.SENT:  # sent, but the crash came before the file was removed
             outbox.remove(item_id)
             continue
-        if record["state"] != "queued":  # failed or bounced, but the crash came before it was set aside
+        if record.state != OutgoingState.QUEUED:  # failed or bounced, but the crash came before it was set aside
             outbox.set_aside(item_id)
             continue
         # Too old to keep trying; but never before a first try has failed (a gateway that was itself
         # stopped for days gives its queue a chance before giving up on it).
-        expired = bool(record["attempts"]) and _queued_at(record) + timedelta(hours=settings.retry_for_hours) <= now
+        expired = bool(record.attempts) and _queued_at(record) + timedelta(hours=settings.retry_for_hours) <= now
         if relay_down is not None or not (retry_now or _due(record, now)):
             if relay_down is not None and expired:
                 work += _give_up(outbox, ledger, settings, admin, record, relay_down, counts)
@@ -161,7 +161,7 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str =
                 ledger.mark_failed(item_id, str(error), permanent=False)
                 work += _give_up(outbox, ledger, settings, admin, record, error, counts)
             else:
-                later = now + _backoff(record["attempts"] + 1, settings)
+                later = now + _backoff(record.attempts + 1, settings)
                 ledger.mark_failed(item_id, str(error), permanent=False, next_attempt_at=_iso(later))
                 counts["deferred"] += 1
                 log.warning("outbox item %s deferred until %s: %s", item_id, _iso(later), error)
@@ -169,7 +169,7 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str =
         ledger.mark_sent(item_id)
         outbox.remove(item_id)
         counts["sent"] += 1
-        log.info("outbox item %s sent (%s)", item_id, record["kind"])
+        log.info("outbox item %s sent (%s)", item_id, record.kind)
     return Delivery(**counts)
 
 
@@ -179,7 +179,7 @@ def requeue(outbox: Outbox, ledger: Ledger, item_id: str) -> bool:
     The file must still match the ledger's hash, or flush sets it aside again.
     """
     record = ledger.outgoing(item_id)
-    if record is None or record["state"] not in ("failed", "bounced") or not outbox.restore(item_id):
+    if record is None or record.state not in (OutgoingState.FAILED, OutgoingState.BOUNCED) or not outbox.restore(item_id):
         return False
     ledger.requeue(item_id)
     log.info("outbox item %s queued again by the administrator", item_id)
@@ -193,40 +193,40 @@ def outbox_report(ledger: Ledger, outbox: Outbox, settings: config.Smtp, now: da
     now = now or datetime.now(timezone.utc)
     lines = [f"Outbox at {now:%Y-%m-%d %H:%M} UTC", ""]
 
-    def section(title: str, rows: list[dict], describe) -> None:
+    def section(title: str, rows: list[OutgoingRecord], describe) -> None:
         lines.append(f"{title}: {len(rows)}")
         for row in rows:
-            where = f" {row['borough']}" if row["borough"] else ""
-            lines.append(f"  {row['id']}  {row['kind']}{where}  ref {row['reference']}  {describe(row)}")
+            where = f" {row.borough}" if row.borough else ""
+            lines.append(f"  {row.id}  {row.kind}{where}  ref {row.reference}  {describe(row)}")
         lines.append("")
 
-    def queued(row: dict) -> str:
-        due = row["next_attempt_at"]
-        if not row["attempts"]:
+    def queued(row: OutgoingRecord) -> str:
+        due = row.next_attempt_at
+        if not row.attempts:
             return "not tried yet"
         when = "now" if not due or datetime.fromisoformat(due) <= now else f"{datetime.fromisoformat(due):%Y-%m-%d %H:%M} UTC"
         gives_up = _queued_at(row) + timedelta(hours=settings.retry_for_hours)
-        return (f"{row['attempts']} attempt(s), next try {when}, given up after {gives_up:%Y-%m-%d %H:%M} UTC; "
-                f"last error: {row['last_error']}")
+        return (f"{row.attempts} attempt(s), next try {when}, given up after {gives_up:%Y-%m-%d %H:%M} UTC; "
+                f"last error: {row.last_error}")
 
     kept = set(outbox.held_ids())
 
-    def held(row: dict) -> str:
-        copy = "" if row["id"] in kept else " [NO COPY KEPT: held before packages were kept; ask the provider to send again]"
-        return f"{row['rows']} row(s), held since {row['queued_at']}: {row['last_error']}{copy}"
+    def held(row: OutgoingRecord) -> str:
+        copy = "" if row.id in kept else " [NO COPY KEPT: held before packages were kept; ask the provider to send again]"
+        return f"{row.rows} row(s), held since {row.queued_at}: {row.last_error}{copy}"
 
-    section("Queued", ledger.outgoing_in("queued"), queued)
+    section("Queued", ledger.outgoing_in(OutgoingState.QUEUED), queued)
     section("Held, waiting for the recipient's key (sent by itself once a usable key is in keys/)",
-            ledger.outgoing_in("held"), held)
-    section("Set aside in bad/, not sent (gateway outbox --retry ID queues one again)", ledger.outgoing_in("failed"),
-            lambda row: f"{row['attempts']} attempt(s): {row['last_error']}")
-    section("Bounced after sending", ledger.outgoing_in("bounced"),
-            lambda row: f"sent {row['sent_at']}, status {row['status'] or 'not given'}")
+            ledger.outgoing_in(OutgoingState.HELD), held)
+    section("Set aside in bad/, not sent (gateway outbox --retry ID queues one again)", ledger.outgoing_in(OutgoingState.FAILED),
+            lambda row: f"{row.attempts} attempt(s): {row.last_error}")
+    section("Bounced after sending", ledger.outgoing_in(OutgoingState.BOUNCED),
+            lambda row: f"sent {row.sent_at}, status {row.status or 'not given'}")
     since = now - timedelta(days=recent_days)
     sent = ledger.sent_since(_iso(since))
     kinds: dict[str, int] = {}
     for row in sent:
-        kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
+        kinds[row.kind] = kinds.get(row.kind, 0) + 1
     lines.append(f"Sent in the last {recent_days} days: {len(sent)}"
                  + (f" ({', '.join(f'{kind} {count}' for kind, count in sorted(kinds.items()))})" if sent else ""))
     strays = [i for i in outbox.pending() if ledger.outgoing(i) is None]
@@ -235,9 +235,9 @@ def outbox_report(ledger: Ledger, outbox: Outbox, settings: config.Smtp, now: da
     return "\n".join(lines) + "\n"
 
 
-def _give_up(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: dict, error: SendError,
+def _give_up(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: OutgoingRecord, error: SendError,
              counts: dict) -> list[str]:
-    item_id = record["id"]
+    item_id = record.id
     ledger.give_up(item_id, f"given up after {settings.retry_for_hours:g} hours: {error}")
     outbox.set_aside(item_id)
     counts["failed"] += 1
@@ -246,14 +246,14 @@ def _give_up(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, 
                   f"the relay did not take it for {settings.retry_for_hours:g} hours; the last answer was: {error}")
 
 
-def _alert(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: dict, why: str) -> list[str]:
+def _alert(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: OutgoingRecord, why: str) -> list[str]:
     """Queue one alert about a message set aside; return its id so this run sends it too."""
-    if record["kind"] in _NO_ALERTS_ABOUT or not admin:
-        log.error("outbox item %s (%s) was set aside; no alert is sent about it", record["id"], record["kind"])
+    if record.kind in _NO_ALERTS_ABOUT or not admin:
+        log.error("outbox item %s (%s) was set aside; no alert is sent about it", record.id, record.kind)
         return []
-    record = ledger.outgoing(record["id"]) or record  # with this run's attempt counted
-    notice: Outgoing = alert(record["reference"], admin, settings.from_address, *not_delivered(record, why), key=record["id"])
-    return [notice.id] if queue_once(ledger, outbox, record["reference"], notice) else []
+    record = ledger.outgoing(record.id) or record  # with this run's attempt counted
+    notice: Outgoing = alert(record.reference, admin, settings.from_address, *not_delivered(record, why), key=record.id)
+    return [notice.id] if queue_once(ledger, outbox, record.reference, notice) else []
 
 
 def _backoff(attempts: int, settings: config.Smtp) -> timedelta:
@@ -263,12 +263,12 @@ def _backoff(attempts: int, settings: config.Smtp) -> timedelta:
     return timedelta(minutes=ceiling * random.uniform(0.5, 1.0))
 
 
-def _due(record: dict, now: datetime) -> bool:
-    return not record.get("next_attempt_at") or datetime.fromisoformat(record["next_attempt_at"]) <= now
+def _due(record: OutgoingRecord, now: datetime) -> bool:
+    return not record.next_attempt_at or datetime.fromisoformat(record.next_attempt_at) <= now
 
 
-def _queued_at(record: dict) -> datetime:
-    return datetime.fromisoformat(record["queued_at"])
+def _queued_at(record: OutgoingRecord) -> datetime:
+    return datetime.fromisoformat(record.queued_at)
 
 
 def _iso(moment: datetime) -> str:

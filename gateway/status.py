@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 from .digest import next_due, waiting
 from .errors import KeyringError
 from .keys import EXPIRY_WARNING_DAYS
+from .ledger import OutgoingState
 
 if TYPE_CHECKING:
     from .pipeline import Gateway
 
 CHECKED = "mailbox-checked"  # the event the daemon records after each successful look at the mailbox
-STATES = ("queued", "held", "failed", "bounced")
+STATES = (OutgoingState.QUEUED, OutgoingState.HELD, OutgoingState.FAILED, OutgoingState.BOUNCED)
 
 
 def status_text(gateway: "Gateway", *, now: datetime | None = None, within_days: int = EXPIRY_WARNING_DAYS) -> str:
@@ -28,20 +29,18 @@ def status_text(gateway: "Gateway", *, now: datetime | None = None, within_days:
     lines = [f"Gateway status at {now:%Y-%m-%d %H:%M} UTC", "", _last_check(gateway, now)]
 
     counts = dict.fromkeys(STATES, 0)
-    for row in ledger.db.query("select state, count(*) as n from outgoing group by state"):
-        if row["state"] in counts:
-            counts[row["state"]] = row["n"]
+    counts.update((state, n) for state, n in ledger.outgoing_counts().items() if state in counts)
     lines.append("Outbox: " + ", ".join(f"{counts[state]} {state}" for state in STATES) + ".")
-    if counts["failed"] or counts["bounced"]:
+    if counts[OutgoingState.FAILED] or counts[OutgoingState.BOUNCED]:
         lines.append("  Failed and bounced mail is not tried again by itself: `gateway outbox` lists it.")
 
-    held = ledger.outgoing_in("held")
+    held = ledger.outgoing_in(OutgoingState.HELD)
     lines.append(f"Held packages (no usable key for the recipient): {len(held)}")
     for row in held:
-        borough = gateway.rules.boroughs.get(row["borough"])
-        where = f"{borough.name} ({row['borough']})" if borough else row["borough"]
-        lines.append(f"  {row['id']}  {where}  to {row['recipient']}  {row['rows']} row(s)  ref {row['reference']}  "
-                     f"held since {_when(row['queued_at'])}: {row['last_error']}")
+        borough = gateway.rules.boroughs.get(row.borough)
+        where = f"{borough.name} ({row.borough})" if borough else row.borough
+        lines.append(f"  {row.id}  {where}  to {row.recipient}  {row.rows} row(s)  ref {row.reference}  "
+                     f"held since {_when(row.queued_at)}: {row.last_error}")
     if held:
         lines.append("  Put the recipient's current public key in keys/: each is then sent by itself.")
 
@@ -87,8 +86,7 @@ def _last_check(gateway: "Gateway", now: datetime) -> str:
 
 
 def _newest(ledger, event: str) -> str | None:
-    rows = list(ledger.db.query("select max(at) as at from events where event = ?", [event]))
-    return rows[0]["at"] if rows and rows[0]["at"] else None
+    return ledger.newest_event(event)
 
 
 def _keys(gateway: "Gateway", now: datetime, within_days: int) -> tuple[list[str], list[str]]:

@@ -163,30 +163,30 @@ def test_a_failed_package_is_marked_bounced_and_the_administrator_told(tmp_path,
     ledger = _ledger(tmp_path)
     [notice] = record_bounce(ledger, config, "LDOR-BOUNCE", parse_bounce(dsn(original())))
     row = ledger.outgoing(ITEM)
-    assert (row["state"], row["status"]) == ("bounced", "5.1.1")
+    assert (row.state, row.status) == ("bounced", "5.1.1")
     assert notice.kind == "alert" and notice.recipient == "admin@example.org"
     text = _body(notice)
     assert ITEM in text and "5.1.1" in text and "E09000019" in text and "NOT reached the borough" in text
     assert "Recipient address rejected" not in text  # the relay's own words stay out
-    assert [e["event"] for e in ledger.events("LDOR-BOUNCE")] == ["bounce"]
+    assert [e.event for e in ledger.events("LDOR-BOUNCE")] == ["bounce"]
 
 
 def test_a_delay_notice_changes_nothing_and_alerts_no_one(tmp_path, config):
     ledger = _ledger(tmp_path)
     assert record_bounce(ledger, config, "LDOR-BOUNCE", parse_bounce(dsn(original(), action="delayed", status="4.4.7"))) == []
-    assert ledger.outgoing(ITEM)["state"] == "sent"
+    assert ledger.outgoing(ITEM).state == "sent"
 
 
 def test_a_bounced_alert_is_recorded_but_never_alerted_about(tmp_path, config):
     alert_id = outgoing_id("LDOR-1", "alert", "x")
     ledger = _ledger(tmp_path, kind="alert", item_id=alert_id)
     assert record_bounce(ledger, config, "LDOR-BOUNCE", parse_bounce(dsn(original(alert_id)))) == []
-    assert ledger.outgoing(alert_id)["state"] == "bounced"
+    assert ledger.outgoing(alert_id).state == "bounced"
 
 
 def test_a_bounce_about_a_message_the_gateway_never_sent_is_only_noted(tmp_path, config):
     ledger = _ledger(tmp_path)
     stranger = outgoing_id("someone else's message")
     assert record_bounce(ledger, config, "LDOR-BOUNCE", parse_bounce(dsn(original(stranger)))) == []
-    assert ledger.outgoing(ITEM)["state"] == "sent"
-    assert [e["event"] for e in ledger.events("LDOR-BOUNCE")] == ["bounce-unmatched"]
+    assert ledger.outgoing(ITEM).state == "sent"
+    assert [e.event for e in ledger.events("LDOR-BOUNCE")] == ["bounce-unmatched"]

@@ -86,29 +86,29 @@ def test_a_package_without_a_key_is_held_encrypted_and_sent_when_the_key_arrives
     sent = _by_recipient(deployment)
     assert HACKNEY not in sent and "ldor@islington.example" in sent
     [held] = _ledger(deployment).outgoing_in("held")
-    assert (held["borough"], held["rows"], held["recipient"], held["kind"]) == ("E09000012", 2, HACKNEY, "package")
+    assert (held.borough, held.rows, held.recipient, held.kind) == ("E09000012", 2, HACKNEY, "package")
     outbox = Outbox(deployment.root / "outbox")
-    assert outbox.held_ids() == [held["id"]]
-    facts = outbox.held_facts(held["id"])
+    assert outbox.held_ids() == [held.id]
+    facts = outbox.held_facts(held.id)
     assert set(facts) == {"id", "reference", "borough", "recipient", "rows", "reasons", "why", "provider", "received", "held_at", "kind"}
     assert (facts["borough"], facts["rows"], sum(facts["reasons"].values())) == ("E09000012", 2, 2)
     # the held copy is ciphertext for the gateway's own key, not the borough's
-    blob = outbox.held_ciphertext(held["id"])
+    blob = outbox.held_ciphertext(held.id)
     assert gnupg.GPG(gnupghome=str(keys.borough_homes[HACKNEY])).decrypt(blob).ok is False
     assert gnupg.GPG(gnupghome=str(keys.gateway_home)).decrypt(blob).ok is True
     [alert] = sent[ADMIN]
-    assert "Hackney (E09000012)" in _text(alert) and held["id"] in _text(alert) and "sent by itself" in _text(alert)
+    assert "Hackney (E09000012)" in _text(alert) and held.id in _text(alert) and "sent by itself" in _text(alert)
     assert "Rows accepted but not yet sent: 2" in _text(sent["mis@example-college.example"][0])
     _nothing_in_clear(deployment.root, personal)
     report = outbox_report(_ledger(deployment), outbox, config_module.load(deployment.config).smtp)
-    assert held["id"] in report and "NO COPY KEPT" not in report
+    assert held.id in report and "NO COPY KEPT" not in report
 
     # The borough's key arrives: the next run sends the package by itself, and nothing else.
     key_file.write_text(keys.borough_public[HACKNEY])
     deployment.smtp.clear()
     assert deployment.run_once() == 0
     [(to, [package])] = _by_recipient(deployment).items()
-    assert to == HACKNEY and package["Message-ID"].startswith(f"<{held['id']}@")
+    assert to == HACKNEY and package["Message-ID"].startswith(f"<{held.id}@")
     name, rows = _decrypt_package(package, keys.borough_homes[HACKNEY])
     assert name.endswith("-E09000012.csv.gpg") and len(rows) == 3  # headings and two young people
     assert tuple(rows[0]) == HEADINGS  # released in the layout it would have had when sent at once
@@ -116,12 +116,12 @@ def test_a_package_without_a_key_is_held_encrypted_and_sent_when_the_key_arrives
     assert sorted(r["Family Name"] for r in found) == sorted(p.family_name for p in hackney_people)
     assert sorted(r["ULN"] for r in found) == sorted(p.uln for p in hackney_people)
     assert {(r["Home Authority"], r["Routed By"], r["Gateway Reference"]) for r in found} == {
-        ("Hackney", "postcode", held["reference"])}
+        ("Hackney", "postcode", held.reference)}
     assert "Notifications: 2" in _text(package)
     ledger = _ledger(deployment)
-    assert ledger.outgoing(held["id"])["state"] == "sent" and ledger.outgoing_in("held") == []
+    assert ledger.outgoing(held.id).state == "sent" and ledger.outgoing_in("held") == []
     assert outbox.held_ids() == [] and list(outbox.held.iterdir()) == [] and outbox.pending() == []
-    assert [e["event"] for e in ledger.events(held["reference"])][-2:] == ["released", "sent"]
+    assert [e.event for e in ledger.events(held.reference)][-2:] == ["released", "sent"]
     _nothing_in_clear(deployment.root, personal)
 
     deployment.smtp.clear()
@@ -155,7 +155,7 @@ def test_the_boroughs_other_recipients_are_told_of_a_held_copy(deployment, direc
         assert person not in text and person not in str(notice["Subject"])
     assert len(sent[ADMIN]) == 1 and HACKNEY in _text(sent[ADMIN][0])
     assert len(sent["team@hackney.example"]) == 2
-    assert [r["recipient"] for r in _ledger(deployment).outgoing_in("held")] == [HACKNEY]
+    assert [r.recipient for r in _ledger(deployment).outgoing_in("held")] == [HACKNEY]
 
 
 def test_a_bounce_is_matched_to_its_package_and_never_taken_for_a_return(deployment, directory, keys):
@@ -168,7 +168,7 @@ def test_a_bounce_is_matched_to_its_package_and_never_taken_for_a_return(deploym
 
     assert deployment.run_once() == 0
     row = _ledger(deployment).outgoing(item_id)
-    assert (row["state"], row["status"]) == ("bounced", "5.1.1")
+    assert (row.state, row.status) == ("bounced", "5.1.1")
     [captured] = deployment.smtp.messages  # the alert, and no receipt to MAILER-DAEMON
     assert captured.rcpt_tos == [ADMIN]
     text = _text(email.message_from_bytes(captured.data, policy=email.policy.default))
@@ -191,7 +191,7 @@ def test_with_verp_a_bounce_that_quotes_nothing_still_finds_its_message(deployme
     deployment.deliver(dsn(None, to=package.mail_from, status="5.2.1"))
     deployment.smtp.clear()
     assert deployment.run_once() == 0
-    assert _ledger(deployment).outgoing(item_id)["status"] == "5.2.1"
+    assert _ledger(deployment).outgoing(item_id).status == "5.2.1"
     assert [m.rcpt_tos for m in deployment.smtp.messages] == [[ADMIN]]
 
 

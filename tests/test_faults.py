@@ -107,7 +107,7 @@ def test_a_relay_answering_4xx_defers_and_the_next_run_delivers(deployment, dire
     assert deployment.smtp.messages == []
     assert deployment.imap.list_uids("INBOX") == []
     deferred = _ledger(deployment).outgoing_in("deferred", "queued")
-    assert len(deferred) == 8 and all(d["last_error"] for d in deferred if d["state"] == "deferred")
+    assert len(deferred) == 8 and all(d.last_error for d in deferred if d.state == "deferred")
     deployment.smtp.fail_with = None
 
     assert deployment.run_once() == 0

@@ -200,9 +200,9 @@ def test_retention_purges_old_details_keeps_counts_the_report_and_a_verifiable_t
     assert purge_old_details(gateway, datetime.now(timezone.utc)) == 0
     # The old message keeps its counts, not its hash or mailbox place; the new one is whole.
     message = ledger.message(old)
-    assert message["sha256"] == f"purged-{old}" and message["uid"] is None and message["mailbox"] is None
-    assert (message["provider"], message["rows_read"], message["rows_forwarded"], message["outcome"]) == (PROVIDER_UKPRN, 3, 3, "accepted")
-    assert len(ledger.message(new)["sha256"]) == 64 and ledger.message(new)["uid"] is not None
+    assert message.sha256 == f"purged-{old}" and message.uid is None and message.mailbox is None
+    assert (message.provider, message.rows_read, message.rows_forwarded, message.outcome) == (PROVIDER_UKPRN, 3, 3, "accepted")
+    assert len(ledger.message(new).sha256) == 64 and ledger.message(new).uid is not None
     # Its packages keep borough, recipient, rows and state; receipts and alerts about it are gone.
     kept = list(ledger.db.query("select * from outgoing where reference = ?", [old]))
     assert sorted((r["kind"], r["borough"], r["rows"], r["state"], r["sha256"]) for r in kept) == [
@@ -217,10 +217,10 @@ def test_retention_purges_old_details_keeps_counts_the_report_and_a_verifiable_t
     after = monthly_report(ledger, gateway.rules, old_month, now=moment)
     assert after.text() == before.text()
     # The audit trail verifies from its checkpoint, through the purge it records.
-    assert verify(ledger.db) == []
+    assert verify(ledger) == []
     code, text = audit_verify_text(ledger)
     assert code == 0 and "purged by retention" in text
-    first_new = min(e["id"] for e in ledger.events(new))
+    first_new = min(e.id for e in ledger.events(new))
     assert list(ledger.db.query("select through from audit_checkpoint"))[0]["through"] == first_new - 1
 
     # Once a day: again today does nothing; tomorrow finds nothing more to purge.
@@ -230,7 +230,7 @@ def test_retention_purges_old_details_keeps_counts_the_report_and_a_verifiable_t
     done = [json.loads(e["detail"]) for e in ledger.db.query("select detail from events where event = 'job-done' order by id")]
     assert done[-1] == {"events": 0, "files": 0, "messages": 0, "outgoing": 0, "packages": 0, "set_aside": 0}
     assert (done[0]["messages"], done[0]["packages"], done[0]["outgoing"], done[0]["set_aside"]) == (1, 2, 2, 1)  # outgoing: the receipt, the alert
-    assert verify(ledger.db) == []
+    assert verify(ledger) == []
 
 
 # -- the monthly report -----------------------------------------------------------------------------------

@@ -39,8 +39,8 @@ def test_receive_records_a_message(ledger):
     assert re.fullmatch(r"LDOR-\d{8}-[0-9A-F]{10}", record.reference)
     assert record.reference.endswith(SHA_A[:10].upper())
     row = ledger.message(record.reference)
-    assert (row["mailbox"], row["uidvalidity"], row["uid"], row["state"]) == ("INBOX", 7, 1, "received")
-    assert [e["event"] for e in ledger.events(record.reference)] == ["received"]
+    assert (row.mailbox, row.uidvalidity, row.uid, row.state) == ("INBOX", 7, 1, "received")
+    assert [e.event for e in ledger.events(record.reference)] == ["received"]
 
 
 def test_receive_is_idempotent_by_hash(ledger):
@@ -93,14 +93,14 @@ def test_record_outcome(ledger):
                "rows_read": 5, "rows_forwarded": 3, "rows_rejected": 2, "warnings": 1}
     ledger.record_outcome(record, outcome, [outgoing("p1"), outgoing("r1", kind="receipt", rows=0)])
     row = ledger.message(record.reference)
-    assert {k: row[k] for k in outcome} == outcome
+    assert {k: getattr(row, k) for k in outcome} == outcome
     assert ledger.outgoing_state("p1") == "queued"
-    assert ledger.outgoing("r1")["kind"] == "receipt"
-    assert ledger.outgoing("p1")["attempts"] == 0
-    assert ledger.outgoing("p1")["reference"] == record.reference
+    assert ledger.outgoing("r1").kind == "receipt"
+    assert ledger.outgoing("p1").attempts == 0
+    assert ledger.outgoing("p1").reference == record.reference
     last = ledger.events(record.reference)[-1]
-    assert last["event"] == "queued"
-    assert json.loads(last["detail"]) == {"rows_read": 5, "rows_forwarded": 3, "rows_rejected": 2, "warnings": 1}
+    assert last.event == "queued"
+    assert json.loads(last.detail) == {"rows_read": 5, "rows_forwarded": 3, "rows_rejected": 2, "warnings": 1}
 
 
 def test_record_outcome_never_requeues_what_was_sent(ledger):
@@ -109,7 +109,7 @@ def test_record_outcome_never_requeues_what_was_sent(ledger):
     ledger.mark_sent("p1")
     ledger.record_outcome(record, {"state": "queued"}, [outgoing("p1"), outgoing("p2")])  # after a crash
     assert ledger.outgoing_state("p1") == "sent"
-    assert ledger.outgoing("p1")["attempts"] == 1
+    assert ledger.outgoing("p1").attempts == 1
     assert ledger.outgoing_state("p2") == "queued"
     assert count(ledger, "outgoing") == 2
 
@@ -126,13 +126,13 @@ def test_mark_sent(ledger):
     ledger.mark_failed("p1", "421 try later", permanent=False)
     ledger.mark_sent("p1")
     row = ledger.outgoing("p1")
-    assert row["state"] == "sent"
-    assert row["attempts"] == 2
-    assert row["last_error"] is None
-    assert row["sent_at"]
-    events = [e["event"] for e in ledger.events(record.reference)]
+    assert row.state == "sent"
+    assert row.attempts == 2
+    assert row.last_error is None
+    assert row.sent_at
+    events = [e.event for e in ledger.events(record.reference)]
     assert events[-2:] == ["send-deferred", "sent"]
-    assert json.loads(ledger.events(record.reference)[-1]["detail"]) == {"id": "p1"}
+    assert json.loads(ledger.events(record.reference)[-1].detail) == {"id": "p1"}
 
 
 def test_mark_failed_retryable_stays_queued(ledger):
@@ -141,7 +141,7 @@ def test_mark_failed_retryable_stays_queued(ledger):
     ledger.mark_failed("p1", "451 greylisted", permanent=False)
     ledger.mark_failed("p1", "421 busy", permanent=False)
     row = ledger.outgoing("p1")
-    assert (row["state"], row["attempts"], row["last_error"]) == ("queued", 2, "421 busy")
+    assert (row.state, row.attempts, row.last_error) == ("queued", 2, "421 busy")
 
 
 def test_mark_failed_permanent(ledger):
@@ -149,8 +149,8 @@ def test_mark_failed_permanent(ledger):
     ledger.record_outcome(record, {"state": "queued"}, [outgoing("p1")])
     ledger.mark_failed("p1", "550 no such user", permanent=True)
     row = ledger.outgoing("p1")
-    assert (row["state"], row["attempts"], row["last_error"]) == ("failed", 1, "550 no such user")
-    assert ledger.events(record.reference)[-1]["event"] == "send-failed"
+    assert (row.state, row.attempts, row.last_error) == ("failed", 1, "550 no such user")
+    assert ledger.events(record.reference)[-1].event == "send-failed"
 
 
 def test_mark_held(ledger):
@@ -158,16 +158,16 @@ def test_mark_held(ledger):
     ledger.record_outcome(record, {"state": "queued"}, [outgoing("p1")])
     ledger.mark_held("p1", "the recipient's key expired")
     row = ledger.outgoing("p1")
-    assert (row["state"], row["last_error"], row["attempts"]) == ("held", "the recipient's key expired", 0)
-    assert ledger.events(record.reference)[-1]["event"] == "held"
+    assert (row.state, row.last_error, row.attempts) == ("held", "the recipient's key expired", 0)
+    assert ledger.events(record.reference)[-1].event == "held"
 
 
 def test_set_state(ledger):
     record = ledger.receive("INBOX", 7, 1, SHA_A)
     ledger.set_state(record, "done")
-    assert ledger.message(record.reference)["state"] == "done"
+    assert ledger.message(record.reference).state == "done"
     assert ledger.find_message("INBOX", 7, 1, SHA_A).state == "done"
-    assert [e["event"] for e in ledger.events(record.reference)] == ["received", "done"]
+    assert [e.event for e in ledger.events(record.reference)] == ["received", "done"]
 
 
 def test_unknown_ids(ledger):
@@ -180,11 +180,11 @@ def test_unknown_ids(ledger):
 def test_a_deferred_message_keeps_its_next_try(ledger):
     record = ledger.receive("INBOX", 7, 1, SHA_A)
     ledger.record_outcome(record, {"state": "queued"}, [outgoing("p1")])
-    assert ledger.outgoing("p1")["next_attempt_at"] is None
+    assert ledger.outgoing("p1").next_attempt_at is None
     ledger.mark_failed("p1", "451 greylisted", permanent=False, next_attempt_at="2025-01-06T10:05:00+00:00")
-    assert ledger.outgoing("p1")["next_attempt_at"] == "2025-01-06T10:05:00+00:00"
+    assert ledger.outgoing("p1").next_attempt_at == "2025-01-06T10:05:00+00:00"
     ledger.mark_sent("p1")
-    assert ledger.outgoing("p1")["next_attempt_at"] is None
+    assert ledger.outgoing("p1").next_attempt_at is None
 
 
 def test_give_up_fails_without_counting_an_attempt(ledger):
@@ -193,11 +193,11 @@ def test_give_up_fails_without_counting_an_attempt(ledger):
     ledger.mark_failed("p1", "451", permanent=False, next_attempt_at="2025-01-06T10:05:00+00:00")
     ledger.give_up("p1", "given up after 48 hours")
     row = ledger.outgoing("p1")
-    assert (row["state"], row["attempts"], row["last_error"], row["next_attempt_at"]) == ("failed", 1, "given up after 48 hours", None)
+    assert (row.state, row.attempts, row.last_error, row.next_attempt_at) == ("failed", 1, "given up after 48 hours", None)
     ledger.requeue("p1")
     row = ledger.outgoing("p1")
-    assert (row["state"], row["attempts"], row["last_error"]) == ("queued", 0, None)
-    assert [e["event"] for e in ledger.events(record.reference)][-2:] == ["send-failed", "requeued"]
+    assert (row.state, row.attempts, row.last_error) == ("queued", 0, None)
+    assert [e.event for e in ledger.events(record.reference)][-2:] == ["send-failed", "requeued"]
 
 
 def test_mark_bounced(ledger):
@@ -206,9 +206,9 @@ def test_mark_bounced(ledger):
     ledger.mark_sent("p1")
     ledger.mark_bounced("p1", "5.1.1", "failed")
     row = ledger.outgoing("p1")
-    assert (row["state"], row["status"]) == ("bounced", "5.1.1") and "5.1.1" in row["last_error"]
-    assert row["sent_at"]  # when it left stays known
-    assert json.loads(ledger.events(record.reference)[-1]["detail"]) == {"id": "p1", "status": "5.1.1"}
+    assert (row.state, row.status) == ("bounced", "5.1.1") and "5.1.1" in row.last_error
+    assert row.sent_at  # when it left stays known
+    assert json.loads(ledger.events(record.reference)[-1].detail) == {"id": "p1", "status": "5.1.1"}
 
 
 def test_release_turns_a_held_package_into_a_queued_one(ledger):
@@ -216,16 +216,16 @@ def test_release_turns_a_held_package_into_a_queued_one(ledger):
     ledger.record_outcome(record, {"state": "queued"}, [outgoing("h1", sha256="", state="held", last_error="no key")])
     ledger.release("h1", "ab" * 32)
     row = ledger.outgoing("h1")
-    assert (row["state"], row["sha256"], row["last_error"], row["attempts"]) == ("queued", "ab" * 32, None, 0)
-    assert ledger.events(record.reference)[-1]["event"] == "released"
+    assert (row.state, row.sha256, row.last_error, row.attempts) == ("queued", "ab" * 32, None, 0)
+    assert ledger.events(record.reference)[-1].event == "released"
     ledger.mark_sent("h1")
     ledger.release("h1", "cd" * 32)  # only a held package is released
-    assert (ledger.outgoing_state("h1"), ledger.outgoing("h1")["sha256"]) == ("sent", "ab" * 32)
+    assert (ledger.outgoing_state("h1"), ledger.outgoing("h1").sha256) == ("sent", "ab" * 32)
 
 
 def test_add_outgoing_records_the_gateways_own_mail_once(ledger):
     ledger.add_outgoing("LDOR-X", [outgoing("a1", kind="alert", rows=0)])
-    assert ledger.outgoing("a1")["reference"] == "LDOR-X" and ledger.outgoing_state("a1") == "queued"
+    assert ledger.outgoing("a1").reference == "LDOR-X" and ledger.outgoing_state("a1") == "queued"
     ledger.mark_sent("a1")
     ledger.add_outgoing("LDOR-X", [outgoing("a1", kind="alert", rows=0)])
     assert ledger.outgoing_state("a1") == "sent"
@@ -235,9 +235,9 @@ def test_listings_by_state_and_recent_sending(ledger):
     record = ledger.receive("INBOX", 7, 1, SHA_A)
     ledger.record_outcome(record, {"state": "queued"}, [outgoing("p1"), outgoing("p2"), outgoing("h1", state="held")])
     ledger.mark_sent("p2")
-    assert [r["id"] for r in ledger.outgoing_in("queued")] == ["p1"]
-    assert sorted(r["id"] for r in ledger.outgoing_in("queued", "held")) == ["h1", "p1"]
-    assert [r["id"] for r in ledger.sent_since("2000-01-01T00:00:00+00:00")] == ["p2"]
+    assert [r.id for r in ledger.outgoing_in("queued")] == ["p1"]
+    assert sorted(r.id for r in ledger.outgoing_in("queued", "held")) == ["h1", "p1"]
+    assert [r.id for r in ledger.sent_since("2000-01-01T00:00:00+00:00")] == ["p2"]
     assert ledger.sent_since("2999-01-01T00:00:00+00:00") == []
 
 
@@ -246,7 +246,7 @@ def test_a_ledger_from_before_the_retry_columns_gains_them(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.execute("create table outgoing (id text primary key, reference text, kind text, recipient text, borough text, "
                      "rows integer, sha256 text, state text, attempts integer, last_error text, queued_at text, sent_at text)")
-        conn.execute("insert into outgoing (id, state, attempts) values ('old', 'queued', 2)")
+        conn.execute("insert into outgoing (id, kind, state, attempts) values ('old', 'package', 'queued', 2)")
     ledger = Ledger(path)
     row = ledger.outgoing("old")
-    assert (row["state"], row["attempts"], row["next_attempt_at"], row["status"]) == ("queued", 2, None, None)
+    assert (row.state, row.attempts, row.next_attempt_at, row.status) == ("queued", 2, None, None)

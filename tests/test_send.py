@@ -120,7 +120,7 @@ def test_a_queued_message_is_sent_once_and_leaves_the_outbox(tmp_path, smtp):
     [captured] = smtp.messages
     assert captured.rcpt_tos == ["mis0@college.example"] and captured.data.replace(b"\r\n", b"\n") == item.raw.replace(b"\r\n", b"\n")
     assert captured.mail_from == "ldor@example.org"
-    assert outbox.pending() == [] and ledger.outgoing(item.id)["state"] == "sent"
+    assert outbox.pending() == [] and ledger.outgoing(item.id).state == "sent"
     assert flush(outbox, ledger, _settings(smtp)).sent == 0
     assert len(smtp.messages) == 1
 
@@ -143,14 +143,14 @@ def test_a_4xx_answer_keeps_the_message_queued_until_its_next_try(tmp_path, smtp
     assert (delivery.sent, delivery.deferred) == (0, 1)
     assert outbox.pending() == [item.id]
     record = ledger.outgoing(item.id)
-    assert record["state"] == "queued" and record["attempts"] == 1 and "451" in record["last_error"]
+    assert record.state == "queued" and record.attempts == 1 and "451" in record.last_error
     # the first retry comes after retry_first_minutes (5), less up to half of it for jitter
-    assert now + timedelta(minutes=2.5) - timedelta(seconds=1) <= _at(record["next_attempt_at"]) <= now + timedelta(minutes=5)
+    assert now + timedelta(minutes=2.5) - timedelta(seconds=1) <= _at(record.next_attempt_at) <= now + timedelta(minutes=5)
     smtp.fail_with = None
     early = flush(outbox, ledger, _settings(smtp), now=now + timedelta(minutes=2))
     assert (early.sent, early.waiting) == (0, 1) and smtp.messages == []
-    assert flush(outbox, ledger, _settings(smtp), now=_at(record["next_attempt_at"])).sent == 1
-    assert ledger.outgoing(item.id)["next_attempt_at"] is None
+    assert flush(outbox, ledger, _settings(smtp), now=_at(record.next_attempt_at)).sent == 1
+    assert ledger.outgoing(item.id).next_attempt_at is None
 
 
 def test_the_wait_doubles_with_each_failure_up_to_the_ceiling(tmp_path, smtp):
@@ -161,19 +161,19 @@ def test_the_wait_doubles_with_each_failure_up_to_the_ceiling(tmp_path, smtp):
     waits = []
     for _ in range(6):
         flush(outbox, ledger, settings, now=now)
-        due = _at(ledger.outgoing(item.id)["next_attempt_at"])
+        due = _at(ledger.outgoing(item.id).next_attempt_at)
         waits.append((due - now).total_seconds() / 60)
         now = due
     ceilings = [2, 4, 8, 16, 16, 16]
     assert all(c / 2 - 0.02 <= w <= c for w, c in zip(waits, ceilings)), waits
-    assert ledger.outgoing(item.id)["attempts"] == 6 and outbox.pending() == [item.id]
+    assert ledger.outgoing(item.id).attempts == 6 and outbox.pending() == [item.id]
 
 
 def test_jitter_spreads_a_burst_of_deferred_messages(tmp_path, smtp):
     ledger, outbox, items = _queue(tmp_path, count=8)
     smtp.fail_with = "451 4.3.0 Try again later"
     assert flush(outbox, ledger, _settings(smtp)).deferred == 8
-    assert len({ledger.outgoing(i.id)["next_attempt_at"] for i in items}) > 1
+    assert len({ledger.outgoing(i.id).next_attempt_at for i in items}) > 1
 
 
 def test_retry_now_tries_before_the_next_try_is_due(tmp_path, smtp):
@@ -189,13 +189,13 @@ def test_a_message_deferred_for_longer_than_retry_for_hours_is_given_up_with_one
     ledger, outbox, [item] = _queue(tmp_path)
     settings = _settings(smtp, retry_for_hours=2)
     smtp.fail_with = "451 4.3.0 Try again later"
-    queued = _at(ledger.outgoing(item.id)["queued_at"])
+    queued = _at(ledger.outgoing(item.id).queued_at)
     assert flush(outbox, ledger, settings, admin=ADMIN, now=queued + timedelta(hours=1)).deferred == 1
     assert _alerts(ledger) == []
     late = flush(outbox, ledger, settings, admin=ADMIN, now=queued + timedelta(hours=2, minutes=1))
     assert late.failed == 1
     record = ledger.outgoing(item.id)
-    assert record["state"] == "failed" and "given up after 2 hours" in record["last_error"] and record["attempts"] == 2
+    assert record.state == "failed" and "given up after 2 hours" in record.last_error and record.attempts == 2
     assert (outbox.bad / f"{item.id}.eml").exists() and item.id not in outbox.pending()
     [notice] = _alerts(ledger)  # the alert is queued, and deferred by the same busy relay
     assert notice["state"] == "queued" and outbox.pending() == [notice["id"]]
@@ -218,7 +218,7 @@ def test_a_5xx_answer_sets_the_message_aside_and_alerts_the_administrator_once(t
         assert (delivery.sent, delivery.failed) == (1, 1)  # the one sent is the alert
         assert outbox.pending() == [] and (outbox.bad / f"{item.id}.eml").exists()
         record = ledger.outgoing(item.id)
-        assert record["state"] == "failed" and "550" in record["last_error"]
+        assert record.state == "failed" and "550" in record.last_error
         [(mail_from, rcpt_tos, data)] = relay.messages
         assert rcpt_tos == [ADMIN]
         text = _parse(data).get_body(("plain",)).get_content()
@@ -233,7 +233,7 @@ def test_an_alert_that_cannot_be_delivered_is_only_logged(tmp_path, smtp, caplog
     delivery = flush(outbox, ledger, _settings(smtp), admin=ADMIN)
     assert delivery.failed == 1 and delivery.sent == 0
     assert [row["id"] for row in _alerts(ledger)] == [notice.id]  # no alert about the alert
-    assert ledger.outgoing(notice.id)["state"] == "failed" and outbox.pending() == []
+    assert ledger.outgoing(notice.id).state == "failed" and outbox.pending() == []
     assert any("no alert is sent" in r.getMessage() for r in caplog.records)
 
 
@@ -241,11 +241,11 @@ def test_a_set_aside_message_can_be_queued_again(tmp_path, smtp):
     ledger, outbox, [item] = _queue(tmp_path)
     smtp.fail_with = "550 5.1.1 No such user"
     flush(outbox, ledger, _settings(smtp))
-    assert ledger.outgoing(item.id)["state"] == "failed"
+    assert ledger.outgoing(item.id).state == "failed"
     assert requeue(outbox, ledger, "0" * 32) is False
     smtp.fail_with = None
     assert requeue(outbox, ledger, item.id) is True
-    assert ledger.outgoing(item.id)["attempts"] == 0 and outbox.pending() == [item.id]
+    assert ledger.outgoing(item.id).attempts == 0 and outbox.pending() == [item.id]
     assert flush(outbox, ledger, _settings(smtp)).sent == 1
     assert requeue(outbox, ledger, item.id) is False  # sent: nothing to queue again
 
@@ -258,7 +258,7 @@ def test_no_relay_listening_is_retryable(tmp_path):
         send(item.raw, settings)
     assert caught.value.retryable
     assert flush(outbox, ledger, settings).deferred == 1 and outbox.pending() == [item.id]
-    assert ledger.outgoing(item.id)["next_attempt_at"]
+    assert ledger.outgoing(item.id).next_attempt_at
 
 
 def test_a_relay_that_hangs_times_out_and_is_tried_once_per_run(tmp_path):
@@ -275,7 +275,7 @@ def test_a_relay_that_hangs_times_out_and_is_tried_once_per_run(tmp_path):
     # one timeout for the run, not one per queued message
     assert (delivery.deferred, delivery.waiting, delivery.sent) == (1, 2, 0) and elapsed < 3
     assert sorted(outbox.pending()) == sorted(i.id for i in items)
-    assert [ledger.outgoing(i.id)["attempts"] for i in items].count(1) == 1
+    assert [ledger.outgoing(i.id).attempts for i in items].count(1) == 1
 
 
 # -- the outbox's own integrity ---------------------------------------------------------------------
@@ -286,7 +286,7 @@ def test_a_file_that_does_not_match_its_ledger_hash_is_never_sent(tmp_path, smtp
     assert delivery.failed == 1
     assert all(m.rcpt_tos == [ADMIN] for m in smtp.messages) and len(smtp.messages) == 1  # only the alert
     assert (outbox.bad / f"{item.id}.eml").read_bytes().count(b"tampered!!!") == 1
-    assert ledger.outgoing(item.id)["state"] == "failed" and "hash" in ledger.outgoing(item.id)["last_error"]
+    assert ledger.outgoing(item.id).state == "failed" and "hash" in ledger.outgoing(item.id).last_error
     assert item.id in _parse(smtp.messages[0].data).get_body(("plain",)).get_content()
 
 

@@ -41,9 +41,9 @@ def test_held_packages_show_with_their_borough_and_why(deployment, directory, ke
 
     assert "Outbox: 0 queued, 1 held, 0 failed, 0 bounced." in text
     assert "Held packages (no usable key for the recipient): 1" in text
-    [line] = [line for line in text.splitlines() if held["id"] in line]
+    [line] = [line for line in text.splitlines() if held.id in line]
     assert "Hackney (E09000012)" in line and f"to {HACKNEY}" in line and "2 row(s)" in line
-    assert f"ref {held['reference']}" in line and f"no public key in keys/ has a user ID with {HACKNEY}" in line
+    assert f"ref {held.reference}" in line and f"no public key in keys/ has a user ID with {HACKNEY}" in line
     assert "keys/" in text.split(line)[1]  # what to do comes after the list
     today = datetime.now(timezone.utc)
     # `run --once` records its successful look at the mailbox.
