@@ -121,3 +121,11 @@ def test_the_readme_exit_codes_are_the_commands_exit_codes(deployment, directory
         assert scenario() == code, f"README says `{command}` exits {code} here"
         capsys.readouterr()
     assert "exits 1 if there is any. Warnings (a key expiring within 30 days" in " ".join(README.split())
+
+
+def test_the_licence_pyproject_names_is_the_licence_file_shipped():
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["license"]["text"]
+    assert (root / "LICENSE").read_text().startswith(f"{declared} License\n")
