@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import config as config_module
-from . import logs, rules as rules_module
+from . import logs
+from .app import build
 from .errors import GatewayError, NoPassword, OutputError
-from .keys import Keyring
 from .ledger import Ledger
-from .outbox import Outbox
-from .pipeline import Gateway, run_once
-from .postcodes import Directory
+from .pipeline import run_once
 
 log = logging.getLogger("gateway")
 
@@ -233,23 +231,11 @@ def _password_file(args: argparse.Namespace) -> str | None:
     return lines[0]
 
 
-def build(path: Path) -> Gateway:
-    """Config, rules, keyring, ledger, outbox and postcode directory for one process."""
-    settings = config_module.load(path)
-    directory = Directory(cache_root=settings.paths.database.parent / "cache")
-    rules = rules_module.load(settings.paths.rules, rules_module.known_authorities(directory))
-    keyring = Keyring(settings.gnupg.home, config_module.secret(settings.gnupg.passphrase_env), pins=rules.pins(),
-                      passphrase_env=settings.gnupg.passphrase_env)
-    for problem in keyring.import_folder(settings.paths.keys):
-        log.warning("key file problem: %s", problem)
-    return Gateway(settings, rules, keyring, Ledger(settings.paths.database), Outbox(settings.paths.outbox), directory)
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.once:
         gateway = build(args.config)
         result = run_once(gateway)
-        gateway.ledger.event("daemon", "mailbox-checked")
+        gateway.ledger.mailbox_checked()
         print(f"{result.seen} message(s): {result.processed} processed, {result.quarantined} quarantined; "
               f"outbox: {result.delivery.sent} sent, {result.delivery.deferred} deferred, {result.delivery.failed} failed")
         return 0
@@ -306,14 +292,11 @@ def _outbox(args: argparse.Namespace) -> int:
 
     gateway = build(args.config)
     if args.flush_digests:
-        from datetime import datetime, timezone
-
+        from .deliver import deliver
         from .digest import send_digests
-        from .send import flush
 
-        made = send_digests(gateway, datetime.now(timezone.utc), due_only=False)
-        delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email, retry_now=True,
-                         tokens=gateway.tokens)
+        made = send_digests(gateway, gateway.clock(), due_only=False)
+        delivery = deliver(gateway, retry_now=True).delivery
         print(f"{made} digest message(s) queued or held; outbox: {delivery.sent} sent, {delivery.deferred} deferred, "
               f"{delivery.failed} failed")
         return 0

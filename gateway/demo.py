@@ -16,20 +16,20 @@ import secrets
 import shutil
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Callable
 
 import pyzipper
 
+from .app import Gateway
+from .deliver import deliver
 from .digest import send_digests, waiting as waiting_rows
 from .embedded import ImapServer, Relay
 from .keys import Keyring
-from .pipeline import Gateway, run_once
+from .pipeline import run_once
 from .postcodes import Directory
 from .scaffold import write_installation
-from .send import flush
 from .sample import people, reason_csv, with_changes, workbook
 from .unpack import parse
 
@@ -87,8 +87,8 @@ def run_demo(folder: Path, build: Callable[[Path], Gateway], say: Callable[[str]
         _summaries(gateway, say)
         waiting = ", ".join(f"{BOROUGHS[w.code][0]} {w.rows} rows from {w.returns} returns" for w in waiting_rows(gateway.ledger))
         say(f"\n7. Rows waiting for a daily digest: {waiting or 'none'}; gateway outbox --flush-digests sends it now")
-        made = send_digests(gateway, datetime.now(timezone.utc), due_only=False)
-        delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp)
+        made = send_digests(gateway, gateway.clock(), due_only=False)
+        delivery = deliver(gateway).delivery
         say(f"     {made} digest built; {delivery.sent} email sent through the relay")
         _opened(folder, relay, officers, say)
         _receipts(relay, say)

@@ -32,7 +32,7 @@ from .route import Batch
 from .rules import WEEKLY, Borough, Provider, Rules
 
 if TYPE_CHECKING:
-    from .pipeline import Gateway
+    from .app import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from .rules import Borough, Provider
 from .validate import Accepted
 
 if TYPE_CHECKING:
-    from .pipeline import Gateway
+    from .app import Gateway
 
 log = logging.getLogger(__name__)
 

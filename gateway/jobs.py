@@ -22,16 +22,17 @@ from typing import TYPE_CHECKING, Callable
 
 from . import audit, notices
 from .alerts import notify_admin, queue_once
+from .config import LOCAL
 from .errors import KeyringError, NoUsableKey
 from .keys import EXPIRY_WARNING_DAYS, Keyring, PublicKey
 from .digest import send_digests
 from .ledger import Ledger, OutgoingState
 from .mail import Outgoing
-from .report import LOCAL, monthly_report, write_xlsx
+from .report import monthly_report, write_xlsx
 from .rules import Borough, Provider
 
 if TYPE_CHECKING:
-    from .pipeline import Gateway
+    from .app import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,9 @@ from sqlite_utils.migrations import Migrations
 from . import audit
 
 
+MAILBOX_CHECKED = "mailbox-checked"  # the event of a successful look at the mailbox
+
+
 def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -494,6 +497,10 @@ class Ledger:
     def event(self, reference: str, event: str, **detail: object) -> None:
         with self.db.conn:
             self._event(reference, event, **detail)
+
+    def mailbox_checked(self) -> None:
+        """Note a successful look at the mailbox (`gateway status` shows the newest)."""
+        self.event("daemon", MAILBOX_CHECKED)
 
     def events(self, reference: str) -> list[EventRecord]:
         return [EventRecord(**row) for row in self.db["events"].rows_where("reference = ?", [reference], order_by="id")]

@@ -21,30 +21,28 @@ import email.policy
 import hashlib
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 
+from .app import Gateway
 from .bounce import original_of, parse_bounce, record_bounce
-from .config import Config, secret
-from .digest import WaitingPart, next_due, send_digests, wait
+from .config import secret
+from .deliver import deliver
+from .digest import WaitingPart, next_due, wait
 from .errors import HostileFile, NoUsableKey, OwnKeyLocked, SenderNotRegistered, UnknownSender
-from .held import HeldPackage, hold, release_held
+from .held import HeldPackage, hold
 from .inbox import Inbox, InboxMessage
 from .alerts import notify_admin
 from . import notices
 from .notices import held_notices
-from .keys import Keyring, PublicKey
+from .keys import PublicKey
 from .isolate import warm_up
 from .examine import DUPLICATE_DAYS, duplicate_advice, examine
 from .ledger import Ledger, MessageRecord, MessageState, Outcome, OutgoingState
 from .logs import describe
 from .mail import Outgoing
-from .outbox import Outbox
 from .pack import Source, package_message
-from .postcodes import Directory
 from .receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
-from .rules import Rules
-from .send import Delivery, flush
-from .signin import Tokens
+from .send import Delivery
 from .unpack import Attachment, NOTHING_ATTACHED, Unpacked, parse, sender_of, unpack
 from .validate import Finding
 
@@ -65,19 +63,6 @@ _OVER_LIMITS = (
     " Nothing in this email has been forwarded. The gateway accepts files of up to 50 MB, decrypted and "
     "unzipped: split a larger return into several files and send each, saved as an Excel Workbook (.xlsx)."
 )
-
-
-@dataclass(frozen=True)
-class Gateway:
-    """Everything one run needs, built once by the command line and passed in."""
-
-    config: Config
-    rules: Rules
-    keyring: Keyring
-    ledger: Ledger
-    outbox: Outbox
-    directory: Directory
-    tokens: Tokens = field(default_factory=Tokens)  # OAuth2 tokens in memory, for the mailbox and the relay
 
 
 @dataclass
@@ -107,8 +92,8 @@ class MailboxRun:
 
 
 def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = None) -> MailboxRun:
-    """Release held packages that now can be, queue the digests that are due, handle everything waiting in the
-    mailbox, then try the outbox once.
+    """Handle everything waiting in the mailbox, then deliver once: release held packages that now can be,
+    queue the digests that are due and try the outbox.
 
     `retry_now` tries deferred messages before their next attempt is due, as an administrator's
     `run --once` expects; the daemon's periodic runs pass False to follow the backoff. `inbox` is a
@@ -116,8 +101,6 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
     """
     settings = gateway.config.mailbox
     processed = quarantined = seen = waiting = 0
-    released = release_held(gateway)
-    digests = send_digests(gateway, datetime.now(timezone.utc))
     try:
         with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings, gateway.tokens) as session:
             uidvalidity = session.uidvalidity()
@@ -142,8 +125,8 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
             _own_key_works_again(gateway)
     finally:
         # Even when the mailbox cannot be reached, what is queued goes out.
-        delivery = flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email,
-                         retry_now=retry_now, tokens=gateway.tokens)
+        delivered = deliver(gateway, retry_now=retry_now)
+    released, digests, delivery = delivered.released, delivered.digests, delivered.delivery
     run = MailboxRun(seen, processed, quarantined, delivery, released, digests, waiting)
     # A run that found and did nothing is not news: the daemon makes one every time it is woken.
     level = logging.INFO if (seen or released or digests or delivery.sent or delivery.deferred or delivery.failed) else logging.DEBUG
@@ -345,7 +328,7 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
     source = Source(provider, reference, facts.received, examined.held_back())
     held_boroughs = set()
     digests = {}  # borough code -> when its digest, holding these rows, goes
-    now = datetime.now(timezone.utc)
+    now = gateway.clock()
     for batch in routed.batches:
         if batch.borough.digest:
             # Kept encrypted to the gateway's own key until the digest is due; its key is looked for then.

@@ -19,7 +19,7 @@ import queue
 import signal
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -27,14 +27,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import notices
 from .alerts import notify_admin
+from .app import Gateway
+from .config import LOCAL
+from .deliver import deliver
 from .errors import GatewayError, MailboxError, OutboxError, SignInRefused
 from .inbox import Inbox
 from .jobs import JOBS
 from .logs import describe
-from .pipeline import Gateway, run_once
-from .held import release_held
-from .report import LOCAL
-from .send import flush
+from .pipeline import run_once
 from .signin import HOLD_MAX
 
 log = logging.getLogger(__name__)
@@ -56,14 +56,16 @@ class Daemon:
 
     def __init__(self, config_path: Path, build: Callable[[Path], Gateway], timing: Timing = Timing(),
                  clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
-        """`clock` measures waits; `now` is the date the dated jobs work for (tests pass their own)."""
+                 now: Callable[[], datetime] | None = None) -> None:
+        """`clock` measures waits; `now`, when given, replaces the gateway's clock: the date that the dated jobs
+        and deliveries work for (tests pass their own)."""
         self.config_path = config_path
         self.build = build
         self.timing = timing
         self.clock = clock
-        self.now = now
         self.gateway = build(config_path)
+        if now is not None:
+            self.now = now
         self.last_check = clock()
         self._recorded_check = float("-inf")
         self._stopping = False
@@ -71,6 +73,15 @@ class Daemon:
         self._due: "queue.Queue[str]" = queue.Queue()
         self._stamp = self._rules_stamp()
         self._alerted_silence = False
+
+    @property
+    def now(self) -> Callable[[], datetime]:
+        """The gateway's clock: one "now" for the jobs, the deliveries and the alerts' keys."""
+        return self.gateway.clock
+
+    @now.setter
+    def now(self, now: Callable[[], datetime]) -> None:
+        self.gateway = replace(self.gateway, clock=now)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -152,7 +163,7 @@ class Daemon:
         """Note a successful look at the mailbox; `gateway status` reads it (at most every 5 minutes)."""
         now = self.clock()
         if now - self._recorded_check >= 300:
-            self.gateway.ledger.event("daemon", "mailbox-checked")
+            self.gateway.ledger.mailbox_checked()
             self._recorded_check = now
         self.last_check = now
         self._alerted_silence = False
@@ -196,9 +207,7 @@ class Daemon:
             self._outbox()  # its mail goes now, not at the next outbox round
 
     def _outbox(self) -> None:
-        gateway = self.gateway
-        release_held(gateway)  # a key added since the last run lets held packages go
-        flush(gateway.outbox, gateway.ledger, gateway.config.smtp, admin=gateway.config.admin.email, tokens=gateway.tokens)
+        deliver(self.gateway)  # a key added since the last run lets held packages go; due digests go too
 
     def _refused(self, error: SignInRefused) -> None:
         """The mailbox refused the app's sign-in: tell the administrator through the relay, once a day per cause."""
@@ -222,7 +231,7 @@ class Daemon:
         log.error("no successful mailbox check for %d minutes", minutes)
         notify_admin(
             gateway.config, gateway.ledger, gateway.outbox, "daemon", *notices.mailbox_not_checked(gateway.config, minutes),
-            key=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H"),
+            key=self.now().strftime("%Y-%m-%dT%H"),
         )
         self._alerted_silence = True
         self._outbox()
@@ -239,7 +248,8 @@ class Daemon:
             return
         self._stamp = stamp
         try:
-            self.gateway = replace(self.build(self.config_path), tokens=self.gateway.tokens)  # tokens stay valid
+            # The tokens stay valid, and the clock is the one the daemon was given.
+            self.gateway = replace(self.build(self.config_path), tokens=self.gateway.tokens, clock=self.gateway.clock)
         except GatewayError as error:
             log.error("edited rules or keys refused; the previous ones stay in force")
             gateway = self.gateway

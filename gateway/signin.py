@@ -61,7 +61,7 @@ class _Hold:
 
 
 class Tokens:
-    """The tokens of one process, by sign-in settings; built once (cli.build) and passed to the mailbox and relay."""
+    """The tokens of one process, by sign-in settings; built once (app.build) and passed to the mailbox and relay."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock

@@ -13,18 +13,17 @@ from typing import TYPE_CHECKING
 from .digest import next_due, waiting
 from .errors import KeyringError
 from .keys import EXPIRY_WARNING_DAYS
-from .ledger import OutgoingState
+from .ledger import MAILBOX_CHECKED, OutgoingState
 
 if TYPE_CHECKING:
-    from .pipeline import Gateway
+    from .app import Gateway
 
-CHECKED = "mailbox-checked"  # the event the daemon records after each successful look at the mailbox
 STATES = (OutgoingState.QUEUED, OutgoingState.HELD, OutgoingState.FAILED, OutgoingState.BOUNCED)
 
 
 def status_text(gateway: "Gateway", *, now: datetime | None = None, within_days: int = EXPIRY_WARNING_DAYS) -> str:
     """The gateway's state in plain English: what is waiting, what is stuck and why, what needs doing soon."""
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or gateway.clock()).astimezone(timezone.utc)
     ledger = gateway.ledger
     lines = [f"Gateway status at {now:%Y-%m-%d %H:%M} UTC", "", _last_check(gateway, now)]
 
@@ -75,7 +74,7 @@ def _digests(gateway: "Gateway", now: datetime) -> list[str]:
 def _last_check(gateway: "Gateway", now: datetime) -> str:
     """The newest mailbox check the ledger knows of: a recorded check, or failing that a message received."""
     ledger = gateway.ledger
-    checked = _newest(ledger, CHECKED)
+    checked = _newest(ledger, MAILBOX_CHECKED)
     received = _newest(ledger, "received")
     if checked is not None and (received is None or checked >= received):
         return f"Last successful mailbox check: {_when(checked)} ({_ago(checked, now)})."
