@@ -56,6 +56,7 @@ class Directory:
         self.folder = Path(folder) if folder else data_folder()
         self._letters: dict[str, dict[str, str]] = {}
         self._districts: dict[str, dict[str, str]] = {}
+        self._split_letters: set[str] = set()  # letters whose every district is in _districts
         self._cache = cache if cache is not None else _cache_folder(self.folder, cache_root)
 
     @property
@@ -101,20 +102,25 @@ class Directory:
         """One postcode district's table (N1, NW10, ...), inward code -> authority, from the compact cache: a
         few thousand postcodes, read in a millisecond, where the shipped file of its first letter takes a fifth
         of a second to open. The cache is built from that file the first time one of its districts is asked for."""
-        if self._cache is None:
-            return self._split(district[0]).get(district, {})
-        path = self._cache / f"{district}.marshal"
-        try:
-            table = marshal.loads(path.read_bytes())
-            if isinstance(table, dict):
-                return table
-        except FileNotFoundError:
-            if (self._cache / f".{district[0]}-done").exists():
-                return {}  # its letter is cached whole: no such district
-        except (OSError, ValueError, EOFError, TypeError):  # a damaged cache file: its letter is written again
-            pass
-        districts = self._split(district[0])
-        _write_cache(self._cache, district[0], districts)
+        letter = district[0]
+        if self._cache is not None:
+            try:
+                table = marshal.loads((self._cache / f"{district}.marshal").read_bytes())
+                if isinstance(table, dict):
+                    return table
+            except FileNotFoundError:
+                if (self._cache / f".{letter}-done").exists():
+                    return {}  # its letter is cached whole: no such district
+            except (OSError, ValueError, EOFError, TypeError):  # a damaged cache file: its letter is written again
+                pass
+        if letter in self._split_letters:
+            return {}  # every district of its letter is in memory already: no such district
+        districts = self._split(letter)
+        if self._cache is not None:
+            _write_cache(self._cache, letter, districts)
+        # The whole letter was read for this one district: keep all of its districts, so none is read again.
+        self._districts.update(districts)
+        self._split_letters.add(letter)
         return districts.get(district, {})
 
     def _split(self, letter: str) -> dict[str, dict[str, str]]:

@@ -281,7 +281,7 @@ _AADSTS = {
     7000112: Cause.PERMISSION,  # the application is disabled
     1002012: Cause.PERMISSION,  # the scope is not one the app may request
 }
-_TODO = {
+_WHAT_TO_DO = {
     Cause.SECRET: "create a new client secret in the app registration (Certificates & secrets) and put it in the "
                   "environment variable {secret_env}",
     Cause.CERTIFICATE: "upload the certificate in {certificate} to the app registration (Certificates & secrets), "
@@ -310,7 +310,7 @@ def _refusal(section: Section, answer: dict) -> SignInRefused:
         else:
             cause = Cause.SETUP
     said = code + (f", AADSTS{numbers[0]}" if numbers else "")
-    todo = _TODO[cause].format(secret_env=section.client_secret_env, certificate=section.client_certificate,
+    todo = _WHAT_TO_DO[cause].format(secret_env=section.client_secret_env, certificate=section.client_certificate,
                                account=section.service_account_file, scope=section.scope)
     return SignInRefused(f"the token service refused the app ({cause.value}; it said {said}): {todo}", cause)
 
