@@ -284,6 +284,30 @@ class Keyring:
         return _signature(dict(_STATUS.findall(_stderr(result))))
 
 
+class RunKeys:
+    """What the keyring holds, looked up once for one mailbox run: each look is a gpg start, and a run's
+    messages would otherwise repeat the same three for every message. A key put in keys/ counts from the next run."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        self._looked: dict[str, object] = {}
+
+    def public_keys(self) -> list[PublicKey]:
+        return self._once("public", self.keyring.public_keys)  # type: ignore[return-value]
+
+    def own_fingerprint(self) -> str:
+        return self._once("own", self.keyring.own_fingerprint)  # type: ignore[return-value]
+
+    def own_public(self) -> str:
+        """The gateway's own public key, armoured (attached to receipts)."""
+        return self._once("exported", lambda: self.keyring.export_public(self.own_fingerprint()))  # type: ignore[return-value]
+
+    def _once(self, what: str, look: Callable[[], object]) -> object:
+        if what not in self._looked:  # a failed look is not kept: it raises again for the next message
+            self._looked[what] = look()
+        return self._looked[what]
+
+
 def check_decryption(statuses: dict[str, str], prove_own_key: Callable[[], None]) -> None:
     """gpg's status lines -> nothing for a clean, integrity-protected decryption to the gateway's key, else
     the KeyringError subclass that says which outcome it was (OwnKeyLocked from `prove_own_key` when the

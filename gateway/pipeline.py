@@ -22,6 +22,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Callable
 
 from .app import Gateway
 from .bounce import original_of, parse_bounce, record_bounce
@@ -34,13 +35,14 @@ from .inbox import Inbox, InboxMessage
 from .alerts import notify_admin
 from . import notices
 from .notices import held_notices
-from .keys import PublicKey
+from .keys import RunKeys
 from .isolate import warm_up
 from .examine import DUPLICATE_DAYS, duplicate_advice, examine
-from .ledger import Ledger, MessageRecord, MessageState, Outcome, OutgoingState
+from .ledger import FileRecord, Ledger, MessageRecord, MessageState, Outcome, OutgoingState
 from .logs import describe
 from .mail import Outgoing
 from .pack import Source, package_message
+from .rules import Provider
 from .receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
 from .send import Delivery
 from .unpack import Attachment, NOTHING_ATTACHED, Unpacked, parse, sender_of, unpack
@@ -77,7 +79,11 @@ class Result:
     outcome: Outcome = Outcome.ACCEPTED
     provider: str = ""
     files: list[tuple[str, str]] = field(default_factory=list)  # (hash of the decrypted return, its reference)
-    exposure: "_Exposure | None" = None  # ended once the message's content has been read and checked
+    events: list[tuple[str, str, dict]] = field(default_factory=list)  # (reference, event, detail): written when settled
+    # The duplicate look-ups made, (provider, hash, reference, the earlier file's reference or None): a worker's
+    # answers came before the messages ahead of it were settled, and are checked again then.
+    asked: list[tuple[str, str, str, str | None]] = field(default_factory=list)
+    locked: OwnKeyLocked | None = None  # the gateway's own key failed: nothing worked out, the message waits
 
 
 @dataclass(frozen=True)
@@ -104,11 +110,12 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
     try:
         with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings, gateway.tokens) as session:
             uidvalidity = session.uidvalidity()
+            keys = RunKeys(gateway.keyring)
             for message in session.messages():
                 seen += 1
                 if seen == 1:
                     warm_up()  # outside any message's handling, which a death would count against
-                state = handle(gateway, settings.folder, uidvalidity, message)
+                state = handle(gateway, settings.folder, uidvalidity, message, keys)
                 if state == WAITING:
                     waiting += 1
                     continue  # not answered, not moved: handled again once the gateway's key works
@@ -140,9 +147,26 @@ WAITING = "waiting"  # handle's answer for a message to leave in the mailbox and
 OWN_KEY = "gateway-key"  # the ledger reference of the own key's alerts
 
 
-def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessage) -> str:
+def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessage, keys: RunKeys | None = None) -> str:
     """Queue everything one message gives rise to; return 'queued', 'quarantined', or WAITING when the
-    gateway's own key cannot decrypt it (nothing queued, the administrator alerted). Never raises for bad input."""
+    gateway's own key cannot decrypt it (nothing queued, the administrator alerted). Never raises for bad input.
+
+    `keys`: the run's look at the keyring, shared by its messages."""
+    keys = keys or RunKeys(gateway.keyring)
+    admitted = admit(gateway, mailbox, uidvalidity, message, keys)
+    if not isinstance(admitted, MessageRecord):
+        return admitted
+    exposure = _Exposure(gateway.ledger, admitted)
+    ledger = gateway.ledger
+    result = work(gateway, keys, admitted, message, exposure.end,
+                  lambda provider, sha256, reference: ledger.earlier_file(provider, sha256, DUPLICATE_DAYS, reference))
+    exposure.end()
+    return settle(gateway, admitted, message, result)
+
+
+def admit(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessage, keys: RunKeys) -> MessageRecord | str:
+    """The ledger's part before a message's content is worked on: its record, with this attempt counted; or
+    its state, when nothing is left to work on (handled before, set aside after deaths, a bounce recorded)."""
     ledger = gateway.ledger
     record = ledger.receive(mailbox, uidvalidity, message.uid, _sha256(message.raw))
     if record.state in (MessageState.QUEUED, MessageState.DONE):
@@ -153,10 +177,10 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
     if record.attempts >= MAX_HANDLING_DEATHS:
         log.error("message %s (UID %d) quarantined: the gateway stopped %d times while handling it",
                   record.reference, message.uid, record.attempts)
-        result = _set_aside(gateway, record, message)
+        result = _set_aside(gateway, record, message, keys)
         _queue(gateway, record, result)
         return result.state
-    exposure = _Exposure(ledger, ledger.begin_attempt(record))
+    record = ledger.begin_attempt(record)
     bounce = parse_bounce(message.raw)
     # Before the sender check: a bounce comes from a mail daemon, never a provider. Only one about a
     # message the gateway sent is a bounce; anyone can write a delivery-status part.
@@ -164,47 +188,67 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
         _queue(gateway, record, Result(MessageState.QUEUED, record_bounce(ledger, gateway.config, record.reference, bounce),
                                        outcome=Outcome.BOUNCE))
         return MessageState.QUEUED
+    return record
+
+
+Earlier = Callable[[str, str, str], "FileRecord | None"]  # (provider, hash of the file, its reference) -> earlier forwarding
+
+
+def work(gateway: Gateway, keys: RunKeys, record: MessageRecord, message: InboxMessage, examined: Callable[[], None],
+         earlier: Earlier) -> Result:
+    """Everything one message gives rise to, worked out without the mailbox, the ledger or the outbox (so that
+    a worker process can do it): `examined()` is called once its content has been read and checked,
+    `earlier` answers whether a file was forwarded before. Never raises for bad input."""
     try:
-        result = _work(gateway, record, message.raw, exposure)
+        return _work(gateway, keys, record, message.raw, examined, earlier)
     except HostileFile as hostile:
         log.warning("message %s (UID %d) quarantined: it carries a file built to do harm", record.reference, message.uid)
-        result = _quarantine(gateway, record, message, *notices.HOSTILE,
-                             replied=bool(hostile.replies))
+        result = _quarantine(gateway, record, message, *notices.HOSTILE, replied=bool(hostile.replies))
         result.outgoing += hostile.replies
+        return result
     except UnknownSender as error:
         log.warning("message %s (UID %d) quarantined: %s", record.reference, message.uid, error)
         what = notices.UNKNOWN_SENDER + ("" if isinstance(error, SenderNotRegistered) else f": {error}")
         result = _quarantine(gateway, record, message, what, error.advice)
         if gateway.config.admin.reply_to_unknown_senders:
             result.outgoing += _stranger_reply(gateway, record, message.raw)
+        return result
     except OwnKeyLocked as locked:
-        exposure.end()  # not the message's doing
-        log.error("message %s (UID %d) left in the mailbox: %s", record.reference, message.uid, locked)
-        _own_key_locked(gateway, record.reference, locked)
-        return WAITING
+        examined()  # not the message's doing
+        return Result(WAITING, locked=locked)
     except Exception as error:  # one bad message must never stop the gateway
         # Not log.exception: a library's message can quote the cell that upset it.
         log.error("message %s (UID %d) could not be handled and is quarantined: %s", record.reference, message.uid, describe(error))
-        result = _quarantine(gateway, record, message, notices.NOT_HANDLED, notices.not_handled(error))
-    exposure.end()
+        return _quarantine(gateway, record, message, notices.NOT_HANDLED, notices.not_handled(error))
+
+
+def settle(gateway: Gateway, record: MessageRecord, message: InboxMessage, result: Result) -> str:
+    """The ledger's and the outbox's part once the work is done: its events recorded and everything it gave
+    rise to durably queued; or, when the gateway's own key failed, the administrator alerted and WAITING."""
+    if result.locked is not None:
+        log.error("message %s (UID %d) left in the mailbox: %s", record.reference, message.uid, result.locked)
+        _own_key_locked(gateway, record.reference, result.locked)
+        return WAITING
+    for reference, event, detail in result.events:
+        gateway.ledger.event(reference, event, **detail)
     _queue(gateway, record, result)
     return result.state
 
 
-def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Exposure") -> Result:
-    config, ledger = gateway.config, gateway.ledger
+def _work(gateway: Gateway, keys: RunKeys, record: MessageRecord, raw: bytes, examined: Callable[[], None],
+          earlier: Earlier) -> Result:
+    config = gateway.config
     unpacked = unpack(raw, gateway.rules, gateway.keyring, lambda provider: secret(provider.password_env or ""))
     provider = unpacked.provider
-    result = Result(MessageState.QUEUED, provider=provider.ukprn, exposure=exposure)
+    result = Result(MessageState.QUEUED, provider=provider.ukprn)
     received = datetime.fromisoformat(record.first_seen)
-    keys = gateway.keyring.public_keys()
     answer_to = provider.receipts_to or unpacked.sender  # a provider may want receipts at another address
     head = _letterhead(gateway, answer_to, keys)
     if unpacked.error is not None:
         facts = _message_facts(record, raw)
         result.outgoing.append(rejection(facts, provider, unpacked.error.advice, answer_to, head, head.seal))
         result.outcome = Outcome.REJECTED
-        ledger.event(record.reference, "rejected", reason=type(unpacked.error).__name__)
+        result.events.append((record.reference, "rejected", {"reason": type(unpacked.error).__name__}))
         return result
     hostile = [a for a in unpacked.attachments if a.hostile]
     if hostile:
@@ -215,18 +259,37 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
     attachments = _once_each(unpacked)
     count = len(attachments)
     answered = 0
+    desk = _Desk(gateway, keys, result, examined, earlier)
     for attachment in attachments:
         reference = record.reference if count == 1 else f"{record.reference}-{attachment.index}"
         facts = FileFacts(reference, received, attachment.index, count, attachment.size, attachment.short_hash)
-        answered += _answer(gateway, result, facts, attachment, answer_to, head, keys)
+        answered += _answer(desk, facts, attachment, answer_to, head)
     if answered == 0:
         result.outcome = Outcome.REJECTED
         if not result.outgoing:  # only an encrypted covering note (inline PGP text): a registered sender still gets an answer
             facts = _message_facts(record, raw)
             result.outgoing.append(rejection(facts, provider, NOTHING_ATTACHED, answer_to, head, head.seal))
-            ledger.event(record.reference, "rejected", reason="nothing attached")
+            result.events.append((record.reference, "rejected", {"reason": "nothing attached"}))
     result.outgoing += held_notices(result.held, config)
     return result
+
+
+@dataclass(frozen=True)
+class _Desk:
+    """What answering one file needs besides the file: the gateway, the run's keys, the message's result so
+    far, and the two ways its work reaches the ledger."""
+
+    gateway: Gateway
+    keys: RunKeys
+    result: Result
+    examined: Callable[[], None]
+    earlier: Earlier
+
+    def duplicate(self, provider: Provider, sha256: str, reference: str) -> str | None:
+        """Why the file is a duplicate, or None; the question and its answer kept, to be checked when settled."""
+        found = self.earlier(provider.ukprn, sha256, reference)
+        self.result.asked.append((provider.ukprn, sha256, reference, found.reference if found is not None else None))
+        return duplicate_advice(found)
 
 
 def _once_each(unpacked: Unpacked) -> list[Attachment]:
@@ -276,7 +339,7 @@ def _own_key_works_again(gateway: Gateway) -> None:
     gateway.ledger.event(OWN_KEY, "unlocked")
 
 
-def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage) -> Result:
+def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage, keys: RunKeys) -> Result:
     """A message the process died on, again and again: quarantined, the administrator told, and its
     sender, when a registered provider, answered. Only its headers are read now."""
     sender = _header_sender(message.raw)
@@ -285,7 +348,7 @@ def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage) -
                          replied=provider is not None)
     if provider is not None:
         answer_to = provider.receipts_to or sender
-        head = _letterhead(gateway, answer_to, gateway.keyring.public_keys())
+        head = _letterhead(gateway, answer_to, keys)
         facts = _message_facts(record, message.raw)
         result.outgoing.append(rejection(facts, provider, _KILLED_US, answer_to, head, head.seal))
         result.provider = provider.ukprn
@@ -306,43 +369,42 @@ def _header_sender(raw: bytes) -> str | None:
         return None
 
 
-def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Attachment, sender: str,
-            head: Letterhead, keys: list[PublicKey]) -> int:
+def _answer(desk: _Desk, facts: FileFacts, attachment: Attachment, sender: str, head: Letterhead) -> int:
     """Validate, route and pack one return and queue its receipt; 1 if it was accepted, else 0."""
-    config, ledger, provider = gateway.config, gateway.ledger, gateway.rules.providers[result.provider]
+    gateway, keys, result = desk.gateway, desk.keys, desk.result
+    config, provider = gateway.config, gateway.rules.providers[result.provider]
     reference = facts.reference
     if attachment.error is not None:
-        return _refuse(gateway, result, facts, attachment, attachment.error.advice, sender, head)
+        return _refuse(desk, facts, attachment, attachment.error.advice, sender, head)
     notes = tuple(Finding("W", None, "", "File_02", text) for text in attachment.warnings)
     examined = examine(attachment.data or b"", provider, gateway.rules, gateway.directory, notes=notes,
-                       duplicate=lambda p: duplicate_advice(ledger.earlier_file(p.ukprn, attachment.content_sha256,
-                                                                                DUPLICATE_DAYS, reference)))
+                       duplicate=lambda p: desk.duplicate(p, attachment.content_sha256, reference))
     if examined.unreadable and attachment.inline:
         return 0  # an encrypted covering note, not a return
     table = examined.table
     if examined.refusal is not None or table is None:
-        return _refuse(gateway, result, facts, attachment, examined.refusal or "", sender, head)
-    if result.exposure is not None:
-        result.exposure.end()
+        return _refuse(desk, facts, attachment, examined.refusal or "", sender, head)
+    desk.examined()
     routed, findings = examined.routed, examined.findings
     source = Source(provider, reference, facts.received, examined.held_back())
     held_boroughs = set()
     digests = {}  # borough code -> when its digest, holding these rows, goes
     now = gateway.clock()
+    public = keys.public_keys()
     for batch in routed.batches:
         if batch.borough.digest:
             # Kept encrypted to the gateway's own key until the digest is due; its key is looked for then.
-            result.waiting += [wait(table, batch, source, recipient, gateway.keyring, gateway.keyring.own_fingerprint())
+            result.waiting += [wait(table, batch, source, recipient, gateway.keyring, keys.own_fingerprint())
                                for recipient in batch.borough.recipients]
             digests[batch.borough.code] = next_due(batch.borough.delivery, now, config.schedule.hour)
             continue
         queued = 0
         for recipient in batch.borough.recipients:
             try:
-                fingerprint = gateway.keyring.key_for(recipient, keys)
+                fingerprint = gateway.keyring.key_for(recipient, public)
             except NoUsableKey as why:
                 # Kept encrypted to the gateway's own key until the recipient has one: never sent in clear, never dropped.
-                result.held.append(hold(table, batch, source, recipient, str(why), gateway.keyring, gateway.keyring.own_fingerprint()))
+                result.held.append(hold(table, batch, source, recipient, str(why), gateway.keyring, keys.own_fingerprint()))
                 continue
             result.outgoing.append(package_message(table, batch, source, recipient, gateway.keyring, fingerprint, config.smtp.from_address, config.admin.email))
             queued += 1
@@ -353,15 +415,16 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
                                            sender, head, held, head.seal, table.other_headings(), digests))
     _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
     result.files.append((attachment.content_sha256, reference))
-    ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded_except(held), boroughs=len(routed.batches))
+    result.events.append((reference, "validated", {"rows": len(table.rows), "forwarded": routed.forwarded_except(held),
+                                                   "boroughs": len(routed.batches)}))
     return 1
 
 
-def _refuse(gateway: Gateway, result: Result, facts: FileFacts, attachment: Attachment, advice: str, sender: str,
-            head: Letterhead) -> int:
+def _refuse(desk: _Desk, facts: FileFacts, attachment: Attachment, advice: str, sender: str, head: Letterhead) -> int:
     """A file not taken: its rejection receipt queued; 0, as nothing of it was accepted."""
-    result.outgoing.append(rejection(facts, gateway.rules.providers[result.provider], advice, sender, head, head.seal))
-    gateway.ledger.event(facts.reference, "file-rejected", attachment=attachment.index)
+    result = desk.result
+    result.outgoing.append(rejection(facts, desk.gateway.rules.providers[result.provider], advice, sender, head, head.seal))
+    result.events.append((facts.reference, "file-rejected", {"attachment": attachment.index}))
     return 0
 
 
@@ -427,19 +490,19 @@ def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
     gateway.ledger.record_outcome(record, outcome, rows, result.files)
 
 
-def _letterhead(gateway: Gateway, provider_address: str, keys: list[PublicKey]) -> Letterhead:
+def _letterhead(gateway: Gateway, provider_address: str, keys: RunKeys) -> Letterhead:
     """The receipts' sender and key; and, when the provider's address has a key in keys/, the seal
     that encrypts its receipts to it."""
     keyring = gateway.keyring
-    fingerprint = keyring.own_fingerprint()
+    fingerprint = keys.own_fingerprint()
     try:
-        theirs = keyring.key_for(provider_address, keys)
+        theirs = keyring.key_for(provider_address, keys.public_keys())
     except NoUsableKey:
         seal = None
     else:
         def seal(data: bytes) -> bytes:
             return keyring.encrypt(data, theirs, armour=True)
-    return Letterhead(gateway.config.smtp.from_address, fingerprint, keyring.export_public(fingerprint), seal)
+    return Letterhead(gateway.config.smtp.from_address, fingerprint, keys.own_public(), seal)
 
 
 def _sha256(data: bytes) -> str:

@@ -9,6 +9,8 @@ broken administrator's address cannot start a loop of alerts about alerts.
 from __future__ import annotations
 
 import email
+import email.message
+import email.parser
 import email.policy
 import email.utils
 import hashlib
@@ -50,47 +52,119 @@ def verp_address(sender: str, item_id: str) -> str:
 
 
 def send(raw: bytes, settings: config.Smtp, item_id: str = "", tokens: Tokens | None = None) -> None:
-    """Hand one message to the relay; SendError.retryable tells whether trying later may help.
+    """Hand one message to the relay in a session of its own; SendError.retryable tells whether trying later may help.
 
     `tokens`: the process's OAuth2 tokens (auth = "oauth2"), kept between messages and runs."""
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    recipients = [address for _, address in email.utils.getaddresses(message.get_all("To", []))]
-    if not recipients:
-        raise SendError("the queued message has no recipient", retryable=False)
-    envelope = verp_address(settings.from_address, item_id) if settings.verp and item_id else settings.from_address
-    _converse(settings, tokens or Tokens(), lambda relay: relay.sendmail(envelope, recipients, raw))
+    with Relay(settings, tokens) as relay:
+        relay.send(raw, item_id)
 
 
 def sign_in(settings: config.Smtp, tokens: Tokens | None = None) -> None:
     """Connect and sign in to the relay as a delivery does, send nothing (`gateway check --connect`)."""
-    _converse(settings, tokens or Tokens(), lambda relay: relay.noop())
+    with Relay(settings, tokens) as relay:
+        relay.converse(lambda session: session.noop())
 
 
-def _converse(settings: config.Smtp, tokens: Tokens, act: Callable[[smtplib.SMTP], object]) -> None:
-    where = f"{settings.host}:{settings.port}"
-    token = _token(settings, tokens, where) if settings.auth == "oauth2" else None
-    try:
-        with _connect(settings) as relay:
+class Relay:
+    """One SMTP session for a whole flush: opened at the first message, signed in once, kept for the rest.
+
+    A relay may drop a session it has kept open (an idle timeout, a limit of messages a session, a 421):
+    a message whose send finds the kept session gone is tried once more on a new one. Should the relay
+    have taken it before dropping the session, that is at most an identical resend (its Message-ID is
+    deterministic), as after a crash between the relay's 250 and the ledger's commit.
+    """
+
+    def __init__(self, settings: config.Smtp, tokens: Tokens | None = None) -> None:
+        self.settings = settings
+        self.tokens = tokens or Tokens()
+        self.sessions = 0  # sessions opened (one a flush, more when the relay dropped one)
+        self._session: smtplib.SMTP | None = None
+
+    def __enter__(self) -> "Relay":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.quit()
+            except (smtplib.SMTPException, OSError):  # already gone: nothing to say goodbye to
+                session.close()
+
+    def send(self, raw: bytes, item_id: str = "") -> None:
+        """Hand one message to the relay; SendError.retryable tells whether trying later may help."""
+        recipients = [address for _, address in email.utils.getaddresses(_headers(raw).get_all("To", []))]
+        if not recipients:
+            raise SendError("the queued message has no recipient", retryable=False)
+        settings = self.settings
+        envelope = verp_address(settings.from_address, item_id) if settings.verp and item_id else settings.from_address
+        self.converse(lambda session: session.sendmail(envelope, recipients, raw))
+
+    def converse(self, act: Callable[[smtplib.SMTP], object]) -> None:
+        """`act` on the kept session (opened if need be); on a kept session found dropped, once more on a new one."""
+        kept = self._session is not None
+        try:
+            self._act(act)
+        except RelayDown:
+            if not kept:
+                raise
+            self._act(act)
+
+    def _act(self, act: Callable[[smtplib.SMTP], object]) -> None:
+        settings = self.settings
+        where = f"{settings.host}:{settings.port}"
+        try:
+            if self._session is None:
+                self._session = self._open(where)
+            act(self._session)
+        except smtplib.SMTPRecipientsRefused as error:
+            codes = [code for code, _ in error.recipients.values()]
+            raise SendError(f"the relay refused the recipient (SMTP {codes[0]})", retryable=all(400 <= c < 500 for c in codes)) from None
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPHeloError) as error:
+            self._drop()
+            # About the gateway's own settings, not this message: every message would fail alike, so none is set aside.
+            raise RelayDown(f"the relay at {where} refused the gateway's login or greeting (SMTP {error.smtp_code}): "
+                            "check [smtp] user and password_env") from None
+        except smtplib.SMTPResponseException as error:
+            if error.smtp_code == 421:  # the relay is closing the session (RFC 5321 3.8): this one is no more use
+                self._drop()
+            raise SendError(f"the relay answered SMTP {error.smtp_code}", retryable=400 <= error.smtp_code < 500) from None
+        except ssl.SSLCertVerificationError:
+            self._drop()
+            raise RelayDown(f"the relay at {where} presented a certificate this machine does not trust; "
+                            "if it uses a private CA, name its certificate in [smtp] ca_file") from None
+        except (smtplib.SMTPException, OSError) as error:
+            self._drop()
+            # Refused, timed out (a relay that accepts and never answers), or dropped mid-way.
+            raise RelayDown(unreachable("the relay", "smtp", settings.host, settings.port, error)) from None
+
+    def _open(self, where: str) -> smtplib.SMTP:
+        settings = self.settings
+        token = _token(settings, self.tokens, where) if settings.auth == "oauth2" else None
+        session = _connect(settings)
+        self.sessions += 1
+        try:
             if token is not None:
-                _xoauth2(relay, settings, tokens, token, where)
+                _xoauth2(session, settings, self.tokens, token, where)
             elif settings.user:
-                relay.login(settings.user, config.secret(settings.password_env) or "")
-            act(relay)
-    except smtplib.SMTPRecipientsRefused as error:
-        codes = [code for code, _ in error.recipients.values()]
-        raise SendError(f"the relay refused the recipient (SMTP {codes[0]})", retryable=all(400 <= c < 500 for c in codes)) from None
-    except (smtplib.SMTPAuthenticationError, smtplib.SMTPHeloError) as error:
-        # About the gateway's own settings, not this message: every message would fail alike, so none is set aside.
-        raise RelayDown(f"the relay at {where} refused the gateway's login or greeting (SMTP {error.smtp_code}): "
-                        "check [smtp] user and password_env") from None
-    except smtplib.SMTPResponseException as error:
-        raise SendError(f"the relay answered SMTP {error.smtp_code}", retryable=400 <= error.smtp_code < 500) from None
-    except ssl.SSLCertVerificationError:
-        raise RelayDown(f"the relay at {where} presented a certificate this machine does not trust; "
-                        "if it uses a private CA, name its certificate in [smtp] ca_file") from None
-    except (smtplib.SMTPException, OSError) as error:
-        # Refused, timed out (a relay that accepts and never answers), or dropped mid-way.
-        raise RelayDown(unreachable("the relay", "smtp", settings.host, settings.port, error)) from None
+                session.login(settings.user, config.secret(settings.password_env) or "")
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def _drop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+
+def _headers(raw: bytes) -> email.message.Message:
+    """The headers alone: the recipients are all a send needs, and the body may be megabytes of ciphertext."""
+    return email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
 
 
 def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str = "",
@@ -106,71 +180,79 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str =
     counts = {"sent": 0, "deferred": 0, "failed": 0, "waiting": 0}
     work = outbox.pending()
     relay_down: SendError | None = None
-    while work:
-        item_id = work.pop(0)
-        record = ledger.outgoing(item_id)
-        if record is None:
-            # Queued by a run that stopped before its ledger commit: that message is processed again
-            # and this file replaced, so leave it unless it has been orphaned for long.
-            if _age(outbox, item_id) > ORPHAN_SECONDS:
-                log.error("outbox item %s was never recorded in the ledger; set aside, not sent", item_id)
-                outbox.set_aside(item_id)
-                counts["failed"] += 1
-            continue
-        if record.state == OutgoingState.HELD:
-            continue  # a release stopped half-way: the next release builds and replaces this file
-        try:
-            raw = outbox.read(item_id)
-        except FileNotFoundError:
-            continue
-        if record.sha256 != hashlib.sha256(raw).hexdigest():
-            log.error("outbox item %s does not match the hash the ledger recorded; set aside, not sent", item_id)
+    with Relay(settings, tokens) as relay:
+        while work:
+            relay_down = _next(work, outbox, ledger, settings, admin, now, retry_now, relay, relay_down, counts)
+    return Delivery(**counts)
+
+
+def _next(work: list[str], outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, now: datetime,
+          retry_now: bool, relay: Relay, relay_down: SendError | None, counts: dict) -> SendError | None:
+    """Take the first id of `work` (more may be added: alerts); return the relay's failure, once it is down."""
+    item_id = work.pop(0)
+    record = ledger.outgoing(item_id)
+    if record is None:
+        # Queued by a run that stopped before its ledger commit: that message is processed again
+        # and this file replaced, so leave it unless it has been orphaned for long.
+        if _age(outbox, item_id) > ORPHAN_SECONDS:
+            log.error("outbox item %s was never recorded in the ledger; set aside, not sent", item_id)
             outbox.set_aside(item_id)
             counts["failed"] += 1
-            if record.state == OutgoingState.QUEUED:
-                ledger.give_up(item_id, "the outbox file is not the message that was queued (hash differs); not sent")
-                work += _alert(outbox, ledger, settings, admin, record, "its file in the outbox was changed or damaged")
-            continue
-        if record.state == OutgoingState.SENT:  # sent, but the crash came before the file was removed
-            outbox.remove(item_id)
-            continue
-        if record.state != OutgoingState.QUEUED:  # failed or bounced, but the crash came before it was set aside
-            outbox.set_aside(item_id)
-            continue
-        # Too old to keep trying; but never before a first try has failed (a gateway that was itself
-        # stopped for days gives its queue a chance before giving up on it).
-        expired = bool(record.attempts) and _queued_at(record) + timedelta(hours=settings.retry_for_hours) <= now
-        if relay_down is not None or not (retry_now or _due(record, now)):
-            if relay_down is not None and expired:
-                work += _give_up(outbox, ledger, settings, admin, record, relay_down, counts)
-            else:
-                counts["waiting"] += 1
-            continue
-        try:
-            send(raw, settings, item_id, tokens)
-        except SendError as error:
-            if isinstance(error, RelayDown):
-                relay_down = error  # one wait for the timeout per run, not one per queued message
-            if not error.retryable:
-                ledger.mark_failed(item_id, str(error), permanent=True)
-                outbox.set_aside(item_id)
-                counts["failed"] += 1
-                log.error("outbox item %s failed permanently: %s", item_id, error)
-                work += _alert(outbox, ledger, settings, admin, record, f"the relay refused it: {error}")
-            elif expired:
-                ledger.mark_failed(item_id, str(error), permanent=False)
-                work += _give_up(outbox, ledger, settings, admin, record, error, counts)
-            else:
-                later = now + _backoff(record.attempts + 1, settings)
-                ledger.mark_failed(item_id, str(error), permanent=False, next_attempt_at=_iso(later))
-                counts["deferred"] += 1
-                log.warning("outbox item %s deferred until %s: %s", item_id, _iso(later), error)
-            continue
-        ledger.mark_sent(item_id)
+        return relay_down
+    if record.state == OutgoingState.HELD:
+        return relay_down  # a release stopped half-way: the next release builds and replaces this file
+    try:
+        raw = outbox.read(item_id)
+    except FileNotFoundError:
+        return relay_down
+    if record.sha256 != hashlib.sha256(raw).hexdigest():
+        log.error("outbox item %s does not match the hash the ledger recorded; set aside, not sent", item_id)
+        outbox.set_aside(item_id)
+        counts["failed"] += 1
+        if record.state == OutgoingState.QUEUED:
+            ledger.give_up(item_id, "the outbox file is not the message that was queued (hash differs); not sent")
+            work += _alert(outbox, ledger, settings, admin, record, "its file in the outbox was changed or damaged")
+        return relay_down
+    if record.state == OutgoingState.SENT:  # sent, but the crash came before the file was removed
         outbox.remove(item_id)
-        counts["sent"] += 1
-        log.info("outbox item %s sent (%s)", item_id, record.kind)
-    return Delivery(**counts)
+        return relay_down
+    if record.state != OutgoingState.QUEUED:  # failed or bounced, but the crash came before it was set aside
+        outbox.set_aside(item_id)
+        return relay_down
+    # Too old to keep trying; but never before a first try has failed (a gateway that was itself
+    # stopped for days gives its queue a chance before giving up on it).
+    expired = bool(record.attempts) and _queued_at(record) + timedelta(hours=settings.retry_for_hours) <= now
+    if relay_down is not None or not (retry_now or _due(record, now)):
+        if relay_down is not None and expired:
+            work += _give_up(outbox, ledger, settings, admin, record, relay_down, counts)
+        else:
+            counts["waiting"] += 1
+        return relay_down
+    try:
+        relay.send(raw, item_id)
+    except SendError as error:
+        if isinstance(error, RelayDown):
+            relay_down = error  # one wait for the timeout per run, not one per queued message
+        if not error.retryable:
+            ledger.mark_failed(item_id, str(error), permanent=True)
+            outbox.set_aside(item_id)
+            counts["failed"] += 1
+            log.error("outbox item %s failed permanently: %s", item_id, error)
+            work += _alert(outbox, ledger, settings, admin, record, f"the relay refused it: {error}")
+        elif expired:
+            ledger.mark_failed(item_id, str(error), permanent=False)
+            work += _give_up(outbox, ledger, settings, admin, record, error, counts)
+        else:
+            later = now + _backoff(record.attempts + 1, settings)
+            ledger.mark_failed(item_id, str(error), permanent=False, next_attempt_at=_iso(later))
+            counts["deferred"] += 1
+            log.warning("outbox item %s deferred until %s: %s", item_id, _iso(later), error)
+        return relay_down
+    ledger.mark_sent(item_id)
+    outbox.remove(item_id)
+    counts["sent"] += 1
+    log.info("outbox item %s sent (%s)", item_id, record.kind)
+    return relay_down
 
 
 def requeue(outbox: Outbox, ledger: Ledger, item_id: str) -> bool:
