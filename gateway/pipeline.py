@@ -15,21 +15,24 @@ MAX_HANDLING_DEATHS the message is set aside and answered, and the mail behind i
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import email.parser
 import email.policy
 import hashlib
+import itertools
+import os
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Iterator
 
 from .app import Gateway
 from .bounce import original_of, parse_bounce, record_bounce
 from .config import secret
 from .deliver import deliver
 from .digest import WaitingPart, next_due, wait
-from .errors import HostileFile, NoUsableKey, OwnKeyLocked, SenderNotRegistered, UnknownSender
+from .errors import HostileFile, KeyringError, NoUsableKey, OwnKeyLocked, SenderNotRegistered, UnknownSender
 from .held import HeldPackage, hold
 from .inbox import Inbox, InboxMessage
 from .alerts import notify_admin
@@ -47,6 +50,7 @@ from .receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
 from .send import Delivery
 from .unpack import Attachment, NOTHING_ATTACHED, Unpacked, parse, sender_of, unpack
 from .validate import Finding
+from .workers import DIED, DONE, EXAMINED, Workers
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,8 @@ log = logging.getLogger(__name__)
 # supervisor's restarts (kill -9, a reboot) each fall on the first unfinished message, and two in a row
 # must not turn a good return into a quarantined one; a message that really kills the process does so each time.
 MAX_HANDLING_DEATHS = 3
+# Worker processes for a run with several messages waiting: one a core (the parent's own share is small).
+WORKERS = min(len(os.sched_getaffinity(0)), 8)
 
 _KILLED_US = (
     "Your email could not be handled: opening it stopped the gateway, so it has been set aside for the "
@@ -111,11 +117,8 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
         with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings, gateway.tokens) as session:
             uidvalidity = session.uidvalidity()
             keys = RunKeys(gateway.keyring)
-            for message in session.messages():
+            for message, state in _each_handled(gateway, session.messages(), settings.folder, uidvalidity, keys):
                 seen += 1
-                if seen == 1:
-                    warm_up()  # outside any message's handling, which a death would count against
-                state = handle(gateway, settings.folder, uidvalidity, message, keys)
                 if state == WAITING:
                     waiting += 1
                     continue  # not answered, not moved: handled again once the gateway's key works
@@ -141,6 +144,112 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
             "outbox: %d sent, %d deferred, %d failed, %d waiting",
             seen, processed, quarantined, waiting, released, delivery.sent, delivery.deferred, delivery.failed, delivery.waiting)
     return run
+
+
+def _each_handled(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str, uidvalidity: int,
+                  keys: RunKeys) -> Iterator[tuple[InboxMessage, str]]:
+    """Each message with the state `handle` gives it, in mailbox order: one alone is handled here, several
+    on every core (_in_workers)."""
+    first = next(messages, None)
+    if first is None:
+        return
+    warm_up()  # outside any message's handling, which a death would count against
+    second = next(messages, None)
+    everyone = itertools.chain([first] if second is None else [first, second], messages)
+    if second is None or WORKERS < 2:
+        for message in everyone:
+            yield message, handle(gateway, mailbox, uidvalidity, message, keys)
+        return
+    yield from _in_workers(gateway, everyone, mailbox, uidvalidity, keys)
+
+
+@dataclass
+class _Job:
+    """A message on its way through the workers, in mailbox order."""
+
+    message: InboxMessage
+    record: MessageRecord | None = None
+    state: str | None = None  # known without a worker's help, or once settled
+    result: Result | None = None  # the worker's
+    examined: bool = False  # the worker said its content was read and checked: the attempt is no longer counted
+    deaths: int = 0  # workers that stopped on it in this run
+
+
+def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str, uidvalidity: int,
+                keys: RunKeys) -> Iterator[tuple[InboxMessage, str]]:
+    """`handle` for many messages, the work (decrypt, read, check, route, pack, encrypt) done by worker
+    processes, everything else here: this process alone speaks to the mailbox, the ledger and the outbox,
+    and settles each message in mailbox order as `handle` would, after the ones before it.
+
+    An attempt is counted from when a worker takes a message until it says the content was read and
+    checked, as in one process. A worker that stops on a message is a handling death: the message is
+    offered again, set aside by `admit` once the deaths reach MAX_HANDLING_DEATHS, or, when the deaths
+    fell after its content was checked (so are not counted), left in the mailbox after as many."""
+    ledger = gateway.ledger
+    with contextlib.suppress(KeyringError):  # looked at once, before the workers are forked; a failure shows per message
+        keys.public_keys(), keys.own_fingerprint(), keys.own_public()
+
+    def job_work(job: object, examined: Callable[[], None]) -> Result:
+        record, message = job  # type: ignore[misc]
+        return work(gateway, keys, record, message, examined, lambda provider, sha256, reference: None)
+
+    line: collections.deque[_Job] = collections.deque()
+    again: collections.deque[_Job] = collections.deque()  # offered again after a worker stopped on it
+    taken: dict[object, _Job] = {}
+    with Workers(WORKERS, job_work) as workers:
+        while True:
+            while workers.idle() and (again or len(line) < WORKERS * 4):
+                job = again.popleft() if again else _Job(next(messages, None))  # type: ignore[arg-type]
+                if job.message is None:
+                    break
+                if not job.deaths:
+                    line.append(job)
+                admitted = admit(gateway, mailbox, uidvalidity, job.message, keys)
+                if isinstance(admitted, MessageRecord):
+                    job.record, job.examined = admitted, False
+                    taken[id(job)] = job
+                    workers.give(id(job), (admitted, job.message))
+                else:
+                    job.state = admitted
+            while line and (line[0].state is not None or line[0].result is not None):
+                job = line.popleft()
+                if job.state is None:
+                    job.state = _settle_worked(gateway, job, mailbox, uidvalidity, keys)
+                yield job.message, job.state
+            if not line:
+                return
+            for event in workers.events():
+                job = taken[event.key]
+                if event.kind == EXAMINED and not job.examined:
+                    ledger.forget_attempt(job.record)  # type: ignore[arg-type]
+                    job.examined = True
+                elif event.kind == DONE:
+                    job.result = event.value  # type: ignore[assignment]
+                    del taken[event.key]
+                elif event.kind == DIED:
+                    del taken[event.key]
+                    job.deaths += 1
+                    log.error("message %s (UID %d): the worker handling it stopped", job.record.reference, job.message.uid)  # type: ignore[union-attr]
+                    if job.deaths < MAX_HANDLING_DEATHS:
+                        again.append(job)
+                    else:
+                        log.error("message %s (UID %d) left in the mailbox: workers stopped on it %d times in this run",
+                                  job.record.reference, job.message.uid, job.deaths)  # type: ignore[union-attr]
+                        job.state = WAITING
+
+
+def _settle_worked(gateway: Gateway, job: _Job, mailbox: str, uidvalidity: int, keys: RunKeys) -> str:
+    """Settle a worker's result; or, when a file it took for new was forwarded by a message settled meanwhile
+    (the same file twice in one burst), handle the message again here, with the ledger as it now is."""
+    record, result = job.record, job.result
+    assert record is not None and result is not None
+    if not job.examined:
+        gateway.ledger.forget_attempt(record)  # as `handle` ends the exposure before settling
+    for provider, sha256, reference, answered in result.asked:
+        earlier = gateway.ledger.earlier_file(provider, sha256, DUPLICATE_DAYS, reference)
+        if (earlier.reference if earlier is not None else None) != answered:
+            return handle(gateway, mailbox, uidvalidity, job.message, keys)
+    return settle(gateway, record, job.message, result)
 
 
 WAITING = "waiting"  # handle's answer for a message to leave in the mailbox and try again later
