@@ -179,9 +179,10 @@ class Inbox:
             client.untagged_responses.clear()
         return self.has_new()
 
-    def move(self, uid: int, folder: str) -> None:
+    def move(self, uids: int | list[int], folder: str) -> None:
+        """Move one message, or several in one command (a burst's round trips add up)."""
         with _dropped():
-            self.box.move(str(uid), folder)
+            self.box.move([str(uid) for uid in uids] if isinstance(uids, list) else str(uids), folder)
 
     def _fetch(self, uid: int) -> bytes | None:
         # imap-tools parses what it fetches; the ledger needs the exact bytes, so ask imaplib for them.

@@ -33,9 +33,16 @@ class Outbox:
         self.shelf_held = Shelf(self.held, self._write)
         self.shelf_waiting = Shelf(self.waiting, self._write)  # a return's rows for one digest recipient
 
-    def put(self, item_id: str, raw: bytes) -> Path:
-        """Queue a complete message under its id; replacing an unsent one with the same id is harmless."""
-        return self._write(self.new, f"{item_id}{_SUFFIX}", raw)
+    def put(self, item_id: str, raw: bytes, sync: bool = True) -> Path:
+        """Queue a complete message under its id; replacing an unsent one with the same id is harmless.
+
+        `sync=False` leaves the folder's entry to one `sync_new()` after several puts (the file itself is
+        on disk either way): the puts are durable once that returns."""
+        return self._write(self.new, f"{item_id}{_SUFFIX}", raw, sync)
+
+    def sync_new(self) -> None:
+        """Make the names of the messages put with sync=False durable."""
+        _sync_folder(self.new)
 
     def pending(self) -> list[str]:
         """Ids of queued messages, oldest first."""
@@ -93,7 +100,7 @@ class Outbox:
         """Forget a held package (released)."""
         self.shelf_held.drop(item_id)
 
-    def _write(self, folder: Path, name: str, data: bytes) -> Path:
+    def _write(self, folder: Path, name: str, data: bytes, sync: bool = True) -> Path:
         target = folder / name
         temporary = self.tmp / f"{name}.{os.getpid()}.part"
         try:
@@ -102,7 +109,8 @@ class Outbox:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, target)
-            _sync_folder(folder)
+            if sync:
+                _sync_folder(folder)
         except OSError as error:
             temporary.unlink(missing_ok=True)  # a part written where the disk is full would only take more room
             reason = os.strerror(error.errno) if error.errno else type(error).__name__

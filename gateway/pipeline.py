@@ -117,20 +117,18 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
         with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings, gateway.tokens) as session:
             uidvalidity = session.uidvalidity()
             keys = RunKeys(gateway.keyring)
+            archive = _Archive(gateway, session, uidvalidity)
             for message, state in _each_handled(gateway, session.messages(), settings.folder, uidvalidity, keys):
                 seen += 1
                 if state == WAITING:
                     waiting += 1
                     continue  # not answered, not moved: handled again once the gateway's key works
-                folder = settings.quarantine_folder if state == MessageState.QUARANTINED else settings.processed_folder
-                session.move(message.uid, folder)
-                record = gateway.ledger.find_message(settings.folder, uidvalidity, message.uid, _sha256(message.raw))
-                if record is not None:
-                    gateway.ledger.set_state(record, MessageState.DONE if state != MessageState.QUARANTINED else MessageState.QUARANTINED)
+                archive.add(message, state)
                 if state == MessageState.QUARANTINED:
                     quarantined += 1
                 else:
                     processed += 1
+            archive.move()
         if not waiting:
             _own_key_works_again(gateway)
     finally:
@@ -196,11 +194,13 @@ def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str
     line: collections.deque[_Job] = collections.deque()
     again: collections.deque[_Job] = collections.deque()  # offered again after a worker stopped on it
     taken: dict[object, _Job] = {}
+    more = True  # messages not yet taken from the mailbox
     with Workers(WORKERS, job_work) as workers:
         while True:
-            while workers.idle() and (again or len(line) < WORKERS * 4):
+            while workers.idle() and (again or (more and len(line) < WORKERS * 4)):
                 job = again.popleft() if again else _Job(next(messages, None))  # type: ignore[arg-type]
                 if job.message is None:
+                    more = False
                     break
                 if not job.deaths:
                     line.append(job)
@@ -216,7 +216,7 @@ def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str
                 if job.state is None:
                     job.state = _settle_worked(gateway, job, mailbox, uidvalidity, keys)
                 yield job.message, job.state
-            if not line:
+            if not line and not more:
                 return
             for event in workers.events():
                 job = taken[event.key]
@@ -250,6 +250,36 @@ def _settle_worked(gateway: Gateway, job: _Job, mailbox: str, uidvalidity: int, 
         if (earlier.reference if earlier is not None else None) != answered:
             return handle(gateway, mailbox, uidvalidity, job.message, keys)
     return settle(gateway, record, job.message, result)
+
+
+class _Archive:
+    """Messages whose outcome is durable, moved to Processed or Quarantine a few at a time (one command
+    each), then marked done in the ledger. A run stopped before a move leaves them in the mailbox, where
+    the next run finds them handled and moves them."""
+
+    BATCH = 5
+
+    def __init__(self, gateway: Gateway, session: Inbox, uidvalidity: int) -> None:
+        self._gateway, self._session, self._uidvalidity = gateway, session, uidvalidity
+        self._due: list[tuple[InboxMessage, str]] = []
+
+    def add(self, message: InboxMessage, state: str) -> None:
+        self._due.append((message, state))
+        if len(self._due) >= self.BATCH:
+            self.move()
+
+    def move(self) -> None:
+        settings, ledger = self._gateway.config.mailbox, self._gateway.ledger
+        for folder in (settings.processed_folder, settings.quarantine_folder):
+            going = [(m, s) for m, s in self._due if (s == MessageState.QUARANTINED) == (folder == settings.quarantine_folder)]
+            if not going:
+                continue
+            self._session.move([message.uid for message, _ in going], folder)
+            for message, state in going:
+                record = ledger.find_message(settings.folder, self._uidvalidity, message.uid, _sha256(message.raw))
+                if record is not None:
+                    ledger.set_state(record, MessageState.QUARANTINED if state == MessageState.QUARANTINED else MessageState.DONE)
+        self._due = []
 
 
 WAITING = "waiting"  # handle's answer for a message to leave in the mailbox and try again later
@@ -586,7 +616,8 @@ def _queue(gateway: Gateway, record: MessageRecord, result: Result) -> None:
     """Durably queue every outgoing message, then record the outcome in one ledger transaction."""
     for item in result.outgoing:
         if gateway.ledger.outgoing_state(item.id) != OutgoingState.SENT:
-            gateway.outbox.put(item.id, item.raw)
+            gateway.outbox.put(item.id, item.raw, sync=False)
+    gateway.outbox.sync_new()  # every name in new/ durable before the ledger says queued
     for held in result.held:
         if gateway.ledger.outgoing_state(held.id) in (None, OutgoingState.HELD):
             gateway.outbox.hold(held.id, held.ciphertext, held.facts())

@@ -5,6 +5,9 @@
 The step is wrapped here, by name, before the command runs: nothing in gateway/ knows about it. `before`
 dies as the step is entered (the previous step done, this one not begun), `after` as it returns (done,
 the next not begun). A process that never reaches the Nth call ends normally.
+
+A step done in a worker process (pipeline.py's workers, forked with the step already wrapped, each counting
+its own calls) kills the gateway's main process with it: the whole gateway stops at that boundary.
 """
 
 from __future__ import annotations
@@ -28,15 +31,21 @@ def arm(spec: str) -> None:
         owner = getattr(owner, part)
     original = getattr(owner, name)
     calls = 0
+    gateway = os.getpid()
+
+    def die() -> None:
+        if os.getpid() != gateway:
+            os.kill(gateway, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def wrapped(*args, **kwargs):
         nonlocal calls
         calls += 1
         if calls == int(count) and when == "before":
-            os.kill(os.getpid(), signal.SIGKILL)
+            die()
         result = original(*args, **kwargs)
         if calls == int(count) and when != "before":
-            os.kill(os.getpid(), signal.SIGKILL)
+            die()
         return result
 
     setattr(owner, name, wrapped)
