@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
-from enum import StrEnum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -487,11 +487,15 @@ class Ledger:
             self._event(reference, "digest-queued", id=items[0]["id"], parts=len(parts))
 
     def _upsert_outgoing(self, reference: str, item: dict, now: str) -> None:
-        self.db["outgoing"].upsert(
-            {**item, "reference": reference, "state": item.get("state", OutgoingState.QUEUED), "attempts": 0,
-             "queued_at": now, "next_attempt_at": None, "status": None},
-            pk="id",
-        )
+        row = {**item, "reference": reference, "state": item.get("state", OutgoingState.QUEUED), "attempts": 0,
+               "queued_at": now, "next_attempt_at": None, "status": None}
+        # One statement (sqlite-utils' upsert looks the table's columns up at every call: a burst's thousands add up).
+        # The names are the gateway's own (ledger_row), never text from a message.
+        names = list(row)
+        self.db.conn.execute(
+            f"insert into outgoing ({', '.join(names)}) values ({', '.join('?' for _ in names)}) "
+            f"on conflict(id) do update set {', '.join(f'{name} = excluded.{name}' for name in names if name != 'id')}",
+            [_plain(value) for value in row.values()])
 
     # -- events -------------------------------------------------------------------------------
     def event(self, reference: str, event: str, **detail: object) -> None:
@@ -596,3 +600,8 @@ class Ledger:
 
 def _counts(outcome: dict) -> dict:
     return {k: v for k, v in outcome.items() if k.startswith("rows_") or k == "warnings"}
+
+
+def _plain(value: object) -> object:
+    """A value as SQLite takes it: an enum (a kind, a state) as its text."""
+    return value.value if isinstance(value, Enum) else value

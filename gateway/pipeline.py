@@ -100,7 +100,7 @@ class MailboxRun:
     delivery: Delivery = Delivery()
     released: int = 0  # held packages whose recipient now has a key
     digests: int = 0  # digests (and notices of held ones) queued because they were due
-    waiting: int = 0  # left in the mailbox: the gateway's own key could not decrypt them
+    waiting: int = 0  # left in the mailbox: the gateway's own key could not decrypt them (or workers kept stopping)
 
 
 def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = None) -> MailboxRun:
@@ -181,8 +181,9 @@ def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str
 
     An attempt is counted from when a worker takes a message until it says the content was read and
     checked, as in one process. A worker that stops on a message is a handling death: the message is
-    offered again, set aside by `admit` once the deaths reach MAX_HANDLING_DEATHS, or, when the deaths
-    fell after its content was checked (so are not counted), left in the mailbox after as many."""
+    offered again, and set aside by `admit` once the ledger counts MAX_HANDLING_DEATHS; deaths after its
+    content was checked are not counted there (as in one process), and after as many in this run the
+    message is left in the mailbox for the next."""
     ledger = gateway.ledger
     with contextlib.suppress(KeyringError):  # looked at once, before the workers are forked; a failure shows per message
         keys.public_keys(), keys.own_fingerprint(), keys.own_public()
@@ -228,13 +229,14 @@ def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str
                     del taken[event.key]
                 elif event.kind == DIED:
                     del taken[event.key]
-                    job.deaths += 1
                     log.error("message %s (UID %d): the worker handling it stopped", job.record.reference, job.message.uid)  # type: ignore[union-attr]
+                    if job.examined:  # a death of the gateway's own work: not counted in the ledger, so counted here
+                        job.deaths += 1
                     if job.deaths < MAX_HANDLING_DEATHS:
-                        again.append(job)
+                        again.append(job)  # `admit` sets it aside once the ledger's count reaches MAX_HANDLING_DEATHS
                     else:
-                        log.error("message %s (UID %d) left in the mailbox: workers stopped on it %d times in this run",
-                                  job.record.reference, job.message.uid, job.deaths)  # type: ignore[union-attr]
+                        log.error("message %s (UID %d) left in the mailbox: workers stopped on it %d times in this run "
+                                  "after its content was checked", job.record.reference, job.message.uid, job.deaths)  # type: ignore[union-attr]
                         job.state = WAITING
 
 

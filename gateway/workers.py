@@ -10,15 +10,18 @@ naming its job, and replaced.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 
 EXAMINED, DONE, DIED = "examined", "done", "died"
+LOG = "log"  # a worker's log record, handled here by the parent's handlers
 
 Work = Callable[[object, Callable[[], None]], object]  # (job, tell) -> result; tell() once the content is checked
 
@@ -72,6 +75,9 @@ class Workers:
                     kind, key, value = worker.connection.recv()
                 except (EOFError, OSError):
                     yield self._died(worker)
+                    continue
+                if kind == LOG:
+                    logging.getLogger(value.name).handle(value)  # type: ignore[attr-defined]
                     continue
                 if kind == DONE:
                     worker.key = None
@@ -128,6 +134,13 @@ def _serve(connection: Connection, parents_ends: list[Connection], work: Work) -
         end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops the workers
     _share_fork_server()
+    sending = threading.Lock()  # python-gnupg's threads may log while the worker answers
+
+    def send(kind: str, key: object, value: object = None) -> None:
+        with sending:
+            connection.send((kind, key, value))
+
+    _log_through(send)
     while True:
         try:
             item = connection.recv()
@@ -136,15 +149,28 @@ def _serve(connection: Connection, parents_ends: list[Connection], work: Work) -
         if item is None:
             return
         key, job = item
-
-        def tell(key: object = key) -> None:
-            connection.send((EXAMINED, key, None))
-
         try:
-            result = work(job, tell)
-            connection.send((DONE, key, result))
+            send(DONE, key, work(job, lambda key=key: send(EXAMINED, key)))
         except (EOFError, OSError):  # the parent is gone
             return
+
+
+def _log_through(send: Callable[[str, object, object], None]) -> None:
+    """The worker's log records go to the parent, whose handlers decide where they are written."""
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            record.msg, record.args = record.getMessage(), None  # arguments may not survive pickling
+            record.exc_info = record.exc_text = record.stack_info = None
+            try:
+                send(LOG, None, record)
+            except (EOFError, OSError):
+                pass
+
+    root = logging.getLogger()
+    for logger in [root, *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", [])[:]:  # the parent's handlers, copied by the fork: not written twice
+            logger.removeHandler(handler)
+    root.addHandler(Forward())
 
 
 def _share_fork_server() -> None:

@@ -63,10 +63,12 @@ class PickyRelay:
     def __init__(self, refuse: dict[str, str]) -> None:
         self.refuse = refuse
         self.messages: list[tuple[str, list[str], bytes]] = []
+        self.sessions: list[tuple[str, int]] = []  # the client's address at each RCPT: one per SMTP session
         self.host, self.port = "127.0.0.1", free_port()
         self._controller = Controller(self, hostname=self.host, port=self.port)
 
     async def handle_RCPT(self, server, session, envelope, address, options):
+        self.sessions.append(session.peer)
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
@@ -207,6 +209,34 @@ def test_a_message_deferred_for_longer_than_retry_for_hours_is_given_up_with_one
     assert item.id in text and "NOT delivered" in text and "451" in text and "mis0@college.example" in text
     assert flush(outbox, ledger, settings, admin=ADMIN, now=queued + timedelta(hours=9)) == type(late)()
     assert len(_alerts(ledger)) == 1 and len(smtp.messages) == 1
+
+
+# -- one session a flush ---------------------------------------------------------------------------
+def test_a_flush_sends_everything_in_one_smtp_session(tmp_path, smtp):
+    ledger, outbox, items = _queue(tmp_path, count=5)
+    assert flush(outbox, ledger, _settings(smtp)).sent == 5
+    assert smtp.sessions == 1 and sorted(m.rcpt_tos[0] for m in smtp.messages) == sorted(i.recipient for i in items)
+
+
+def test_a_relay_that_drops_the_session_mid_flush_loses_nothing_and_sends_nothing_twice(tmp_path, smtp):
+    ledger, outbox, items = _queue(tmp_path, count=5)
+    smtp.drop_after = 2  # each session closed at the MAIL command of its third message
+    delivery = flush(outbox, ledger, _settings(smtp))
+    assert (delivery.sent, delivery.deferred, delivery.failed) == (5, 0, 0) and outbox.pending() == []
+    assert smtp.sessions == 3  # a new session each time the relay dropped one
+    ids = [_parse(m.data)["Message-ID"] for m in smtp.messages]
+    assert len(ids) == 5 and len(set(ids)) == 5
+    assert all(ledger.outgoing(item.id).state == "sent" for item in items)
+
+
+def test_a_refused_recipient_fails_alone_and_the_session_goes_on(tmp_path):
+    with PickyRelay({"mis1@college.example": "550 5.1.1 No such user", "mis3@college.example": "450 4.2.0 Mailbox busy"}) as relay:
+        ledger, outbox, items = _queue(tmp_path, count=5)
+        settings = Smtp(host=relay.host, port=relay.port, security="none", from_address="ldor@example.org", timeout=5)
+        delivery = flush(outbox, ledger, settings)  # no administrator: no alert
+        assert (delivery.sent, delivery.deferred, delivery.failed) == (3, 1, 1)
+        assert [ledger.outgoing(i.id).state for i in items] == ["sent", "failed", "sent", "queued", "sent"]
+        assert len({session for session in relay.sessions}) == 1
 
 
 # -- permanent failures ---------------------------------------------------------------------------

@@ -8,6 +8,8 @@
         smtp.fail_on = "data"                         # or "rcpt"
         smtp.fail_with = None                         # back to accepting
         smtp.clear()
+        smtp.sessions                                 # SMTP sessions that sent a MAIL command
+        smtp.drop_after = 2                           # close each session at the MAIL after its 2nd message
     SmtpCapture(xoauth2=service.verify)               # AUTH XOAUTH2 required (no TLS needed on
                                                       # the loopback); smtp.auth_attempts counts tries
     # data: bytes as received (CRLF, dot-stuffing undone); a refused message
@@ -58,6 +60,18 @@ class _CaptureHandler:
     def __init__(self, owner: "SmtpCapture") -> None:
         self.owner = owner
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        taken = getattr(session, "taken", None)
+        if taken is None:  # the session's first message
+            self.owner.sessions += 1
+            session.taken = taken = 0
+        if self.owner.drop_after is not None and taken >= self.owner.drop_after:
+            server.transport.close()  # dropped without a word, as a relay that restarts or times a session out
+            return "421 4.4.2 Connection dropped"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.owner._failure("rcpt")
         if reply:
@@ -80,6 +94,7 @@ class _CaptureHandler:
                 accepted_at=time.monotonic(),
             )
         )
+        session.taken = getattr(session, "taken", 0) + 1
         return "250 OK"
 
 
@@ -159,6 +174,9 @@ class SmtpCapture:
         # so it can be flipped while the server runs.
         self.fail_with: str | None = None
         self.fail_on = "data"
+        self.sessions = 0  # SMTP sessions that sent a MAIL command
+        # When set, a session that has given this many messages is closed at its next MAIL command.
+        self.drop_after: int | None = None
         self.messages: list[CapturedMessage] = []
         self._cond = threading.Condition()
         self._controller: Controller | None = None
