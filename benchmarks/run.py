@@ -36,14 +36,13 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
+import throughput  # noqa: E402  (beside this file)
 from helpers import PROVIDER_SENDER, install, provider_message, throwaway_keys  # noqa: E402
 from probe import RunningDaemon, wait_for  # noqa: E402
 from servers import Dovecot, SmtpCapture  # noqa: E402
 
-import throughput  # noqa: E402  (beside this file)
-
-from gateway.postcodes import Directory  # noqa: E402
-from gateway.sample import people, workbook  # noqa: E402
+from gateway.demo.sample import people, workbook  # noqa: E402
+from gateway.reference.postcodes import Directory  # noqa: E402
 
 BOROUGHS = {"E09000019": 1, "E09000007": 1}  # each return: one Islington and one Camden resident
 

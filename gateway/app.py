@@ -11,10 +11,10 @@ from typing import Callable
 from . import config as config_module
 from . import rules as rules_module
 from .config import Config
+from .delivery.outbox import Outbox
 from .keys import Keyring
 from .ledger import Ledger
-from .outbox import Outbox
-from .postcodes import Directory
+from .reference.postcodes import Directory
 from .rules import Rules
 from .signin import Tokens
 

@@ -245,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .routing_check import Advisory, check_installation
+    from .admin.check import Advisory, check_installation
 
     settings, problems = config_module.check(args.config)
     connected = _connect(settings) if args.connect else 0
@@ -266,7 +266,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _connect(settings: config_module.Config | None) -> int:
     """`check --connect`: one line for the mailbox's sign-in and one for the relay's; 1 if either failed."""
-    from .signin_check import connect
+    from .admin.connect import connect
 
     if settings is None:
         return 1
@@ -277,7 +277,7 @@ def _connect(settings: config_module.Config | None) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .offline import validate_file
+    from .admin.offline import validate_file
 
     report = validate_file(args.file, args.config, args.provider, ask_password=_ask_password, password=_password_file(args))
     if args.json:
@@ -288,12 +288,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    from .send import outbox_report, requeue
+    from .delivery.send import outbox_report, requeue
 
     gateway = build(args.config)
     if args.flush_digests:
-        from .deliver import deliver
-        from .digest import send_digests
+        from .delivery.deliver import deliver
+        from .delivery.digest import send_digests
 
         made = send_digests(gateway, gateway.clock(), due_only=False)
         delivery = deliver(gateway, retry_now=True).delivery
@@ -311,7 +311,7 @@ def _outbox(args: argparse.Namespace) -> int:
 
 
 def _route(args: argparse.Namespace) -> int:
-    from .offline import route_file
+    from .admin.offline import route_file
 
     report = route_file(args.file, args.config, args.provider, ask_password=_ask_password, password=_password_file(args))
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
@@ -319,7 +319,7 @@ def _route(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import monthly_report, write_xlsx
+    from .admin.report import monthly_report, write_xlsx
 
     gateway = build(args.config)
     due_day = args.due_day or gateway.config.schedule.due_day
@@ -336,14 +336,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .status import status_text
+    from .admin.status import status_text
 
     print(status_text(build(args.config)))
     return 0
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from .audit import audit_verify_text
+    from .admin.audit import audit_verify_text
 
     code, text = audit_verify_text(Ledger(config_module.load(args.config).paths.database))
     print(text, end="")
@@ -351,7 +351,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _template(args: argparse.Namespace) -> int:
-    from .template import sending_from, write_template
+    from .admin.template import sending_from, write_template
 
     sending, note = sending_from(args.config)
     try:
@@ -366,7 +366,7 @@ def _template(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.run import run_demo
 
     logs.setup("ERROR")  # the demo tells its own story; the log would only repeat it
     return run_demo(args.dir, build)
@@ -404,7 +404,7 @@ def _setup_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from .installation import init_installation
+    from .admin.init import init_installation
 
     domain = args.address.rpartition("@")[2]
     if "@" not in args.address or "." not in domain:
@@ -418,14 +418,14 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _keys_import(args: argparse.Namespace) -> int:
-    from .keyfiles import import_key_file
+    from .admin.keyfiles import import_key_file
 
     print(import_key_file(config_module.load(args.config), args.file, replace=args.replace))
     return 0
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from .keyfiles import list_keys
+    from .admin.keyfiles import list_keys
 
     print(list_keys(config_module.load(args.config)))
     return 0

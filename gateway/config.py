@@ -8,8 +8,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from .errors import ConfigError, TomlError
-from .tomlfile import Problem, TomlFile
+from .errors import ConfigError, Problem, TomlError
+from .tomlfile import TomlFile
 
 SECURITY = ("ssl", "starttls", "none")
 

@@ -8,13 +8,46 @@ terminal or in an alert) should do; "" when the message says it already.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 if TYPE_CHECKING:
-    from .extent import Extent
     from .mail import Outgoing
-    from .signin import Cause
-    from .tomlfile import Problem
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a file the administrator edits, written for that administrator."""
+
+    file: Path
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        return f"{where}: {self.message}"
+
+
+class Cause(enum.Enum):
+    """Why a sign-in was refused, as the administrator acts on it."""
+
+    SECRET = "client secret wrong, expired or revoked"
+    CERTIFICATE = "certificate expired or not accepted"
+    KEY = "service account key refused"
+    UNKNOWN_APP = "app registration not found"
+    PERMISSION = "permission missing"
+    SETUP = "sign-in settings refused"
+
+
+class Reach(Protocol):
+    """How far a sheet reaches (returns.extent.Extent)."""
+
+    @property
+    def rows(self) -> int: ...
+    @property
+    def columns(self) -> int: ...
 
 
 class GatewayError(Exception):
@@ -210,7 +243,7 @@ class Unreadable(SheetError):
 class TooBig(SheetError):
     """The sheet reaches further than `limits` allow; `extent` says how far, as far as it was read."""
 
-    def __init__(self, extent: "Extent", crowded: bool = False) -> None:
+    def __init__(self, extent: Reach, crowded: bool = False) -> None:
         super().__init__(f"sheet reaches row {extent.rows}, column {extent.columns}"
                          + (", too many cells" if crowded else ""))
         self.extent = extent

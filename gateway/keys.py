@@ -20,8 +20,17 @@ from typing import Callable, Mapping
 
 import gnupg
 
-from .errors import Damaged, DecryptedTooLarge, KeyringError, NoIntegrity, NotForUs, NotOpenPGP, NoUsableKey, OwnKeyLocked
-from .tomlfile import Problem
+from .errors import (
+    Damaged,
+    DecryptedTooLarge,
+    KeyringError,
+    NoIntegrity,
+    NotForUs,
+    NotOpenPGP,
+    NoUsableKey,
+    OwnKeyLocked,
+    Problem,
+)
 
 _STATUS = re.compile(r"^\[GNUPG:\] (\S+) ?(.*)$", re.MULTILINE)
 _EMAIL_IN_UID = re.compile(r"<([^<>\s]+@[^<>\s]+)>|^([^<>\s]+@[^<>\s]+)$")

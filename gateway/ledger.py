@@ -1,7 +1,7 @@
 """The SQLite ledger (sqlite-utils): messages, outgoing mail and events, with counts, hashes and ids only.
 
 Never a cell value, a name, a subject or an attachment name: the ledger outlives the data it describes.
-Every event is also chained into the audit trail (its format: audit.py) in the same transaction.
+Every event is also chained into the audit trail (its format is below; admin/audit.py checks it) in the same transaction.
 Records are frozen dataclasses, states and kinds `StrEnum`s whose values are the strings stored; the
 schema grows by sqlite-utils migrations (MIGRATIONS), so a ledger written by an older release is
 brought up to date on opening. No other module speaks SQL.
@@ -12,11 +12,12 @@ outcome and row counts, losing its hash and its place in the mailbox; a package 
 reference, borough, recipient (an address from rules/boroughs.toml), rows, reasons, state and dates,
 losing its hash and error text (so does a digest, and a return's rows it took are kept as they are); other outgoing mail (receipts, alerts, notices, reminders) is
 deleted, and so are the events and the hashes of forwarded files; the audit trail is cut at a
-checkpoint (audit.py). Nothing still queued or held is touched.
+checkpoint (admin/audit.py). Nothing still queued or held is touched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
@@ -26,9 +27,6 @@ from typing import Any
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
-
-from . import audit
-
 
 MAILBOX_CHECKED = "mailbox-checked"  # the event of a successful look at the mailbox
 
@@ -156,6 +154,40 @@ def _make(cls: type, row: dict) -> Any:
     return cls(**values)
 
 
+# -- the audit trail's format (checked by admin/audit.py) ----------------------------------------
+GENESIS = "0" * 64
+PURGE_EVENT = "purged"  # the ledger event a purge writes; its detail names the checkpoint
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    through: int  # the last entry deleted
+    hash: str  # its hash: the entry after it links to this
+    purged: int  # entries deleted so far, all purges together
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    at: str
+    reference: str
+    event: str
+    detail: str
+    prev: str
+    hash: str
+
+
+def detail_text(detail: dict) -> str:
+    """The canonical form of an event's detail, as the trail stores and hashes it."""
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if detail else ""
+
+
+def entry_hash(prev: str, at: str, reference: str, event: str, detail: str) -> str:
+    """SHA-256 (hex) of the previous entry's hash followed by this entry's canonical content."""
+    content = json.dumps([at, reference, event, detail], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev + content).encode("utf-8")).hexdigest()
+
+
 # -- the schema, as migrations ------------------------------------------------------------------
 # Each step checks what is there, so a ledger written before migrations were recorded (every release
 # up to 2026-11) takes the same path: the steps it already had find their work done.
@@ -219,7 +251,7 @@ def m005_events(db: sqlite_utils.Database) -> None:
 
 @MIGRATIONS()
 def m006_audit_trail(db: sqlite_utils.Database) -> None:
-    """The hash-chained trail (audit.py); a ledger older than the trail: its events so far open it."""
+    """The hash-chained trail (admin/audit.py); a ledger older than the trail: its events so far open it."""
     if "audit" in db.table_names():
         return
     text = {"at": str, "reference": str, "event": str, "detail": str, "prev": str, "hash": str}
@@ -249,8 +281,8 @@ def _chain(db: sqlite_utils.Database, entry_id: int, at: str, reference: str, ev
     SQLite's write lock, so the head read here is the latest even with two gateway processes.
     """
     prev = _head_hash(db)
-    text = audit.detail_text(detail)
-    digest = audit.entry_hash(prev, at, reference, event, text)
+    text = detail_text(detail)
+    digest = entry_hash(prev, at, reference, event, text)
     db.conn.execute("insert into audit (id, at, reference, event, detail, prev, hash) values (?, ?, ?, ?, ?, ?, ?)",
                     [entry_id, at, reference, event, text, prev, digest])
     return digest
@@ -262,12 +294,12 @@ def _head_hash(db: sqlite_utils.Database) -> str:
     if row:
         return row[0]
     point = _checkpoint(db)
-    return point.hash if point else audit.GENESIS
+    return point.hash if point else GENESIS
 
 
-def _checkpoint(db: sqlite_utils.Database) -> audit.Checkpoint | None:
+def _checkpoint(db: sqlite_utils.Database) -> Checkpoint | None:
     row = db.conn.execute("select through, hash, purged from audit_checkpoint where one = 1").fetchone()
-    return audit.Checkpoint(*row) if row else None
+    return Checkpoint(*row) if row else None
 
 
 class Ledger:
@@ -518,15 +550,15 @@ class Ledger:
         rows = list(self.db.query("select max(at) as at from events where event = ?", [event]))
         return rows[0]["at"] if rows and rows[0]["at"] else None
 
-    # -- the audit trail (its format and checks: audit.py) ---------------------------------------
+    # -- the audit trail (its format above, its checks: admin/audit.py) ---------------------------------------
     def has_audit_trail(self) -> bool:
         return "audit" in self.db.table_names()
 
-    def audit_entries(self) -> list[audit.Entry]:
-        return [audit.Entry(*row) for row in self.db.conn.execute(
+    def audit_entries(self) -> list[Entry]:
+        return [Entry(*row) for row in self.db.conn.execute(
             "select id, at, reference, event, detail, prev, hash from audit order by id")]
 
-    def audit_checkpoint(self) -> audit.Checkpoint | None:
+    def audit_checkpoint(self) -> Checkpoint | None:
         return _checkpoint(self.db)
 
     def audit_head(self) -> str:
@@ -570,10 +602,10 @@ class Ledger:
             point = self._purge_audit(first_kept - 1, utcnow()) if first_kept else None
             if any(counts.values()) or point is not None:
                 marks = {"audit_through": point.through, "audit_hash": point.hash} if point else {}
-                self._event("retention", audit.PURGE_EVENT, before=before, **counts, **marks)
+                self._event("retention", PURGE_EVENT, before=before, **counts, **marks)
         return counts
 
-    def _purge_audit(self, through: int, at: str) -> audit.Checkpoint | None:
+    def _purge_audit(self, through: int, at: str) -> Checkpoint | None:
         """Delete the audit entries up to `through`, keeping their last hash as the checkpoint; None if none were.
 
         The caller records the returned checkpoint in a ledger event, in the same transaction.
@@ -584,7 +616,7 @@ class Ledger:
             return None
         deleted = conn.execute("delete from audit where id <= ?", [last[0]]).rowcount
         before = _checkpoint(self.db)
-        point = audit.Checkpoint(last[0], last[1], (before.purged if before else 0) + deleted)
+        point = Checkpoint(last[0], last[1], (before.purged if before else 0) + deleted)
         conn.execute("insert or replace into audit_checkpoint (one, through, hash, purged, at) values (1, ?, ?, ?, ?)",
                      [point.through, point.hash, point.purged, at])
         return point

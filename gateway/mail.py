@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 from dataclasses import dataclass
-import email.policy
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formatdate
-from datetime import datetime
 
 from .ledger import Kind
-
 
 # CRLF line ends, as relays expect; headers up to RFC 5322's 998 characters so a subject is not
 # folded onto a line of its own, which some mail clients show with a stray leading space.

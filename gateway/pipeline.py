@@ -24,27 +24,40 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from .app import Gateway
-from .bounce import original_of, parse_bounce, record_bounce
 from .config import secret
-from .deliver import deliver
-from .digest import WaitingPart, next_due, wait
-from .errors import HostileFile, NoUsableKey, OwnKeyLocked, SenderNotRegistered, UnknownSender
-from .held import HeldPackage, hold
-from .inbox import Inbox, InboxMessage
-from .alerts import notify_admin
-from . import notices
-from .notices import held_notices
-from .keys import PublicKey
+from .delivery import notices
+from .delivery.alerts import notify_admin
+from .delivery.bounce import original_of, parse_bounce, record_bounce
+from .delivery.deliver import deliver
+from .delivery.digest import WaitingPart, next_due, wait
+from .delivery.held import HeldPackage, hold
+from .delivery.notices import held_notices
+from .delivery.pack import Source, package_message
+from .delivery.receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
+from .delivery.send import Delivery
+from .errors import (
+    HostileFile,
+    NoUsableKey,
+    OwnKeyLocked,
+    SenderNotRegistered,
+    UnknownSender,
+)
+from .intake.inbox import Inbox, InboxMessage
+from .intake.unpack import (
+    NOTHING_ATTACHED,
+    Attachment,
+    Unpacked,
+    parse,
+    sender_of,
+    unpack,
+)
 from .isolate import warm_up
-from .examine import DUPLICATE_DAYS, duplicate_advice, examine
+from .keys import PublicKey
 from .ledger import Ledger, MessageRecord, MessageState, Outcome, OutgoingState
 from .logs import describe
 from .mail import Outgoing
-from .pack import Source, package_message
-from .receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
-from .send import Delivery
-from .unpack import Attachment, NOTHING_ATTACHED, Unpacked, parse, sender_of, unpack
-from .validate import Finding
+from .returns.examine import DUPLICATE_DAYS, duplicate_advice, examine
+from .returns.validate import Finding
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from . import authorities as authorities_module
-from .errors import RulesError, TomlError
-from .postcodes import Directory, is_valid, normalise
-from .tomlfile import Problem, TomlFile
+from .errors import Problem, RulesError, TomlError
+from .reference import authorities as authorities_module
+from .reference.postcodes import Directory, is_valid, normalise
+from .tomlfile import TomlFile
 
 LONDON = MappingProxyType({
     "E09000001": "City of London", "E09000002": "Barking and Dagenham", "E09000003": "Barnet",

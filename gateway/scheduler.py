@@ -25,14 +25,14 @@ from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import notices
-from .alerts import notify_admin
+from .admin.jobs import JOBS
 from .app import Gateway
 from .config import LOCAL
-from .deliver import deliver
+from .delivery import notices
+from .delivery.alerts import notify_admin
+from .delivery.deliver import deliver
 from .errors import GatewayError, MailboxError, OutboxError, SignInRefused
-from .inbox import Inbox
-from .jobs import JOBS
+from .intake.inbox import Inbox
 from .logs import describe
 from .pipeline import run_once
 from .signin import HOLD_MAX

@@ -14,7 +14,6 @@ broken registration never becomes a loop of sign-ins.
 from __future__ import annotations
 
 import base64
-import enum
 import json
 import ssl
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Union
 
 from . import config
-from .errors import SignInRefused, TokenServiceDown
+from .errors import Cause, SignInRefused, TokenServiceDown
 
 MARGIN = 300.0  # seconds before its expiry at which a token is renewed: a sign-in never uses one about to lapse
 HOLD_FIRST = 60.0  # after a refusal, the first wait before the token service is asked again
@@ -40,17 +39,6 @@ Section = Union[config.Mailbox, config.Smtp]
 if TYPE_CHECKING:  # cryptography is imported where a key is used: password sign-ins never load it
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import rsa
-
-
-class Cause(enum.Enum):
-    """Why a sign-in was refused, as the administrator acts on it."""
-
-    SECRET = "client secret wrong, expired or revoked"
-    CERTIFICATE = "certificate expired or not accepted"
-    KEY = "service account key refused"
-    UNKNOWN_APP = "app registration not found"
-    PERMISSION = "permission missing"
-    SETUP = "sign-in settings refused"
 
 
 @dataclass

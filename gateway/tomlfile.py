@@ -5,24 +5,9 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import TomlError
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong in a file the administrator edits, written for that administrator."""
-
-    file: Path
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
-        return f"{where}: {self.message}"
-
+from .errors import Problem, TomlError
 
 _TABLE = re.compile(r"^\s*\[\s*\"?([^\]\"]+?)\"?\s*\]\s*(#.*)?$")
 _KEY = re.compile(r'^\s*(?:"([^"]+)"|([A-Za-z0-9_.-]+))\s*=')  # quoted keys may hold spaces: "N1C 4AA" = ...

@@ -13,7 +13,7 @@ import pytest
 from helpers import GATEWAY_ADDRESS, Deployment, Keys, install, throwaway_keys
 from servers import EVERY_CAPTURED, Dovecot, SmtpCapture, gpg_daemons_under, kill_agents
 
-from gateway.postcodes import Directory
+from gateway.reference.postcodes import Directory
 
 
 @pytest.fixture(scope="session")

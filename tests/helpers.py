@@ -17,7 +17,7 @@ import gnupg
 import openpyxl
 from servers import Dovecot, SmtpCapture, export_public, gnupg_home, make_key
 
-from gateway.scaffold import write_installation
+from gateway.admin.scaffold import write_installation
 
 BOROUGHS = {
     "E09000019": ("Islington", "ldor@islington.example", "xlsx"),

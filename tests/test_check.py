@@ -14,14 +14,13 @@ from pathlib import Path
 
 import gnupg
 import pytest
-
 from helpers import GATEWAY_ADDRESS, PROVIDER_SENDER, install
 from servers import export_public, gnupg_home, kill_agents, make_key
 
 from gateway import config as config_module
+from gateway.admin.check import Advisory, check_installation
+from gateway.errors import Problem
 from gateway.keys import Keyring
-from gateway.routing_check import Advisory, check_installation
-from gateway.tomlfile import Problem
 
 DAY = 86400
 

@@ -12,17 +12,16 @@ import logging
 from pathlib import Path
 
 import gnupg
-
 from helpers import ADMIN, attachments_of, provider_message, read_xlsx
 from servers import export_public, gnupg_home, make_key
 from test_bounce import dsn
 
-from gateway.ledger import Ledger
-from gateway.outbox import Outbox
-from gateway.pack import HEADINGS
-from gateway.sample import people, workbook
-from gateway.send import outbox_report
 from gateway import config as config_module
+from gateway.delivery.outbox import Outbox
+from gateway.delivery.pack import HEADINGS
+from gateway.delivery.send import outbox_report
+from gateway.demo.sample import people, workbook
+from gateway.ledger import Ledger
 
 HACKNEY = "ldor@hackney.example"
 

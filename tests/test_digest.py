@@ -14,21 +14,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import gnupg
-import pytest
-
 from helpers import ADMIN, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
 from leaks import Scan
 from test_rules import BOROUGHS, folder, line_of, only_problem
 
 from gateway import rules
+from gateway.admin.report import LOCAL, monthly_report
+from gateway.admin.status import status_text
 from gateway.cli import build, main
-from gateway.digest import latest_due, next_due
-from gateway.held import release_held
-from gateway.pack import HEADINGS, LAYOUT_VERSION
-from gateway.report import LOCAL, monthly_report
-from gateway.sample import people, workbook
+from gateway.delivery.digest import latest_due, next_due
+from gateway.delivery.held import release_held
+from gateway.delivery.pack import HEADINGS, LAYOUT_VERSION
+from gateway.demo.sample import people, workbook
 from gateway.scheduler import Daemon
-from gateway.status import status_text
 
 HACKNEY, CAMDEN, ISLINGTON = "ldor@hackney.example", "ldor@camden.example", "ldor@islington.example"
 SECOND = ("10002222", "Second Academy", "data@second-academy.example")
@@ -231,7 +229,7 @@ def test_flush_digests_sends_every_waiting_digest_now_and_exactly_once_after_kil
     command = [sys.executable, CRASHPOINT, "--config", str(deployment.config), "outbox", "--flush-digests"]
     # Killed once the digest is in the outbox but before the ledger knows it, then once it is built and
     # queued in the ledger but not yet sent.
-    for point in ("gateway.outbox:Outbox.put@1:after", "gateway.ledger:Ledger.queue_digest@1:after"):
+    for point in ("gateway.delivery.outbox:Outbox.put@1:after", "gateway.ledger:Ledger.queue_digest@1:after"):
         done = subprocess.run(command, env={**env, "CRASH_AT": point}, capture_output=True, timeout=120)
         assert done.returncode == -signal.SIGKILL, (point, done.stderr[-2000:])
     done = subprocess.run(command, env=env, capture_output=True, timeout=120, text=True)

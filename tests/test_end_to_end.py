@@ -12,10 +12,18 @@ from datetime import date
 
 import gnupg
 import pytest
+from helpers import (
+    ADMIN,
+    BOROUGHS,
+    GATEWAY_ADDRESS,
+    PROVIDER_SENDER,
+    attachments_of,
+    provider_message,
+    read_xlsx,
+)
 
-from helpers import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
-from gateway.pack import HEADINGS
-from gateway.sample import people, valid_uln, with_changes, workbook
+from gateway.delivery.pack import HEADINGS
+from gateway.demo.sample import people, valid_uln, with_changes, workbook
 
 NOT_CONFIGURED = "E09000028"  # Southwark: residents there are not served by this deployment
 
@@ -147,7 +155,7 @@ def deployment_code(person, code) -> bool:
     return (_DIRECTORY.authority(person.postcode) or "E09000019") == code
 
 
-from gateway.postcodes import Directory  # noqa: E402
+from gateway.reference.postcodes import Directory  # noqa: E402
 
 _DIRECTORY = Directory()
 

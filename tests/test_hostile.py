@@ -10,8 +10,6 @@ process are printed (`-s`) and written to hostile-figures.json in pytest's tempo
 
 from __future__ import annotations
 
-import email
-import email.policy
 import importlib.util
 import io
 import json
@@ -29,10 +27,16 @@ from pathlib import Path
 
 import gnupg
 import pytest
-
 from helpers import ADMIN, BOROUGHS, attachments_of
 from servers import kill_agents, prepare_gnupghome
-from test_intake import CLEAR, KEYS_DIR, GATEWAY_FPR, assert_nothing_personal_in_clear, intake, package_rows  # noqa: F401
+from test_intake import (  # noqa: F401
+    CLEAR,
+    GATEWAY_FPR,
+    KEYS_DIR,
+    assert_nothing_personal_in_clear,
+    intake,
+    package_rows,
+)
 
 HOSTILE = Path(__file__).parent / "data" / "hostile"
 EXPECTED = json.loads((HOSTILE / "expected.json").read_text(encoding="utf-8"))

@@ -11,16 +11,21 @@ from datetime import datetime, timedelta, timezone
 
 import openpyxl
 import pytest
-
 from helpers import ADMIN, PROVIDER_SENDER, PROVIDER_UKPRN, provider_message
 from servers import export_public, gnupg_home, make_key
 
-from gateway.audit import audit_verify_text, verify
+from gateway.admin.audit import audit_verify_text, verify
+from gateway.admin.jobs import (
+    already_done,
+    email_monthly_report,
+    key_expiry_warnings,
+    purge_old_details,
+    send_reminders,
+)
+from gateway.admin.report import LOCAL, monthly_report
 from gateway.cli import build
-from gateway.jobs import already_done, email_monthly_report, key_expiry_warnings, purge_old_details, send_reminders
-from gateway.report import LOCAL, monthly_report
-from gateway.sample import people, workbook
-from gateway.send import flush
+from gateway.delivery.send import flush
+from gateway.demo.sample import people, workbook
 
 CAMDEN = "ldor@camden.example"
 
@@ -178,7 +183,7 @@ def test_retention_purges_old_details_keeps_counts_the_report_and_a_verifiable_t
     gateway = build(deployment.config)
     # An alert the relay refused, set aside in outbox/bad/.
     deployment.smtp.fail_with, deployment.smtp.fail_on = "550 5.1.1 no such mailbox", "rcpt"
-    from gateway.alerts import notify_admin
+    from gateway.delivery.alerts import notify_admin
 
     notify_admin(gateway.config, gateway.ledger, gateway.outbox, "daemon", "test alert", "A test.")
     flush(gateway.outbox, gateway.ledger, gateway.config.smtp)

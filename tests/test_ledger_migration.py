@@ -10,11 +10,19 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from gateway.audit import verify
-from gateway.ledger import (MIGRATIONS, EventRecord, Kind, Ledger, MessageRecord, MessageState, OutgoingRecord,
-                            OutgoingState)
 from leaks import Scan, personal_values
+
+from gateway.admin.audit import verify
+from gateway.ledger import (
+    MIGRATIONS,
+    EventRecord,
+    Kind,
+    Ledger,
+    MessageRecord,
+    MessageState,
+    OutgoingRecord,
+    OutgoingState,
+)
 
 RELEASE = Path(__file__).parent / "data" / "ledger" / "2026-11-26-release.db"
 

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import gnupg
 import openpyxl
-
-from helpers import BOROUGHS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
-
-from gateway.postcodes import Directory
+from helpers import (
+    BOROUGHS,
+    PROVIDER_SENDER,
+    attachments_of,
+    provider_message,
+    read_xlsx,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 HOST = "E09000019"  # the college's host_la: Islington

@@ -12,14 +12,23 @@ import openpyxl
 import pytest
 
 from gateway import rules as rules_module
-from gateway.ccis import CODES
-from gateway.held import _decode, _encode  # what a package held for want of a key keeps, and rebuilds
-from gateway.pack import HEADINGS, LAYOUT_VERSION, Source, package_message, sheet_bytes
-from gateway.read import read_return
-from gateway.route import Batch, route
+from gateway.delivery.kept import (  # what a package held for want of a key keeps, and rebuilds
+    decode,
+    encode,
+)
+from gateway.delivery.pack import (
+    HEADINGS,
+    LAYOUT_VERSION,
+    Source,
+    package_message,
+    sheet_bytes,
+)
+from gateway.demo.sample import TABLE_HEADINGS, people, with_changes, workbook
+from gateway.reference.ccis import CODES
+from gateway.returns.read import read_return
+from gateway.returns.route import Batch, route
+from gateway.returns.validate import validate
 from gateway.rules import Borough, Provider, Rules
-from gateway.sample import TABLE_HEADINGS, people, with_changes, workbook
-from gateway.validate import validate
 
 TODAY = date(2025, 11, 17)
 PROVIDER = Provider("10001234", "Example College", ("mis@example-college.example",), host_la="E09000019")
@@ -283,7 +292,7 @@ def test_a_uln_failing_its_check_leaves_the_package_cell_empty(fmt, uln, directo
     checked = validate(table, PROVIDER, today=TODAY)
     assert [f.rule for f in checked.findings] == ["ULN_04"]
     batch = Batch(ISLINGTON, checked.accepted)
-    decoded, decoded_batch, _ = _decode(_encode(table, batch, SOURCE), ISLINGTON)
+    decoded, decoded_batch, _ = decode(encode(table, batch, SOURCE), ISLINGTON)
     for table_used, batch_used in ((table, batch), (decoded, decoded_batch)):
         data = sheet_bytes(table_used, batch_used, SOURCE, fmt)
         found = records(data, fmt)
@@ -420,7 +429,7 @@ def test_a_held_package_is_released_in_the_same_layout(directory):
     checked = validate(table, PROVIDER, today=TODAY)
     batch, = route(table, checked.accepted, RULES, directory, PROVIDER).batches
     assert {item.routed_by for item in batch.rows} == {"postcode", "provider's authority"}
-    decoded, again, held_back = _decode(_encode(table, batch, source), ISLINGTON)
+    decoded, again, held_back = decode(encode(table, batch, source), ISLINGTON)
     assert again == batch and held_back == source.held_back
     assert sheet_bytes(decoded, again, source, "csv") == sheet_bytes(table, batch, source, "csv")
     assert records(sheet_bytes(decoded, again, source, "xlsx"), "xlsx") == records(sheet_bytes(table, batch, source, "xlsx"), "xlsx")
@@ -436,7 +445,7 @@ def test_a_package_held_before_the_layout_still_rebuilds(directory):
     old = json.dumps({"headings": list(table.headings), "columns": dict(table.columns),
                       "rows": [[item.row.number, [v.isoformat() if isinstance(v, (date, datetime)) else v
                                                   for v in item.row.values], item.postcode, item.reason]]}).encode()
-    decoded, batch, held_back = _decode(old, ISLINGTON)
+    decoded, batch, held_back = decode(old, ISLINGTON)
     assert held_back == ()
     found, = records(sheet_bytes(decoded, batch, SOURCE, "csv"), "csv")
     assert (found["Family Name"], found["Routed By"], found["Home Authority"]) == (person.family_name, "", "")

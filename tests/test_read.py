@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.demo.sample import TABLE_HEADINGS, people, workbook
 from gateway.errors import ReadError, UnpackError
-from gateway.read import MAX_CSV_REPAIRS, MAX_ROWS, MAX_SHEETS, read_return
-from gateway.sample import TABLE_HEADINGS, people, workbook
+from gateway.returns.read import MAX_CSV_REPAIRS, MAX_ROWS, MAX_SHEETS, read_return
 
 TODAY = date(2025, 11, 17)
 
@@ -313,7 +313,7 @@ CHILD = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 from gateway.errors import ReadError
-from gateway.read import MAX_CSV_REPAIRS, MAX_ROWS, MAX_SHEETS, read_return
+from gateway.returns.read import MAX_CSV_REPAIRS, MAX_ROWS, MAX_SHEETS, read_return
 try:
     table = read_return(open(sys.argv[1], "rb").read())
 except ReadError as error:

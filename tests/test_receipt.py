@@ -12,12 +12,18 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from gateway.read import read_return
-from gateway.receipt import FileFacts, Letterhead, acknowledgement, findings_csv, rejection
-from gateway.route import Routed, route
+from gateway.delivery.receipt import (
+    FileFacts,
+    Letterhead,
+    acknowledgement,
+    findings_csv,
+    rejection,
+)
+from gateway.demo.sample import people, with_changes, workbook
+from gateway.returns.read import read_return
+from gateway.returns.route import Routed, route
+from gateway.returns.validate import Finding, validate
 from gateway.rules import Borough, Provider, Rules
-from gateway.sample import people, with_changes, workbook
-from gateway.validate import Finding, validate
 
 TODAY = date(2025, 11, 17)
 PROVIDER = Provider("10001234", "Example College", ("mis@example-college.example",))
@@ -240,7 +246,7 @@ def test_a_formula_heading_reaches_the_clear_receipt_inert(directory):
     ("see https://evil.example", "see https[:]//evil.example"),
 ])
 def test_the_guard_for_a_line(text, shown):
-    from gateway.guard import Medium, guard
+    from gateway.delivery.guard import Medium, guard
 
     assert guard(text, Medium.LINE) == shown
 
@@ -255,7 +261,7 @@ def many_findings(count: int) -> list[Finding]:
 def test_a_receipt_for_very_many_findings_stays_under_the_limit():
     """100,000 findings made a 14.5 MB receipt; the body now lists the first few and counts all by rule,
     and the whole list is attached zipped."""
-    from gateway import receipt
+    from gateway.delivery import receipt
 
     findings = many_findings(100_000)
     raw = acknowledgement(FACTS, PROVIDER, 100_000, findings, Routed((), ()), "edition", TO, HEAD).raw
@@ -276,7 +282,7 @@ def test_a_receipt_for_very_many_findings_stays_under_the_limit():
 
 
 def test_when_even_the_zip_is_too_big_the_first_findings_are_attached(monkeypatch):
-    from gateway import receipt
+    from gateway.delivery import receipt
 
     monkeypatch.setattr(receipt, "RECEIPT_LIMIT", 200_000)
     findings = many_findings(100_000)
@@ -293,7 +299,7 @@ def test_when_even_the_zip_is_too_big_the_first_findings_are_attached(monkeypatc
 
 def test_a_sealed_receipt_for_very_many_findings_stays_under_the_limit(ring):
     """Sealed to the provider's key, the zipped list travels inside the encryption, values and all."""
-    from gateway import receipt
+    from gateway.delivery import receipt
 
     fingerprint = ring.own_fingerprint()
     seal = lambda data: ring.encrypt(data, fingerprint, armour=True)  # noqa: E731

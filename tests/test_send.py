@@ -14,15 +14,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from aiosmtpd.controller import Controller
-
 from servers import free_port
 
 from gateway.config import Smtp
+from gateway.delivery.outbox import Outbox
+from gateway.delivery.send import RelayDown, flush, outbox_report, requeue, send
 from gateway.errors import SendError
 from gateway.ledger import Ledger
 from gateway.mail import Outgoing, compose, outgoing_id
-from gateway.outbox import Outbox
-from gateway.send import RelayDown, flush, outbox_report, requeue, send
 
 ADMIN = "admin@example.org"
 
@@ -338,7 +337,7 @@ def test_the_outbox_report_lists_each_state_with_ids_and_counts(tmp_path, smtp):
 # -- the settings -----------------------------------------------------------------------------------
 def test_retry_settings_have_defaults_and_are_checked(tmp_path):
     from gateway import config
-    from gateway.scaffold import write_installation
+    from gateway.admin.scaffold import write_installation
 
     path = write_installation(tmp_path, imap=("127.0.0.1", 1, "ldor@example.org", "PW"), smtp=("127.0.0.1", 2),
                               sender="ldor@example.org", admin=ADMIN, boroughs={}, providers=[])

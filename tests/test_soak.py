@@ -16,8 +16,8 @@ from datetime import datetime
 from helpers import PROVIDER_SENDER, provider_message
 from probe import RunningDaemon, wait_for
 
-from gateway.report import LOCAL
-from gateway.sample import people, workbook
+from gateway.admin.report import LOCAL
+from gateway.demo.sample import people, workbook
 
 RETURNS = 20
 QUIET = {5: 20.0, 11: 65.0, 17: 20.0}  # after these returns, a quiet period of so many seconds is measured

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 from helpers import provider_message
 from servers import export_public, gnupg_home, make_key
 
+from gateway.admin.status import status_text
 from gateway.cli import build
-from gateway.sample import people, workbook
-from gateway.status import status_text
+from gateway.demo.sample import people, workbook
 
 HACKNEY = "ldor@hackney.example"
 

@@ -8,19 +8,26 @@ from datetime import date, datetime, timezone
 
 import openpyxl
 import pytest
-
-from gateway import ccis
-from gateway.cli import main
-from gateway.pack import HEADINGS as PACKAGE_HEADINGS, Source, sheet_bytes
-from gateway.read import HEADINGS, read_return
-from gateway.route import route
-from gateway.scaffold import write_installation
-from gateway.rules import Borough, Provider, Rules
-from gateway.sample import TABLE_HEADINGS, people, with_changes, workbook
-from gateway.template import ASK, DATA_ROWS, HEADING_ROW, TABLE, TICKS, write_template
-from gateway.validate import _TICKS, RULES, validate
-
 from helpers import GATEWAY_ADDRESS
+
+from gateway.admin.scaffold import write_installation
+from gateway.admin.template import (
+    ASK,
+    DATA_ROWS,
+    HEADING_ROW,
+    TABLE,
+    TICKS,
+    write_template,
+)
+from gateway.cli import main
+from gateway.delivery.pack import HEADINGS as PACKAGE_HEADINGS
+from gateway.delivery.pack import Source, sheet_bytes
+from gateway.demo.sample import TABLE_HEADINGS, people, with_changes, workbook
+from gateway.reference import ccis
+from gateway.returns.read import HEADINGS, read_return
+from gateway.returns.route import route
+from gateway.returns.validate import _TICKS, RULES, validate
+from gateway.rules import Borough, Provider, Rules
 
 FIRST, LAST = HEADING_ROW + 1, HEADING_ROW + DATA_ROWS
 TODAY = date(2025, 11, 17)

@@ -75,7 +75,7 @@ import weakref
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from gateway.embedded import free_port
+from gateway.demo.embedded import free_port
 
 from .processes import LOCALHOST, session_pids, wait_until
 from .tls import server_tls_context

@@ -34,7 +34,7 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from gateway.embedded import free_port
+from gateway.demo.embedded import free_port
 
 from .processes import LOCALHOST
 from .tls import server_tls_context
