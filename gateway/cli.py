@@ -118,7 +118,7 @@ def _version() -> str:
 class _Parser(argparse.ArgumentParser):
     """argparse, with a mistake in the arguments said in one line that says where the usage is."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
         self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` shows how to use it)\n")
 
 

@@ -9,9 +9,10 @@ terminal or in an alert) should do; "" when the message says it already.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .mail import Outgoing
@@ -69,7 +70,7 @@ class RulesError(GatewayError):
 class TomlError(GatewayError, ValueError):
     """A TOML file could not be read at all; `problem` names the file and line."""
 
-    def __init__(self, problem: "Problem") -> None:
+    def __init__(self, problem: Problem) -> None:
         super().__init__(str(problem))
         self.problem = problem
 
@@ -159,7 +160,7 @@ class SignInRefused(GatewayError):
     advice = ("after a change to the app registration, `gateway check --connect` shows at once whether the "
               "sign-in works.")
 
-    def __init__(self, message: str, cause: "Cause", retry_in: float = 0.0) -> None:
+    def __init__(self, message: str, cause: Cause, retry_in: float = 0.0) -> None:
         super().__init__(message)
         self.cause = cause
         self.retry_in = retry_in  # seconds until the next attempt is allowed
@@ -197,7 +198,7 @@ class HostileFile(UnpackError):
     `replies`: when the pipeline raises it for a whole message, the rejection the registered provider gets.
     """
 
-    def __init__(self, message: str, advice: str, replies: "Sequence[Outgoing]" = ()) -> None:
+    def __init__(self, message: str, advice: str, replies: Sequence[Outgoing] = ()) -> None:
         super().__init__(message, advice)
         self.replies = list(replies)
 

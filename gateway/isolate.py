@@ -17,9 +17,10 @@ import multiprocessing
 import pickle
 import resource
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import MappingProxyType
-from typing import Callable, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from .errors import (
     GatewayError,

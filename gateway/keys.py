@@ -13,10 +13,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Callable, Mapping
 
 import gnupg
 
@@ -58,7 +58,7 @@ class PublicKey:
     @property
     def expires_on(self) -> date | None:
         """The day (UTC) it stops working, for messages: "expires on 2026-05-31"."""
-        return None if self.expires is None else datetime.fromtimestamp(self.expires, timezone.utc).date()
+        return None if self.expires is None else datetime.fromtimestamp(self.expires, UTC).date()
 
     def trouble(self) -> str:
         """Why it cannot be used, in words an administrator can act on."""
@@ -74,6 +74,9 @@ class Signature:
     present: bool = False
     signer: str | None = None  # primary-key fingerprint of a good signature by a current key
     bad: bool = False  # present, but does not match, or made by an expired or revoked key
+
+
+NO_SIGNATURE = Signature()
 
 
 @dataclass(frozen=True)

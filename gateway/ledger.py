@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ MAILBOX_CHECKED = "mailbox-checked"  # the event of a successful look at the mai
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class MessageState(StrEnum):
@@ -392,7 +392,7 @@ class Ledger:
 
     def earlier_file(self, provider: str, sha256: str, days: int, reference: str) -> FileRecord | None:
         """The earlier forwarding of this very file by this provider within `days`, if any."""
-        since = (datetime.now(timezone.utc) - timedelta(days=days)).isoformat(timespec="seconds")
+        since = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
         rows = list(self.db.query(
             "select * from files where provider = ? and sha256 = ? and first_seen >= ? and reference != ?",
             [provider, sha256, since, reference],

@@ -90,7 +90,7 @@ class Result:
     outcome: Outcome = Outcome.ACCEPTED
     provider: str = ""
     files: list[tuple[str, str]] = field(default_factory=list)  # (hash of the decrypted return, its reference)
-    exposure: "_Exposure | None" = None  # ended once the message's content has been read and checked
+    exposure: _Exposure | None = None  # ended once the message's content has been read and checked
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
     return result.state
 
 
-def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Exposure") -> Result:
+def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: _Exposure) -> Result:
     config, ledger = gateway.config, gateway.ledger
     unpacked = unpack(raw, gateway.rules, gateway.keyring, lambda provider: secret(provider.password_env or ""))
     provider = unpacked.provider

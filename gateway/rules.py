@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 from .errors import Problem, RulesError, TomlError
 from .reference import authorities as authorities_module

@@ -18,10 +18,10 @@ import logging
 import queue
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -70,7 +70,7 @@ class Daemon:
         self._recorded_check = float("-inf")
         self._stopping = False
         self._waiting = False
-        self._due: "queue.Queue[str]" = queue.Queue()
+        self._due: queue.Queue[str] = queue.Queue()
         self._stamp = self._rules_stamp()
         self._alerted_silence = False
 

@@ -21,9 +21,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING
 
 from . import config
 from .errors import Cause, SignInRefused, TokenServiceDown
@@ -34,7 +35,7 @@ HOLD_MAX = 900.0  # the longest wait: a fixed app registration is noticed within
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-Section = Union[config.Mailbox, config.Smtp]
+Section = config.Mailbox | config.Smtp
 
 if TYPE_CHECKING:  # cryptography is imported where a key is used: password sign-ins never load it
     from cryptography import x509

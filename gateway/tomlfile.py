@@ -22,7 +22,7 @@ class TomlFile:
         self._lines = text.splitlines()
 
     @classmethod
-    def load(cls, path: Path) -> "TomlFile":
+    def load(cls, path: Path) -> TomlFile:
         """Parse `path`; a syntax error becomes a Problem-carrying ValueError with the line."""
         try:
             text = path.read_text(encoding="utf-8")

@@ -6,8 +6,8 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from helpers import GATEWAY_ADDRESS, Deployment, Keys, install, throwaway_keys

@@ -8,10 +8,10 @@ import email
 import email.policy
 import io
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Iterator
 
 import gnupg
 import openpyxl

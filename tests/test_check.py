@@ -9,7 +9,7 @@ import subprocess
 import textwrap
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import gnupg
@@ -85,7 +85,7 @@ def check(installation: Installation, directory, now: float | None = None) -> li
 
 
 def day(seconds: float):
-    return datetime.fromtimestamp(seconds, timezone.utc).date()
+    return datetime.fromtimestamp(seconds, UTC).date()
 
 
 def test_a_complete_installation_has_no_problems(installation, directory):

@@ -405,7 +405,7 @@ def test_gateway_validate_answers_every_hostile_file_with_its_exit_code(tmp_path
             jobs[case] = tmp_path / f"{case}.csv"
             jobs[case].write_bytes(make.runtime_file(case))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(jobs, pool.map(_validate, jobs.values())))
+        results = dict(zip(jobs, pool.map(_validate, jobs.values()), strict=False))
     failures = {}
     for case, result in results.items():
         FIGURES.setdefault(f"validate {case}", {}).update(seconds=result["seconds"], peak_mb=result["peak_mb"])

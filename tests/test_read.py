@@ -113,7 +113,7 @@ def test_blank_rows_are_skipped_and_row_numbers_kept():
 def test_row_numbers_when_the_sheet_starts_lower_and_further_right():
     book = openpyxl.Workbook()
     sheet = book.active
-    for column, heading in zip("CDEFG", ["ULN", "Family Name", "First Name", "DOB", "Post Code"]):
+    for column, heading in zip("CDEFG", ["ULN", "Family Name", "First Name", "DOB", "Post Code"], strict=False):
         sheet[f"{column}5"] = heading
     sheet["D7"], sheet["E7"], sheet["G7"] = "Silva", "Nia", "N1 1AA"
     buffer = io.BytesIO()

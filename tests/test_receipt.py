@@ -8,7 +8,7 @@ import email.policy
 import io
 import re
 import zipfile
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -32,7 +32,7 @@ RULES = Rules(
      "E09000007": Borough("E09000007", "Camden", ("ldor@camden.example",))},
     {"10001234": PROVIDER},
 )
-FACTS = FileFacts("LDOR-20251117-ABCDEF0123", datetime(2025, 11, 17, 9, 30, tzinfo=timezone.utc), 1, 1, 23456, "0123456789ab")
+FACTS = FileFacts("LDOR-20251117-ABCDEF0123", datetime(2025, 11, 17, 9, 30, tzinfo=UTC), 1, 1, 23456, "0123456789ab")
 # A stand-in armoured key: its text is fixed, so nothing from a return can appear in it by chance.
 HEAD = Letterhead("ldor@example.org", "0" * 40,
                   "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nstand-in key for tests\n-----END PGP PUBLIC KEY BLOCK-----\n")

@@ -294,7 +294,7 @@ class _Running:
         self.built.set()
         self.daemon._watch()
 
-    def __enter__(self) -> "_Running":
+    def __enter__(self) -> _Running:
         self.thread.start()
         assert self.built.wait(30)
         return self

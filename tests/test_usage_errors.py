@@ -137,7 +137,7 @@ def test_every_subcommand_given_bad_arguments_answers_in_one_line_without_a_trac
     with ThreadPoolExecutor(8) as pool:
         done = list(pool.map(lambda case: _gateway(*case[1], cwd=empty, env=case[2]), cases))
     failures = []
-    for (what, argv, _, words), result in zip(cases, done):
+    for (what, argv, _, words), result in zip(cases, done, strict=False):
         said = (result.stderr.strip() or result.stdout.strip()).splitlines()
         problems = []
         if result.returncode == 0:

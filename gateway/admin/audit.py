@@ -81,7 +81,7 @@ def _links(entries: list[Entry], point: Checkpoint | None) -> list[str]:
         if not linked:
             after = f"entry {before}" if number else f"the checkpoint (entry {before})" if point else "the start of the trail"
             problems.append(_break(before, after, head))
-        for previous, entry in zip(run, run[1:]):
+        for previous, entry in zip(run, run[1:], strict=False):
             if entry.id < previous.id:
                 problems.append(f"entry {entry.id}: out of order: it was written after entry {previous.id} "
                                 "but stands before it (the entries were reordered)")

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..config import LOCAL
 from ..delivery import notices
@@ -58,11 +59,11 @@ def _record_done(ledger: Ledger, name: str, **counts: int) -> None:
 def _running_before(ledger: Ledger, moment: datetime) -> bool:
     """Whether the gateway was at work before `moment` (the ledger has an earlier event): a gateway
     installed in the middle of a month does not remind for, or report on, a month it did not see."""
-    since = moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    since = moment.astimezone(UTC).isoformat(timespec="seconds")
     return ledger.any_event_before(since)
 
 
-def _queue(gateway: "Gateway", reference: str, item: Outgoing) -> int:
+def _queue(gateway: Gateway, reference: str, item: Outgoing) -> int:
     """1 if the message was queued now, 0 if it had been before."""
     return int(queue_once(gateway.ledger, gateway.outbox, reference, item))
 
@@ -76,7 +77,7 @@ class _Holder:
     recipients: dict[str, list[Borough]]
 
 
-def key_expiry_warnings(gateway: "Gateway", now: datetime) -> int:
+def key_expiry_warnings(gateway: Gateway, now: datetime) -> int:
     """Tell each recipient whose key is within 30, 14 or 1 days of expiring (or has expired), and the
     administrator, once per key and stage; the gateway's own key too (to the administrator)."""
     holders = _holders(gateway.keyring, gateway.rules.receiving())
@@ -130,13 +131,13 @@ def _stage(key: PublicKey, now: datetime) -> str | None:
         return None
     if key.expires <= now.timestamp():
         return "expired"
-    left = (key.expires_on - now.astimezone(timezone.utc).date()).days
+    left = (key.expires_on - now.astimezone(UTC).date()).days
     reached = [days for days in WARN_DAYS if left <= days]
     return f"{min(reached)}d" if reached else None
 
 
 def _left(key: PublicKey, now: datetime) -> str:
-    days = (key.expires_on - now.astimezone(timezone.utc).date()).days if key.expires_on else 0
+    days = (key.expires_on - now.astimezone(UTC).date()).days if key.expires_on else 0
     return "today" if days <= 0 else "tomorrow" if days == 1 else f"in {days} days"
 
 
@@ -146,18 +147,18 @@ def _when(key: PublicKey, stage: str, now: datetime) -> str:
     return f"expires on {key.expires_on:%Y-%m-%d} ({_left(key, now)})"
 
 
-def _recipient_warning(gateway: "Gateway", key: PublicKey, stage: str, recipient: str, boroughs: list[Borough],
+def _recipient_warning(gateway: Gateway, key: PublicKey, stage: str, recipient: str, boroughs: list[Borough],
                        now: datetime, name: str) -> Outgoing:
     return notices.key_warning_to_recipient(gateway.config, key, _when(key, stage, now), stage == "expired", recipient,
                                             boroughs, name)
 
 
-def _admin_warning(gateway: "Gateway", holder: _Holder, stage: str, now: datetime, name: str) -> int:
+def _admin_warning(gateway: Gateway, holder: _Holder, stage: str, now: datetime, name: str) -> int:
     notice = notices.key_warning_to_admin(holder.key, _when(holder.key, stage, now), stage == "expired", holder.recipients)
     return int(notify_admin(gateway.config, gateway.ledger, gateway.outbox, "keys", *notice, key=name))
 
 
-def _own_key_warning(gateway: "Gateway", now: datetime) -> int:
+def _own_key_warning(gateway: Gateway, now: datetime) -> int:
     """Providers encrypt their returns to the gateway's own key: once it expires they cannot."""
     try:
         key = gateway.keyring.own_key()
@@ -176,7 +177,7 @@ def _own_key_warning(gateway: "Gateway", now: datetime) -> int:
 
 
 # -- reminders ------------------------------------------------------------------------------------------
-def send_reminders(gateway: "Gateway", now: datetime) -> int:
+def send_reminders(gateway: Gateway, now: datetime) -> int:
     """From [schedule] reminder_day, remind each known provider without an accepted return this month, once.
 
     "Returned" is the monthly report's: a message of its received this month was accepted.
@@ -209,23 +210,23 @@ def send_reminders(gateway: "Gateway", now: datetime) -> int:
     return queued
 
 
-def _reminder(gateway: "Gateway", provider: Provider, to: str, month: str, today: date, due: date, name: str) -> Outgoing:
+def _reminder(gateway: Gateway, provider: Provider, to: str, month: str, today: date, due: date, name: str) -> Outgoing:
     return notices.reminder(gateway.config, provider, to, month, today, due, name)
 
 
-def _unreachable(gateway: "Gateway", providers: list[Provider], month: str) -> int:
+def _unreachable(gateway: Gateway, providers: list[Provider], month: str) -> int:
     return int(notify_admin(gateway.config, gateway.ledger, gateway.outbox, "reminders",
                             *notices.not_reminded(providers, month), key=month))
 
 
 # -- retention ------------------------------------------------------------------------------------------
-def purge_old_details(gateway: "Gateway", now: datetime) -> int:
+def purge_old_details(gateway: Gateway, now: datetime) -> int:
     """Once a day: purge the ledger's details (ledger.Ledger.purge) and the set-aside copies in the outbox
     older than [schedule] retention_days, keeping counts and the audit trail's chain. Queues nothing."""
-    name = f"retention {now.astimezone(timezone.utc):%Y-%m-%d}"
+    name = f"retention {now.astimezone(UTC):%Y-%m-%d}"
     if already_done(gateway.ledger, name):
         return 0
-    before = (now - timedelta(days=gateway.config.schedule.retention_days)).astimezone(timezone.utc)
+    before = (now - timedelta(days=gateway.config.schedule.retention_days)).astimezone(UTC)
     stamp = before.isoformat(timespec="seconds")
     removed = _purge_set_aside(gateway, before)  # first: their ledger rows say what they were
     counts = gateway.ledger.purge(stamp)
@@ -235,7 +236,7 @@ def purge_old_details(gateway: "Gateway", now: datetime) -> int:
     return 0
 
 
-def _purge_set_aside(gateway: "Gateway", before: datetime) -> int:
+def _purge_set_aside(gateway: Gateway, before: datetime) -> int:
     """Delete copies in outbox/bad/ of mail that failed or bounced before `before`, and of files no ledger
     row describes that were set aside before it."""
     removed = 0
@@ -244,7 +245,7 @@ def _purge_set_aside(gateway: "Gateway", before: datetime) -> int:
         row = gateway.ledger.outgoing(item_id)
         try:
             if row is None:
-                when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+                when = datetime.fromtimestamp(path.stat().st_mtime, UTC)
             elif row.state in (OutgoingState.FAILED, OutgoingState.BOUNCED):
                 when = datetime.fromisoformat(row.sent_at or row.queued_at)
             else:
@@ -258,7 +259,7 @@ def _purge_set_aside(gateway: "Gateway", before: datetime) -> int:
 
 
 # -- the monthly report ---------------------------------------------------------------------------------
-def email_monthly_report(gateway: "Gateway", now: datetime) -> int:
+def email_monthly_report(gateway: Gateway, now: datetime) -> int:
     """From [schedule] report_day, email the administrator the report for the month before, once: the text in
     the body, the xlsx attached (counts and organisations' names only), and the audit trail's head."""
     schedule = gateway.config.schedule
@@ -280,7 +281,7 @@ def email_monthly_report(gateway: "Gateway", now: datetime) -> int:
     return queued
 
 
-JOBS: dict[str, Callable[["Gateway", datetime], int]] = {
+JOBS: dict[str, Callable[[Gateway, datetime], int]] = {
     # First, on the hour: the receipt told each provider its rows go then. Its digests are named by the parts
     # they hold, and a part taken is marked so in the same transaction: a second run repeats nothing.
     "digests": send_digests,

@@ -7,11 +7,11 @@ import hashlib
 import os
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable
 
 from .. import config as config_module
 
@@ -106,7 +106,7 @@ def _examine(path: Path, config_path: Path, settings: config_module.Config | Non
         data = _opened(path, data, registered, password, ask_password)
     except UnpackError as error:
         return _Examined(_refused(error.advice), unknown, directory.edition)
-    facts = FileFacts("(offline check)", datetime.now(timezone.utc), 1, 1, len(data), hashlib.sha256(data).hexdigest()[:12])
+    facts = FileFacts("(offline check)", datetime.now(UTC), 1, 1, len(data), hashlib.sha256(data).hexdigest()[:12])
     examined = examine(data, registered, rules, directory, signature=signature,
                        duplicate=_duplicate_check(settings, hashlib.sha256(received).hexdigest()),
                        progress=_progress)

@@ -18,7 +18,7 @@ import json
 import re
 import textwrap
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import openpyxl
@@ -186,7 +186,7 @@ def monthly_report(ledger: Ledger, rules: Rules, month: str, due_day: int = 10, 
     london = _sum("", "London total", packages, set(LONDON))
     total = _sum("", "All recipients", packages, {b.code for b in boroughs})
     return MonthlyReport(
-        month=month, due_day=due_day, generated=(now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0),
+        month=month, due_day=due_day, generated=(now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0),
         providers=_providers(rules, messages, due_day), boroughs=boroughs, london=london, total=total,
         messages=len(messages), quarantined=sum(1 for m in messages if m.outcome == Outcome.QUARANTINED),
     )
@@ -206,7 +206,7 @@ def _month_bounds(month: str) -> tuple[datetime, datetime]:
 
 def _iso(moment: datetime) -> str:
     """As the ledger writes times (UTC, seconds, +00:00), so that text order is time order."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _providers(rules: Rules, messages: list[MessageRecord], due_day: int) -> tuple[ProviderLine, ...]:
@@ -330,7 +330,7 @@ def _table(headings: tuple[str, ...], rows: list[tuple]) -> list[str]:
     cells = [tuple(str(v) for v in headings)] + [tuple(str(v) for v in row) for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headings))]
     numeric = [all(isinstance(row[i], int) for row in rows) and bool(rows) for i in range(len(headings))]
-    return ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric)).rstrip()
+    return ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric, strict=False)).rstrip()
             for row in cells]
 
 
@@ -362,7 +362,7 @@ def write_xlsx(report: MonthlyReport, path: Path) -> Path:
         ("Rows rejected", sum(p.rows_rejected for p in report.providers), "0"),
         ("Warnings", sum(p.warnings for p in report.providers), "0"),
         ("Notifications to London boroughs", report.london.notifications, "0"),
-        *((f"  of which {column}", value, "0") for column, value in zip(reasons, _reason_values(report.london, reasons))),
+        *((f"  of which {column}", value, "0") for column, value in zip(reasons, _reason_values(report.london, reasons), strict=False)),
         ("Notifications to every recipient", report.total.notifications, "0"),
     ]
     _append(summary, ("Figure", "Value"), bold=Font(bold=True))

@@ -7,7 +7,7 @@ counts, never anything from a return.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..delivery.digest import next_due, waiting
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 STATES = (OutgoingState.QUEUED, OutgoingState.HELD, OutgoingState.FAILED, OutgoingState.BOUNCED)
 
 
-def status_text(gateway: "Gateway", *, now: datetime | None = None, within_days: int = EXPIRY_WARNING_DAYS) -> str:
+def status_text(gateway: Gateway, *, now: datetime | None = None, within_days: int = EXPIRY_WARNING_DAYS) -> str:
     """The gateway's state in plain English: what is waiting, what is stuck and why, what needs doing soon."""
-    now = (now or gateway.clock()).astimezone(timezone.utc)
+    now = (now or gateway.clock()).astimezone(UTC)
     ledger = gateway.ledger
     lines = [f"Gateway status at {now:%Y-%m-%d %H:%M} UTC", "", _last_check(gateway, now)]
 
@@ -56,7 +56,7 @@ def status_text(gateway: "Gateway", *, now: datetime | None = None, within_days:
     return "\n".join(lines) + "\n"
 
 
-def _digests(gateway: "Gateway", now: datetime) -> list[str]:
+def _digests(gateway: Gateway, now: datetime) -> list[str]:
     """Rows waiting for each borough's daily or weekly digest, and when it goes."""
     found = waiting(gateway.ledger)
     lines = [f"Rows waiting for a digest: {sum(w.rows for w in found)}"]
@@ -71,7 +71,7 @@ def _digests(gateway: "Gateway", now: datetime) -> list[str]:
     return lines
 
 
-def _last_check(gateway: "Gateway", now: datetime) -> str:
+def _last_check(gateway: Gateway, now: datetime) -> str:
     """The newest mailbox check the ledger knows of: a recorded check, or failing that a message received."""
     ledger = gateway.ledger
     checked = _newest(ledger, MAILBOX_CHECKED)
@@ -88,7 +88,7 @@ def _newest(ledger, event: str) -> str | None:
     return ledger.newest_event(event)
 
 
-def _keys(gateway: "Gateway", now: datetime, within_days: int) -> tuple[list[str], list[str]]:
+def _keys(gateway: Gateway, now: datetime, within_days: int) -> tuple[list[str], list[str]]:
     """(keys usable now that stop working within the period, keys in keys/ that cannot be used at all)."""
     seconds = within_days * 86400
     soon, unusable = [], []
@@ -112,7 +112,7 @@ def _when(at: str | None) -> str:
     if not at:
         return "an unknown time"
     try:
-        return f"{datetime.fromisoformat(at).astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+        return f"{datetime.fromisoformat(at).astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     except ValueError:
         return at
 

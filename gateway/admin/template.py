@@ -162,7 +162,7 @@ def _codes(sheet) -> str:
             sheet.append([code, label, group, ccis.choice(code)])
     for row in sheet.iter_rows(min_row=2, max_col=1):
         row[0].number_format = _TEXT
-    for column, width in zip("ABCD", (8, 60, 16, 64)):
+    for column, width in zip("ABCD", (8, 60, 16, 64), strict=False):
         sheet.column_dimensions[column].width = width
     sheet.freeze_panes = "A2"
     return f"{quote_sheetname(sheet.title)}!$D$2:$D${sheet.max_row}"
@@ -226,5 +226,5 @@ def _instructions(sheet, sending: Sending) -> None:
     for rule in RULES.values():
         column = _reason_headings() if rule.field == "reason" else heading(rule.field)  # the template's ticks
         sheet.append([rule.name, _SEVERITY[rule.severity], column, rule.message])
-    for column, width in zip("ABCD", (24, 30, 30, 110)):
+    for column, width in zip("ABCD", (24, 30, 30, 110), strict=False):
         sheet.column_dimensions[column].width = width

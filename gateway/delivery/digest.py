@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from ..config import LOCAL
@@ -95,11 +95,11 @@ def _at(day: date, hour: int) -> datetime:
 
 def _iso(moment: datetime) -> str:
     """As the ledger writes times, so that text order is time order."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 # -- building -----------------------------------------------------------------------------------------
-def send_digests(gateway: "Gateway", now: datetime, due_only: bool = True) -> int:
+def send_digests(gateway: Gateway, now: datetime, due_only: bool = True) -> int:
     """Build and queue (or hold) every digest that is due at `now`: for each recipient of a digest borough,
     the parts recorded before the digest's latest due time. `due_only=False` takes every waiting part now
     (`gateway outbox --flush-digests`). Returns how many messages it queued or held."""
@@ -124,7 +124,7 @@ def send_digests(gateway: "Gateway", now: datetime, due_only: bool = True) -> in
     return made
 
 
-def _digest(gateway: "Gateway", borough: Borough, recipient: str, rows: list[OutgoingRecord], when: datetime) -> int:
+def _digest(gateway: Gateway, borough: Borough, recipient: str, rows: list[OutgoingRecord], when: datetime) -> int:
     ledger, outbox, keyring, config = gateway.ledger, gateway.outbox, gateway.keyring, gateway.config
     ids = sorted(row.id for row in rows)
     item_id = outgoing_id(Kind.DIGEST, borough.code, recipient, *ids)
@@ -164,7 +164,7 @@ def _digest(gateway: "Gateway", borough: Borough, recipient: str, rows: list[Out
     return queued
 
 
-def _tidy(gateway: "Gateway") -> None:
+def _tidy(gateway: Gateway) -> None:
     """Remove waiting copies a digest took before a crash stopped their removal. A copy the ledger does not
     know yet belongs to a message being handled again, which replaces it: left alone."""
     for part_id in gateway.outbox.shelf_waiting.ids():

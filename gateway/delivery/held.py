@@ -70,7 +70,7 @@ def hold(table: Return, batch: Batch, source: Source, recipient: str, why: str, 
                        source.provider.ukprn, source.received, ciphertext)
 
 
-def release_held(gateway: "Gateway") -> int:
+def release_held(gateway: Gateway) -> int:
     """Queue every held package whose recipient now has a usable key; return how many were released.
 
     Each is decrypted in memory, encrypted to the recipient's key into the normal package message with

@@ -71,7 +71,7 @@ def _unvalue(value: object) -> object:
     return dict(_TYPES)[tag].fromisoformat(text)
 
 
-def rebuild_digest(gateway: "Gateway", facts: dict, plain: bytes, borough: Borough, recipient: str, fingerprint: str) -> Outgoing:
+def rebuild_digest(gateway: Gateway, facts: dict, plain: bytes, borough: Borough, recipient: str, fingerprint: str) -> Outgoing:
     """A held digest, its recipient now with a key: the message it would have been, under the same id."""
     bundle = json.loads(plain)
     parts = tuple(part(gateway.rules, item["facts"], json.dumps(item["package"]).encode(), borough) for item in bundle)

@@ -42,7 +42,7 @@ def alert(reference: str, to: str, sender: str, subject: str, text: str, key: st
 
 
 # -- the outbox -----------------------------------------------------------------------------------------
-def not_delivered(record: "OutgoingRecord", why: str) -> Notice:
+def not_delivered(record: OutgoingRecord, why: str) -> Notice:
     """A message set aside in outbox/bad/ (refused, given up, or its file damaged)."""
     what = record.kind + (f" for borough {record.borough}" if record.borough else "")
     return Notice("message not delivered", (
@@ -57,7 +57,7 @@ def not_delivered(record: "OutgoingRecord", why: str) -> Notice:
     ))
 
 
-def bounced(original: "OutgoingRecord", status: str, action: str, reference: str) -> Notice:
+def bounced(original: OutgoingRecord, status: str, action: str, reference: str) -> Notice:
     """A message the gateway sent came back as undeliverable (the bounce's status and action); `reference` is
     the bounce's own."""
     what = original.kind + (f" for borough {original.borough}" if original.borough else "")
@@ -97,7 +97,7 @@ def stopped_on(attempts: int) -> tuple[str, str]:
             "report it to the gateway's maintainers with the gateway reference, and keep it until they have looked.")
 
 
-def quarantined(config: "Config", reference: str, uid: int, sender: str, what: str, todo: str,
+def quarantined(config: Config, reference: str, uid: int, sender: str, what: str, todo: str,
                 replied: bool) -> Outgoing:
     """The administrator told what arrived, from which address, and what to do. The sender's address is no
     young person's data; the subject and the attachments' names may be, and are never quoted."""
@@ -111,7 +111,7 @@ def quarantined(config: "Config", reference: str, uid: int, sender: str, what: s
     )
 
 
-def stranger_reply(config: "Config", reference: str, address: str) -> Outgoing:
+def stranger_reply(config: Config, reference: str, address: str) -> Outgoing:
     """A short answer to an unregistered sender (only when the configuration asks for it)."""
     text = (
         "Your email reached the secure mailbox for leavers and joiners returns, but your address is not "
@@ -127,7 +127,7 @@ def stranger_reply(config: "Config", reference: str, address: str) -> Outgoing:
 
 
 # -- the gateway's own key ------------------------------------------------------------------------------
-def own_key_locked(config: "Config", reference: str, locked: "OwnKeyLocked") -> Notice:
+def own_key_locked(config: Config, reference: str, locked: OwnKeyLocked) -> Notice:
     return Notice("the gateway's own key cannot decrypt", (
         f"The gateway could not decrypt a return with its own key: {locked}.\n\n"
         f"Gateway reference of the first message waiting: {reference}\n\n"
@@ -139,7 +139,7 @@ def own_key_locked(config: "Config", reference: str, locked: "OwnKeyLocked") -> 
 
 
 # -- held packages --------------------------------------------------------------------------------------
-def held_notices(held: "list[HeldPackage]", config: "Config") -> list[Outgoing]:
+def held_notices(held: list[HeldPackage], config: Config) -> list[Outgoing]:
     """For each held package an alert to the administrator, and a note to the borough's other recipients
     (ids and counts only: both travel in clear)."""
     notices = []
@@ -186,8 +186,8 @@ def held_notices(held: "list[HeldPackage]", config: "Config") -> list[Outgoing]:
 
 
 # -- key expiry -----------------------------------------------------------------------------------------
-def key_warning_to_recipient(config: "Config", key: "PublicKey", when: str, expired: bool, recipient: str,
-                             boroughs: "list[Borough]", name: str) -> Outgoing:
+def key_warning_to_recipient(config: Config, key: PublicKey, when: str, expired: bool, recipient: str,
+                             boroughs: list[Borough], name: str) -> Outgoing:
     """`when`: "expired on ..." or "expires on ... (in N days)"; `name`: the job's name for the key and stage."""
     effect = ("Since then, notifications for you are held, encrypted, and NOT sent: they go out by themselves as "
               "soon as the administrator has put your renewed key in place."
@@ -218,8 +218,8 @@ def key_warning_to_recipient(config: "Config", key: "PublicKey", when: str, expi
     return Outgoing(item_id, Kind.NOTICE, recipient, raw, boroughs[0].code)
 
 
-def key_warning_to_admin(key: "PublicKey", when: str, expired: bool,
-                         recipients: "dict[str, list[Borough]]") -> Notice:
+def key_warning_to_admin(key: PublicKey, when: str, expired: bool,
+                         recipients: dict[str, list[Borough]]) -> Notice:
     who = [f"  {recipient}, for {', '.join(f'{b.name} ({b.code})' for b in boroughs)}"
            for recipient, boroughs in sorted(recipients.items())]
     text = "\n".join([
@@ -237,7 +237,7 @@ def key_warning_to_admin(key: "PublicKey", when: str, expired: bool,
     return Notice(f"encryption key for {names} {when.split(' (')[0]}", text)
 
 
-def own_key_expiring(config: "Config", key: "PublicKey", when: str) -> Notice:
+def own_key_expiring(config: Config, key: PublicKey, when: str) -> Notice:
     """Providers encrypt their returns to the gateway's own key: once it expires they cannot."""
     return Notice(f"the gateway's own key {when.split(' (')[0]}", (
         f"The gateway's own key {key.fingerprint}, which providers encrypt their returns to, {when}.\n\n"
@@ -253,7 +253,7 @@ def _day(moment: date) -> str:
     return f"{moment.day} {moment:%B %Y}"
 
 
-def reminder(config: "Config", provider: "Provider", to: str, month: str, today: date, due: date,
+def reminder(config: Config, provider: Provider, to: str, month: str, today: date, due: date,
              name: str) -> Outgoing:
     first = date.fromisoformat(f"{month}-01")
     late = today > due
@@ -281,7 +281,7 @@ def reminder(config: "Config", provider: "Provider", to: str, month: str, today:
     return Outgoing(item_id, Kind.REMINDER, to, raw)
 
 
-def not_reminded(providers: "list[Provider]", month: str) -> Notice:
+def not_reminded(providers: list[Provider], month: str) -> Notice:
     lines = [f"  {p.ukprn}  {p.name}" for p in sorted(providers, key=lambda p: p.ukprn)]
     return Notice(f"providers not reminded for {month}", (
         f"These providers have not returned for {month}, but could not be reminded: rules/providers.toml gives "
@@ -291,7 +291,7 @@ def not_reminded(providers: "list[Provider]", month: str) -> Notice:
 
 
 # -- the monthly report ---------------------------------------------------------------------------------
-def report_mail(config: "Config", name: str, month: str, report_text: str, audit_check: str, xlsx: bytes) -> Outgoing:
+def report_mail(config: Config, name: str, month: str, report_text: str, audit_check: str, xlsx: bytes) -> Outgoing:
     """The monthly report to the administrator: the text in the body, the xlsx attached, the audit trail's head."""
     text = report_text + "\nThe gateway's audit trail (gateway audit verify):\n" + audit_check
     item_id = outgoing_id(name, config.admin.email)
@@ -303,7 +303,7 @@ def report_mail(config: "Config", name: str, month: str, report_text: str, audit
 
 
 # -- the daemon -----------------------------------------------------------------------------------------
-def signin_refused(error: "SignInRefused", hold_minutes: float) -> Notice:
+def signin_refused(error: SignInRefused, hold_minutes: float) -> Notice:
     """The mailbox refused the app's sign-in."""
     return Notice("mailbox sign-in refused", (
         f"The gateway cannot sign in to the mailbox, so returns wait there unread.\n\n{error}.\n\n"
@@ -311,7 +311,7 @@ def signin_refused(error: "SignInRefused", hold_minutes: float) -> Notice:
     ))
 
 
-def mailbox_not_checked(config: "Config", minutes: int) -> Notice:
+def mailbox_not_checked(config: Config, minutes: int) -> Notice:
     return Notice("mailbox not checked", (
         f"The gateway has not managed to check the mailbox for {minutes} minutes. Returns may be waiting.\n\n"
         f"What to do: check that the mail server {config.mailbox.host} is up and that the gateway's "

@@ -66,7 +66,7 @@ def parts_sheet(parts: tuple[Part, ...], borough: Borough, fmt: str) -> bytes:
         own += [key for key in where if key not in own]
         placed.append(where)
     rows = [_cells(table, item, source) + [_own(item.row.values, where[key]) if key in where else None for key in own]
-            for (table, batch, source), where in zip(parts, placed) for item in batch.rows]
+            for (table, batch, source), where in zip(parts, placed, strict=False) for item in batch.rows]
     headings = [*HEADINGS, *(heading for heading, _ in own)]
     return _csv(headings, rows) if fmt == "csv" else _xlsx(headings, rows, borough.name)
 

@@ -11,10 +11,10 @@ import io
 import textwrap
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 from ..ledger import Kind
 from ..mail import Outgoing, compose, compose_encrypted, entity, outgoing_id
@@ -151,7 +151,7 @@ class Tally:
     refused: bool  # an F finding: the whole file was refused
 
     @classmethod
-    def of(cls, findings: list[Finding] | tuple[Finding, ...]) -> "Tally":
+    def of(cls, findings: list[Finding] | tuple[Finding, ...]) -> Tally:
         rejected = {f.row for f in findings if f.severity == "E" and f.row}
         notes = [f for f in findings if f.severity == "W"]
         on_rejected = sum(1 for f in notes if f.row in rejected)
@@ -220,7 +220,7 @@ def _table(findings: list[Finding], values: bool = False) -> list[str]:
     columns = [guard(f.column, Medium.LINE) for f in findings]
     width = max([len("Column")] + [len(c) for c in columns])
     rows = [f"  {'Sev':<4}{'Row':>6}  {'Column':<{width}}  {'Rule':<15} Message"]
-    for f, column in zip(findings, columns):
+    for f, column in zip(findings, columns, strict=False):
         row = str(f.row) if f.row else "-"
         shown = f" [you wrote: {_cut(f.value)!r}]" if values and f.value else ""
         rows.append(f"  {f.severity:<4}{row:>6}  {column:<{width}}  {f.rule:<15} {f.message}{shown}")

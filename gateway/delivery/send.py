@@ -16,9 +16,9 @@ import logging
 import random
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 from .. import config
 from ..errors import RelayDown, SendError, SignInRefused, TokenServiceDown, unreachable
@@ -101,7 +101,7 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str =
     administrator's `run --once`). `admin`, when given, is told once of each message set aside. `tokens`:
     the process's OAuth2 tokens, one for the whole run.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     tokens = tokens or Tokens()
     counts = {"sent": 0, "deferred": 0, "failed": 0, "waiting": 0}
     work = outbox.pending()
@@ -190,7 +190,7 @@ def outbox_report(ledger: Ledger, outbox: Outbox, settings: config.Smtp, now: da
                   recent_days: int = 7) -> str:
     """What is queued (attempts, next try), held (and why), set aside, bounced and recently sent: for an
     administrator, ids and counts only."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     lines = [f"Outbox at {now:%Y-%m-%d %H:%M} UTC", ""]
 
     def section(title: str, rows: list[OutgoingRecord], describe) -> None:
@@ -272,7 +272,7 @@ def _queued_at(record: OutgoingRecord) -> datetime:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _age(outbox: Outbox, item_id: str) -> float:

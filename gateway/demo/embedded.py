@@ -33,7 +33,7 @@ class ImapServer:
         self.password = secrets.token_urlsafe(12)
         self._process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "ImapServer":
+    def __enter__(self) -> ImapServer:
         command = [
             sys.executable, "-c", "from pymap.main import main; main()",
             "--host", self.host, "--port", str(self.port), "--no-tls",
@@ -90,7 +90,7 @@ class Relay:
         self.received.append((list(envelope.rcpt_tos), path))
         return "250 OK"
 
-    def __enter__(self) -> "Relay":
+    def __enter__(self) -> Relay:
         self._controller.start()
         return self
 

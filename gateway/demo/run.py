@@ -15,10 +15,10 @@ import os
 import secrets
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Callable
 
 import pyzipper
 
@@ -115,7 +115,7 @@ def _keys(folder: Path) -> tuple[Keyring, dict[str, Keyring], dict[str, Keyring]
     gateway.generate("LDOR gateway (demo)", MAILBOX)
     (folder / "keys").mkdir()
     officers = {}
-    for code, (name, address, _) in BOROUGHS.items():
+    for name, address, _ in BOROUGHS.values():
         keyring = Keyring(folder / "people" / name.lower() / "gnupg")
         fingerprint = keyring.generate(f"{name} LDOR officer (demo)", address)
         (folder / "keys" / f"{address}.asc").write_text(keyring.export_public(fingerprint))

@@ -49,7 +49,7 @@ class Person:
 def valid_uln(number: int) -> str:
     """A ULN that passes the ULN_04 check digit, built from a 9-digit stem."""
     stem = str(100000000 + number % 900000000)
-    remainder = sum(w * int(d) for w, d in zip(range(10, 1, -1), stem)) % 11
+    remainder = sum(w * int(d) for w, d in zip(range(10, 1, -1), stem, strict=False)) % 11
     if remainder == 0:  # no check digit makes this stem valid
         return valid_uln(number + 1)
     return stem + str(10 - remainder)
@@ -109,7 +109,7 @@ def workbook(provider_name: str, ukprn: str, rows: list[list[object]], instructi
     return buffer.getvalue()
 
 
-def reason_csv(rows: list["Person"]) -> bytes:
+def reason_csv(rows: list[Person]) -> bytes:
     """A csv export as some MIS systems make it: no header block, one Reason column, dates as text."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")

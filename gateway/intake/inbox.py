@@ -6,8 +6,8 @@ import contextlib
 import imaplib
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import imap_tools
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
@@ -57,7 +57,7 @@ class Inbox:
         self._uidvalidity: int | None = None
         self.last_uid = 0  # the highest UID `messages` has listed in this session
 
-    def __enter__(self) -> "Inbox":
+    def __enter__(self) -> Inbox:
         settings = self.settings
         where = f"the mailbox at {settings.host}:{settings.port}"
         token = self._token(where) if settings.auth == "oauth2" else None

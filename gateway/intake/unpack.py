@@ -14,9 +14,9 @@ import email.policy
 import email.utils
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
-from typing import Callable
 
 from .. import isolate
 from ..errors import (
@@ -29,7 +29,7 @@ from ..errors import (
     SenderUnreadable,
     UnpackError,
 )
-from ..keys import Keyring, Signature
+from ..keys import NO_SIGNATURE, Keyring, Signature
 from ..rules import Provider, Rules
 from .containers import MAX_FILE_BYTES, SHEET_SUFFIXES, open_file
 from .tnef import tnef_attachments
@@ -291,7 +291,7 @@ class _Finder:
             return None
         return decrypted.data, decrypted.signature
 
-    def _add(self, received: bytes, data: bytes | None, error: UnpackError | None, signature: Signature = Signature(),
+    def _add(self, received: bytes, data: bytes | None, error: UnpackError | None, signature: Signature = NO_SIGNATURE,
              warnings: tuple[str, ...] = (), inline: bool = False) -> None:
         if error is None:
             error = untrusted(self.provider, signature)

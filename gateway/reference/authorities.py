@@ -141,7 +141,7 @@ def _or(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(path: Path | None = None) -> Authorities:
     records = json.loads((path or data_file()).read_text(encoding="utf-8"))
     names: dict[str, str] = {}

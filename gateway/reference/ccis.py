@@ -12,8 +12,8 @@ code_of reads all three as the code, whatever the case, spacing or dashes. Anyth
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 GROUPS = (
     ("Education", (

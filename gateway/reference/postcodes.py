@@ -141,7 +141,7 @@ class Directory:
                 # `laua` is NaN for the ~11,000 postcodes with no authority (GIR 0AA, some of Northern Ireland).
                 self._letters[letter] = {
                     pcd.replace(" ", ""): (laua if isinstance(laua, str) else "")
-                    for pcd, laua in zip(data["pcd"], data["laua"])
+                    for pcd, laua in zip(data["pcd"], data["laua"], strict=False)
                 }
         return self._letters[letter]
 

@@ -10,9 +10,9 @@ Nothing here sends, stores or logs anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Callable
 
 from .. import isolate
 from ..errors import ReadError

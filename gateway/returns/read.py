@@ -15,9 +15,9 @@ import posixpath
 import re
 import zipfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Mapping
 
 import defusedxml.ElementTree as SafeET
 import python_calamine
@@ -74,7 +74,7 @@ class Row:
     number: int  # the row number the provider sees in Excel
     values: tuple[object, ...]  # one per heading, in the sheet's order
 
-    def get(self, table: "Return", field: str) -> object:
+    def get(self, table: Return, field: str) -> object:
         column = table.columns.get(field)
         return "" if column is None else self.values[column]
 
@@ -370,7 +370,7 @@ def _csv_rows(data: bytes) -> tuple[list[list[object]], list[Problem]]:
     records, spans, complete = _parse(lines, 0, dialect)
     if complete and all(span == 1 for span in spans):
         return records, []  # the usual file: nothing spans lines, nothing to doubt
-    widths = Counter(len(fields) for fields, span in zip(records, spans) if span == 1 and len(fields) > 1)
+    widths = Counter(len(fields) for fields, span in zip(records, spans, strict=False) if span == 1 and len(fields) > 1)
     width = widths.most_common(1)[0][0] if widths else 0  # the usual number of fields in a row
     records, problems = [], []
     start = 0

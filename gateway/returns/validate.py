@@ -7,10 +7,10 @@ up and an administrator can count it; RULES is the one registry of them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 from ..reference import ccis, postcodes
 from ..rules import REASONS, UKPRN, Provider
@@ -276,7 +276,7 @@ def uln_problem(value: object) -> str | None:
     if not _ULN.match(text):
         return "ULN_03"
     digits = [int(c) for c in text]
-    remainder = sum(weight * d for weight, d in zip(range(10, 1, -1), digits[:9])) % 11
+    remainder = sum(weight * d for weight, d in zip(range(10, 1, -1), digits[:9], strict=False)) % 11
     if remainder == 0 or digits[9] != 10 - remainder:
         return "ULN_04"
     return None
@@ -324,7 +324,7 @@ def academic_age(born: date, today: date) -> int:
 def reason_of(table: Return, row: Row) -> tuple[str | None, str | None]:
     """(reason, None); (the most urgent reason, "Reason_02") when several are marked; or (None, the rule broken)."""
     ticked, odd = [], False
-    for tick, reason in zip(("joiner", "leaver", "at_risk"), REASONS):
+    for tick, reason in zip(("joiner", "leaver", "at_risk"), REASONS, strict=False):
         if tick not in table.columns:
             continue
         mark = cell_text(row.get(table, tick)).lower()
@@ -349,7 +349,7 @@ def reason_of(table: Return, row: Row) -> tuple[str | None, str | None]:
 
 def _marked(table: Return, row: Row) -> str:
     """The reasons a row marks, for the receipt: "Joiner and Leaver"."""
-    marked = [r for tick, r in zip(("joiner", "leaver", "at_risk"), REASONS)
+    marked = [r for tick, r in zip(("joiner", "leaver", "at_risk"), REASONS, strict=False)
               if tick in table.columns and cell_text(row.get(table, tick)).lower() in _TICKS]
     word = " ".join(cell_text(row.get(table, "reason")).lower().replace("-", " ").split()) if "reason" in table.columns else ""
     if _REASON_WORDS.get(word) and _REASON_WORDS[word] not in marked:

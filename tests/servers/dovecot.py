@@ -72,8 +72,8 @@ import subprocess
 import tempfile
 import time
 import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from gateway.demo.embedded import free_port
 
@@ -192,7 +192,7 @@ class Dovecot:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def __enter__(self) -> "Dovecot":
+    def __enter__(self) -> Dovecot:
         self.start()
         return self
 
