@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup(args.log_level, json_lines=args.log_json)
     try:
-        code = args.handler(args)
+        code: int = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
         return code
     except GatewayError as error:
@@ -80,7 +80,7 @@ def _user() -> str:
 def _writable(path: Path) -> Path:
     """An output file's path, refused before any work when it cannot be written (argparse type)."""
     parent = path.parent if str(path.parent) else Path(".")
-    problem = None
+    problem: OSError | None = None
     if path.is_dir():
         problem = IsADirectoryError(21, "Is a directory", str(path))
     elif not parent.is_dir():
@@ -118,7 +118,7 @@ def _version() -> str:
 class _Parser(argparse.ArgumentParser):
     """argparse, with a mistake in the arguments said in one line that says where the usage is."""
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` shows how to use it)\n")
 
 
@@ -185,13 +185,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _describe(commands: argparse._SubParsersAction) -> None:
+def _describe(commands: argparse._SubParsersAction[_Parser]) -> None:
     """`gateway COMMAND --help` (and `gateway keys ACTION --help`) opens with what the command is for."""
     for action in commands._choices_actions:
         sub = commands.choices[action.dest]
         sub.description = sub.description or action.help
         for nested in sub._subparsers._group_actions if sub._subparsers else ():
-            _describe(nested)  # type: ignore[arg-type]
+            _describe(nested)  # type: ignore[arg-type]  # argparse keeps its subparsers as a plain Action
 
 
 PASSWORD_ENV = "GATEWAY_FILE_PASSWORD"
@@ -225,7 +225,7 @@ def _password_file(args: argparse.Namespace) -> str | None:
         raise NoPassword(f"--password-file {args.password_file}: not UTF-8 text; save it again as UTF-8") from None
     except OSError as error:
         raise NoPassword(f"--password-file: {_os_problem(error)}") from None
-    lines = text.splitlines()
+    lines: list[str] = text.splitlines()
     if not lines or not lines[0]:
         raise NoPassword(f"--password-file {args.password_file} is empty: put the password on its first line")
     return lines[0]
@@ -373,7 +373,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # -- setting up an installation: gateway init, gateway keys import / list -------------------------------
-def _setup_commands(commands: argparse._SubParsersAction) -> None:
+def _setup_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     init = commands.add_parser("init", help="a new installation: config.toml, rules/, keys/ and the gateway's own key",
                                description="Write config.toml, rules/ and keys/ into DIR and create the gateway's own key, "
                                "protected by a generated passphrase that is shown once (or written to --passphrase-file). "

@@ -111,7 +111,7 @@ def _death(exitcode: int | None, timed_out: bool) -> str:
     """Why the child gave no answer, in words safe to log."""
     if timed_out:
         return f"the reader took longer than {TIME_LIMIT_SECONDS} s"
-    if exitcode < 0:
+    if exitcode is not None and exitcode < 0:
         return f"the reader was ended by signal {signal.Signals(-exitcode).name}"
     return f"the reader exited with status {exitcode}"
 
@@ -145,7 +145,7 @@ def _dumps(value: object) -> bytes:
     return buffer.getvalue()
 
 
-def _read_only(mapping: dict) -> MappingProxyType:
+def _read_only(mapping: dict[object, object]) -> MappingProxyType[object, object]:
     return MappingProxyType(mapping)
 
 

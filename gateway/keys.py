@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import gnupg
 
@@ -151,7 +152,7 @@ class Keyring:
         result = self._gpg.import_keys(armoured)
         if not result.fingerprints:
             raise KeyringError("the text holds no OpenPGP public key")
-        return result.fingerprints[0]
+        return str(result.fingerprints[0])
 
     def scan(self, data: bytes) -> list[tuple[bool, PublicKey]]:
         """What a key file holds, without importing it: (is a secret key, the key) for each key in it."""
@@ -215,7 +216,7 @@ class Keyring:
         secret = self._gpg.list_keys(secret=True)
         if len(secret) != 1:
             raise KeyringError(f"the gateway's keyring {self.home} must hold exactly one secret key, it holds {len(secret)}")
-        return secret[0]["fingerprint"]
+        return str(secret[0]["fingerprint"])
 
     def export_public(self, fingerprint: str) -> str:
         return str(self._gpg.export_keys(fingerprint))
@@ -249,7 +250,7 @@ class Keyring:
         result = self._gpg.encrypt(data, [fingerprint], always_trust=True, armor=armour)
         if not result.ok:
             raise KeyringError(f"gpg could not encrypt to key {fingerprint}: {result.status}")
-        return result.data
+        return bytes(result.data)
 
     def decrypt(self, data: bytes, limit: int | None = None) -> Decrypted:
         """Decrypt in memory; accept only a clean, integrity-protected decryption to the gateway's key.
@@ -327,7 +328,7 @@ def _stderr(result: object) -> str:
     return getattr(result, "stderr", None) or ""
 
 
-def _public_key(key: dict) -> PublicKey:
+def _public_key(key: dict[str, Any]) -> PublicKey:
     """What gpg lists of one key, as the gateway judges it: its addresses, when it stops working, whether usable now."""
     addresses = tuple(sorted({a for uid in key.get("uids", []) for a in _addresses(uid)}))
     expires = _encryption_expiry(key)
@@ -343,17 +344,17 @@ def _public_key(key: dict) -> PublicKey:
     return PublicKey(key["fingerprint"], addresses, expires, not why, why, tuple(key.get("uids", [])))
 
 
-def _encryption_expiry(key: dict) -> int | None:
+def _encryption_expiry(key: dict[str, Any]) -> int | None:
     """When the key can no longer encrypt: the primary key's expiry, or its encryption subkeys' when sooner.
 
     A key whose primary was extended but whose encryption subkey was not stops working on the subkey's date.
     """
     primary = int(key["expires"]) if key.get("expires") else None
     subkeys = [info for info in key.get("subkey_info", {}).values() if "e" in info.get("cap", "") and info.get("trust") != "r"]
-    ends = [int(info["expires"]) if info.get("expires") else None for info in subkeys]
-    if not ends or None in ends:
+    if not subkeys or any(not info.get("expires") for info in subkeys):
         return primary
-    return max(ends) if primary is None else min(primary, max(ends))
+    last = max(int(info["expires"]) for info in subkeys)
+    return last if primary is None else min(primary, last)
 
 
 def _pinned_key(address: str, fingerprint: str, keys: list[PublicKey]) -> PublicKey:

@@ -22,6 +22,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from .app import Gateway
 from .config import secret
@@ -86,7 +87,7 @@ class Result:
     outgoing: list[Outgoing] = field(default_factory=list)
     held: list[HeldPackage] = field(default_factory=list)
     waiting: list[WaitingPart] = field(default_factory=list)  # rows kept for a borough's daily or weekly digest
-    counts: dict = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
+    counts: dict[str, Any] = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
     outcome: Outcome = Outcome.ACCEPTED
     provider: str = ""
     files: list[tuple[str, str]] = field(default_factory=list)  # (hash of the decrypted return, its reference)
@@ -296,7 +297,7 @@ def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage) -
     provider = gateway.rules.provider_for_sender(sender) if sender else None
     result = _quarantine(gateway, record, message, *notices.stopped_on(record.attempts),
                          replied=provider is not None)
-    if provider is not None:
+    if provider is not None and sender is not None:
         answer_to = provider.receipts_to or sender
         head = _letterhead(gateway, answer_to, gateway.keyring.public_keys())
         facts = _message_facts(record, message.raw)
@@ -314,7 +315,7 @@ def _message_facts(record: MessageRecord, raw: bytes) -> FileFacts:
 def _header_sender(raw: bytes) -> str | None:
     """The sender from the headers alone (the body is what may have killed the process)."""
     try:
-        return sender_of(email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw))  # type: ignore[arg-type]
+        return sender_of(email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw))
     except Exception:  # no single readable From: no one to answer
         return None
 
@@ -388,7 +389,8 @@ class _Exposure:
     """
 
     def __init__(self, ledger: Ledger, record: MessageRecord) -> None:
-        self._ledger, self._record = ledger, record
+        self._ledger = ledger
+        self._record: MessageRecord | None = record
 
     def end(self) -> None:
         if self._record is not None:
@@ -396,7 +398,7 @@ class _Exposure:
             self._record = None
 
 
-def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: tuple) -> None:
+def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: list[Finding] | tuple[Finding, ...]) -> None:
     counts = result.counts
     counts["rows_read"] += rows_read
     counts["rows_forwarded"] += rows_forwarded
@@ -411,7 +413,7 @@ def _quarantine(gateway: Gateway, record: MessageRecord, message: InboxMessage, 
     young person's data; the subject and the attachments' names may be, and are never quoted."""
     sender = _header_sender(message.raw) or "no single readable address (the From header is missing, repeated or malformed)"
     notice = notices.quarantined(gateway.config, record.reference, message.uid, sender, what, todo, replied)
-    return Result("quarantined", [notice], outcome="quarantined")
+    return Result(MessageState.QUARANTINED, [notice], outcome=Outcome.QUARANTINED)
 
 
 def _stranger_reply(gateway: Gateway, record: MessageRecord, raw: bytes) -> list[Outgoing]:

@@ -37,6 +37,7 @@ from .logs import describe
 from .pipeline import run_once
 from .signin import HOLD_MAX
 
+RulesStamp = tuple[tuple[str, int, int], ...]  # each rule file and key file: path, mtime (ns), size
 log = logging.getLogger(__name__)
 
 
@@ -237,7 +238,7 @@ class Daemon:
         self._outbox()
 
     # -- hot reload ---------------------------------------------------------------------------------
-    def _rules_stamp(self) -> tuple:
+    def _rules_stamp(self) -> RulesStamp:
         paths = self.gateway.config.paths
         files = sorted(paths.rules.glob("*.toml")) + sorted(paths.keys.glob("*.asc"))
         return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
@@ -262,7 +263,7 @@ class Daemon:
         log.info("rules and keys reloaded")
 
 
-def refused_rules_key(stamp: tuple) -> str:
+def refused_rules_key(stamp: RulesStamp) -> str:
     """The alert's key for one refused version of the rule files: the same in every process (Python's
     hash() of a str is salted per process), so a restart never sends the same alert again."""
     return hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]

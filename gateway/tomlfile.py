@@ -6,6 +6,7 @@ import difflib
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from .errors import Problem, TomlError
 
@@ -16,7 +17,7 @@ _KEY = re.compile(r'^\s*(?:"([^"]+)"|([A-Za-z0-9_.-]+))\s*=')  # quoted keys may
 class TomlFile:
     """A parsed TOML file that remembers its text, to point at lines."""
 
-    def __init__(self, path: Path, data: dict, text: str) -> None:
+    def __init__(self, path: Path, data: dict[str, Any], text: str) -> None:
         self.path = path
         self.data = data
         self._lines = text.splitlines()
@@ -64,7 +65,7 @@ class TomlFile:
     def problem(self, message: str, table: str | None = None, key: str | None = None) -> Problem:
         return Problem(self.path, self.line(table, key), message)
 
-    def unknown_keys(self, table: str | None, found: dict, known: set[str]) -> list[Problem]:
+    def unknown_keys(self, table: str | None, found: dict[str, Any], known: set[str]) -> list[Problem]:
         """A problem, with a "did you mean", for each key of `found` that is not in `known`."""
         problems = []
         for key in found:

@@ -24,7 +24,7 @@ from email.parser import BytesHeaderParser, HeaderParser
 
 from ..config import Config
 from ..ledger import Kind, Ledger, OutgoingRecord, OutgoingState
-from ..mail import Outgoing
+from ..mail import Outgoing, decoded_body
 from .notices import alert, bounced
 
 log = logging.getLogger(__name__)
@@ -147,9 +147,8 @@ def _blocks(part: Message) -> list[Message]:
     """The per-message block, then one block per recipient."""
     payload = part.get_payload()
     if isinstance(payload, list) and all(isinstance(p, Message) for p in payload):
-        return payload
-    data = part.get_payload(decode=True) or b""
-    text = data.decode("utf-8", "replace").replace("\r\n", "\n")
+        return [p for p in payload if isinstance(p, Message)]
+    text = decoded_body(part).decode("utf-8", "replace").replace("\r\n", "\n")
     return [HeaderParser().parsestr(block.strip() + "\n", headersonly=True)
             for block in re.split(r"\n\s*\n", text) if block.strip()]
 
@@ -161,10 +160,9 @@ def _original_id(message: Message, per_message: Message | None) -> str:
         headers = None
         if kind == "message/rfc822":
             payload = part.get_payload()
-            headers = payload[0] if isinstance(payload, list) and payload else None
+            headers = payload[0] if isinstance(payload, list) and payload and isinstance(payload[0], Message) else None
         elif kind in _HEADER_PARTS:
-            data = part.get_payload(decode=True) or b""
-            headers = BytesHeaderParser().parsebytes(data.lstrip())
+            headers = BytesHeaderParser().parsebytes(decoded_body(part).lstrip())
         if headers is not None and headers.get("Message-ID"):
             return _bare_id(headers["Message-ID"])
     for source in (per_message, message):
@@ -194,8 +192,7 @@ def _from_daemon(message: Message) -> bool:
 def _first_status(message: Message) -> str:
     for part in message.walk():
         if part.get_content_maintype() == "text":
-            data = part.get_payload(decode=True) or b""
-            match = _STATUS.search(data.decode("utf-8", "replace"))
+            match = _STATUS.search(decoded_body(part).decode("utf-8", "replace"))
             if match:
                 return match.group(1)
     return ""
@@ -212,3 +209,4 @@ def _bare_id(value: str) -> str:
 
 def _clean(value: object) -> str:
     return " ".join(str(value).split())
+

@@ -17,7 +17,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config import LOCAL
 from ..errors import GatewayError, NoUsableKey
@@ -52,12 +52,12 @@ class WaitingPart:
     received: datetime
     ciphertext: bytes = field(repr=False)
 
-    def facts(self) -> dict:
+    def facts(self) -> dict[str, Any]:
         """What lies beside the ciphertext in clear: ids and counts only."""
         return {"id": self.id, "reference": self.reference, "borough": self.borough.code, "recipient": self.recipient,
                 "rows": self.rows, "provider": self.provider, "received": self.received.isoformat()}
 
-    def ledger_row(self) -> dict:
+    def ledger_row(self) -> dict[str, Any]:
         return {"id": self.id, "kind": Kind.PART, "recipient": self.recipient, "borough": self.borough.code,
                 "rows": self.rows, "sha256": "", "state": OutgoingState.WAITING, "reasons": json.dumps(self.reasons, sort_keys=True)}
 
@@ -105,9 +105,9 @@ def send_digests(gateway: Gateway, now: datetime, due_only: bool = True) -> int:
     (`gateway outbox --flush-digests`). Returns how many messages it queued or held."""
     ledger, rules, hour = gateway.ledger, gateway.rules, gateway.config.schedule.hour
     _tidy(gateway)
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str], list[OutgoingRecord]] = {}
     for row in ledger.waiting_parts():
-        groups.setdefault((row.borough, row.recipient), []).append(row)
+        groups.setdefault((row.borough or "", row.recipient), []).append(row)
     made = 0
     for (code, recipient), rows in groups.items():
         borough = rules.boroughs.get(code)
@@ -118,7 +118,7 @@ def send_digests(gateway: Gateway, now: datetime, due_only: bool = True) -> int:
         when = now
         if due_only and borough.digest:  # a borough switched to "each" since: its waiting rows go now
             when = latest_due(borough.delivery, now, hour)
-            rows = [row for row in rows if row.queued_at < _iso(when)]
+            rows = [row for row in rows if (row.queued_at or "") < _iso(when)]
         if rows:
             made += _digest(gateway, borough, recipient, rows, when)
     return made
@@ -183,9 +183,9 @@ class Waiting:
 
 
 def waiting(ledger: Ledger) -> list[Waiting]:
-    per: dict[str, dict[str, list[dict]]] = {}
+    per: dict[str, dict[str, list[OutgoingRecord]]] = {}
     for row in ledger.waiting_parts():
-        per.setdefault(row.borough, {}).setdefault(row.recipient, []).append(row)
+        per.setdefault(row.borough or "", {}).setdefault(row.recipient, []).append(row)
     found = []
     for code, recipients in sorted(per.items()):
         most = max(recipients.values(), key=lambda rows: sum(r.rows or 0 for r in rows))

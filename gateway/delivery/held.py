@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError, NoUsableKey
 from ..keys import Keyring
@@ -46,7 +46,7 @@ class HeldPackage:
     ciphertext: bytes = field(repr=False)  # the batch, encrypted to the gateway's own key
     kind: Kind = Kind.PACKAGE  # or DIGEST: a daily or weekly digest's returns (digest.py)
 
-    def facts(self) -> dict:
+    def facts(self) -> dict[str, Any]:
         """What lies beside the ciphertext in clear: ids and counts only."""
         return {
             "id": self.id, "reference": self.reference, "borough": self.borough.code, "recipient": self.recipient,
@@ -54,7 +54,7 @@ class HeldPackage:
             "received": self.received.isoformat(), "held_at": utcnow(), "kind": self.kind,
         }
 
-    def ledger_row(self) -> dict:
+    def ledger_row(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "recipient": self.recipient, "borough": self.borough.code,
                 "rows": self.rows, "sha256": "", "state": OutgoingState.HELD, "last_error": self.why,
                 "reasons": json.dumps(self.reasons, sort_keys=True)}

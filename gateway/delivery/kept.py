@@ -7,8 +7,9 @@ Used by held.py (packages held for want of a key) and digest.py (rows waiting fo
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..mail import Outgoing
 from ..returns.read import Return, Row
@@ -42,13 +43,15 @@ def decode(data: bytes, borough: Borough) -> tuple[Return, Batch, tuple[tuple[st
     return table, Batch(borough, rows), tuple((why, count) for why, count in held.get("held_back", ()))
 
 
-def _accepted(number: int, values: list, postcode: str, reason: str, notes: list = (), home: str | None = None,
-              routed_by: str = "") -> Accepted:
+def _accepted(number: int, values: list[Any], postcode: str, reason: str, notes: Sequence[Sequence[str]] = (),
+              home: str | None = None, routed_by: str = "") -> Accepted:
     return Accepted(Row(number, tuple(_unvalue(v) for v in values)), postcode, reason,
                     tuple((rule, detail) for rule, detail in notes), home, routed_by)
 
 
-_TYPES = (("datetime", datetime), ("date", date), ("time", time))  # datetime first: it is also a date
+# datetime first: it is also a date
+_TYPES: tuple[tuple[str, type[datetime] | type[date] | type[time]], ...] = (
+    ("datetime", datetime), ("date", date), ("time", time))
 
 
 def _value(value: object) -> object:
@@ -71,7 +74,7 @@ def _unvalue(value: object) -> object:
     return dict(_TYPES)[tag].fromisoformat(text)
 
 
-def rebuild_digest(gateway: Gateway, facts: dict, plain: bytes, borough: Borough, recipient: str, fingerprint: str) -> Outgoing:
+def rebuild_digest(gateway: Gateway, facts: dict[str, Any], plain: bytes, borough: Borough, recipient: str, fingerprint: str) -> Outgoing:
     """A held digest, its recipient now with a key: the message it would have been, under the same id."""
     bundle = json.loads(plain)
     parts = tuple(part(gateway.rules, item["facts"], json.dumps(item["package"]).encode(), borough) for item in bundle)
@@ -80,7 +83,7 @@ def rebuild_digest(gateway: Gateway, facts: dict, plain: bytes, borough: Borough
                           config.admin.email, facts["id"], facts["reference"], datetime.fromisoformat(facts["received"]))
 
 
-def part(rules: Rules, facts: dict, plain: bytes, borough: Borough) -> Part:
+def part(rules: Rules, facts: dict[str, Any], plain: bytes, borough: Borough) -> Part:
     table, batch, held_back = decode(plain, borough)
     provider = rules.providers.get(facts["provider"]) or Provider(facts["provider"], facts["provider"], ())
     return table, batch, Source(provider, facts["reference"], datetime.fromisoformat(facts["received"]), held_back)

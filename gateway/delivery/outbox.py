@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import OutboxError
 
@@ -75,7 +76,7 @@ class Outbox:
         return True
 
     # -- held packages, and rows waiting for a digest: each a Shelf -------------------------------------
-    def hold(self, item_id: str, ciphertext: bytes, facts: dict) -> None:
+    def hold(self, item_id: str, ciphertext: bytes, facts: dict[str, Any]) -> None:
         """Keep a package that cannot be sent yet (no usable key for its recipient)."""
         self.shelf_held.keep(item_id, ciphertext, facts)
 
@@ -83,7 +84,7 @@ class Outbox:
         """Ids of held packages, oldest first."""
         return self.shelf_held.ids()
 
-    def held_facts(self, item_id: str) -> dict:
+    def held_facts(self, item_id: str) -> dict[str, Any]:
         return self.shelf_held.facts(item_id)
 
     def held_ciphertext(self, item_id: str) -> bytes:
@@ -122,7 +123,7 @@ class Shelf:
     def __init__(self, folder: Path, write: Callable[[Path, str, bytes], Path]) -> None:
         self.folder, self._write = folder, write
 
-    def keep(self, item_id: str, ciphertext: bytes, facts: dict) -> None:
+    def keep(self, item_id: str, ciphertext: bytes, facts: dict[str, Any]) -> None:
         self._write(self.folder, f"{item_id}.gpg", ciphertext)
         self._write(self.folder, f"{item_id}.json", json.dumps(facts, sort_keys=True, indent=1).encode())
 
@@ -130,8 +131,9 @@ class Shelf:
         """Oldest first."""
         return _ids(self.folder, ".json")
 
-    def facts(self, item_id: str) -> dict:
-        return json.loads((self.folder / f"{item_id}.json").read_text())
+    def facts(self, item_id: str) -> dict[str, Any]:
+        facts: dict[str, Any] = json.loads((self.folder / f"{item_id}.json").read_text())
+        return facts
 
     def ciphertext(self, item_id: str) -> bytes:
         return (self.folder / f"{item_id}.gpg").read_bytes()

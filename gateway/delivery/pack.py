@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 import xlsxwriter
 
@@ -143,7 +145,7 @@ def _xlsx(headings: list[str], rows: list[list[object]], title: str) -> bytes:
     return buffer.getvalue()
 
 
-def _xlsx_cell(sheet, row: int, column: int, value: object, formats: dict) -> int:
+def _xlsx_cell(sheet: Any, row: int, column: int, value: object, formats: Mapping[Any, Any]) -> int:
     """Write one cell; return how many characters wide it shows."""
     if value is None or value == "":
         return 0

@@ -19,6 +19,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from .. import config
 from ..errors import RelayDown, SendError, SignInRefused, TokenServiceDown, unreachable
@@ -193,7 +194,7 @@ def outbox_report(ledger: Ledger, outbox: Outbox, settings: config.Smtp, now: da
     now = now or datetime.now(UTC)
     lines = [f"Outbox at {now:%Y-%m-%d %H:%M} UTC", ""]
 
-    def section(title: str, rows: list[OutgoingRecord], describe) -> None:
+    def section(title: str, rows: list[OutgoingRecord], describe: Callable[[OutgoingRecord], str]) -> None:
         lines.append(f"{title}: {len(rows)}")
         for row in rows:
             where = f" {row.borough}" if row.borough else ""
@@ -236,7 +237,7 @@ def outbox_report(ledger: Ledger, outbox: Outbox, settings: config.Smtp, now: da
 
 
 def _give_up(outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, record: OutgoingRecord, error: SendError,
-             counts: dict) -> list[str]:
+             counts: dict[str, Any]) -> list[str]:
     item_id = record.id
     ledger.give_up(item_id, f"given up after {settings.retry_for_hours:g} hours: {error}")
     outbox.set_aside(item_id)
@@ -268,7 +269,7 @@ def _due(record: OutgoingRecord, now: datetime) -> bool:
 
 
 def _queued_at(record: OutgoingRecord) -> datetime:
-    return datetime.fromisoformat(record.queued_at)
+    return datetime.fromisoformat(record.queued_at or "")  # every queued row has its time
 
 
 def _iso(moment: datetime) -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import io
 import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import imap_tools
-from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
+from imap_tools import BaseMailBox, MailBox, MailBoxStartTls, MailBoxUnencrypted
 
 from .. import config
 from ..errors import (
@@ -65,15 +67,16 @@ class Inbox:
         if password is None and token is None:
             raise MailboxError(f"the mailbox password is not set: put it in the environment variable {settings.password_env}")
         try:
+            box: BaseMailBox
             if settings.security == "none":
                 box = MailBoxUnencrypted(settings.host, settings.port, timeout=settings.timeout)
             else:
                 kind = MailBox if settings.security == "ssl" else MailBoxStartTls
                 box = kind(settings.host, settings.port, timeout=settings.timeout, ssl_context=config.tls_context(settings.ca_file))
-            if token is None:
-                box.login(settings.user, password, initial_folder=settings.folder)
-            else:
+            if token is not None:
                 self._xoauth2(box, token, where)
+            else:
+                box.login(settings.user, password or "", initial_folder=settings.folder)  # set: checked above
         except ssl.SSLCertVerificationError:
             raise MailboxError(
                 f"the mailbox at {settings.host}:{settings.port} presented a certificate this machine does not trust; "
@@ -86,8 +89,9 @@ class Inbox:
         self._box = box
         with _dropped():
             # SELECT announced the folder's UIDVALIDITY (RFC 3501 6.3.1); it holds for the whole session.
-            announced = box.client.untagged_responses.get("UIDVALIDITY") or [None]
-            self._uidvalidity = int(announced[-1]) if announced[-1] is not None else None
+            announced = box.client.untagged_responses.get("UIDVALIDITY")
+            last = announced[-1] if announced else None
+            self._uidvalidity = int(last) if isinstance(last, (bytes, str)) else None
             for folder in (settings.processed_folder, settings.quarantine_folder):
                 if not box.folder.exists(folder):
                     box.folder.create(folder)
@@ -168,7 +172,7 @@ class Inbox:
             time.sleep(seconds)
             return self.has_new()
         with _dropped():
-            idle = self.box.idle
+            idle: Any = self.box.idle  # imap-tools' IDLE helper is not annotated
             idle.start()
             try:
                 # Mail that arrived between the search above and IDLE is announced with, or just after,
@@ -210,7 +214,7 @@ def _buffered(client: imaplib.IMAP4) -> bool:
     timeout = sock.gettimeout()
     sock.settimeout(0)  # look, never wait
     try:
-        return bool(client.file.peek(1))
+        return bool(cast(io.BufferedReader, client.file).peek(1))
     except (BlockingIOError, ssl.SSLWantReadError):
         return False
     finally:

@@ -9,6 +9,7 @@ it returns are the sender's file names: never log them.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from ..errors import HostileFile, UnpackError
 from .containers import MAX_ATTACHMENTS, MAX_FILE_BYTES, TOO_BIG, TOO_MANY_FILES
@@ -68,7 +69,7 @@ def tnef_attachments(data: bytes) -> list[tuple[str, bytes]]:
 
 def _tnef_walk(data: bytes) -> list[tuple[str, bytes]]:
     codepage = "cp1252"
-    found: list[dict] = []
+    found: list[dict[str | int, Any]] = []  # TNEF's own attributes by name, MAPI properties by number
     offset = 6
     while offset < len(data):
         if offset + 9 > len(data):
@@ -120,9 +121,9 @@ def _string(raw: bytes, encoding: str) -> str:
     return raw.decode(encoding, errors="replace").split("\x00", 1)[0].strip()
 
 
-def _mapi_properties(raw: bytes, codepage: str) -> dict:
+def _mapi_properties(raw: bytes, codepage: str) -> dict[str | int, Any]:
     """The few MAPI properties that name an attachment or hold its bytes; stops at anything unknown."""
-    wanted: dict = {}
+    wanted: dict[str | int, Any] = {}
     if len(raw) < 4:
         return wanted
     count = struct.unpack_from("<I", raw)[0]

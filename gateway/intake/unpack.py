@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 
 from .. import isolate
 from ..errors import (
@@ -30,6 +30,7 @@ from ..errors import (
     UnpackError,
 )
 from ..keys import NO_SIGNATURE, Keyring, Signature
+from ..mail import decoded_body
 from ..rules import Provider, Rules
 from .containers import MAX_FILE_BYTES, SHEET_SUFFIXES, open_file
 from .tnef import tnef_attachments
@@ -100,7 +101,7 @@ def sender_of(message: EmailMessage) -> str:
 
 
 def parse(raw: bytes) -> EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+    return email.message_from_bytes(raw, policy=email.policy.default)
 
 
 def unpack(raw: bytes, rules: Rules, keyring: Keyring, password: Callable[[Provider], str | None] = lambda _: None) -> Unpacked:
@@ -135,7 +136,7 @@ def _count_files(message: EmailMessage) -> int:
     return count
 
 
-def _kind(part: EmailMessage, data: bytes | None) -> str | None:
+def _kind(part: MIMEPart, data: bytes | None) -> str | None:
     """What a leaf part is to the gateway: "tnef", "pgp", "inline" (armoured text), "sheet" or None.
 
     `data` is the decoded payload, or b"" to judge by name and type alone (armour in the body is then not seen).
@@ -187,7 +188,7 @@ class _Finder:
     found: list[Attachment] = field(default_factory=list)
     clear: int = 0
 
-    def entity(self, part: EmailMessage, raw: bytes | None, signature: Signature, protected: bool = False) -> None:
+    def entity(self, part: MIMEPart, raw: bytes | None, signature: Signature, protected: bool = False) -> None:
         """`raw` is the entity's exact bytes when known (needed to check a multipart/signed);
         `protected` says the entity came out of a PGP/MIME decryption, so its files need no more."""
         kind = part.get_content_type()
@@ -201,29 +202,29 @@ class _Finder:
         else:
             self._leaf(part, signature, protected)
 
-    def _pgp_mime(self, part: EmailMessage, signature: Signature) -> None:
+    def _pgp_mime(self, part: MIMEPart, signature: Signature) -> None:
         payloads = [p for p in part.iter_parts() if p.get_content_type() == "application/octet-stream"]
-        data = payloads[0].get_payload(decode=True) if payloads else b""
-        plain = self._decrypt(data or b"", limit=_MAX_PGP_MIME_BYTES)
+        data = decoded_body(payloads[0]) if payloads else b""
+        plain = self._decrypt(data, limit=_MAX_PGP_MIME_BYTES)
         if plain is None:
             return
         inner, inner_signature = plain
         self.entity(parse(inner), inner, _stronger(inner_signature, signature), protected=True)
 
-    def _signed(self, part: EmailMessage, raw: bytes, signature: Signature, protected: bool) -> None:
+    def _signed(self, part: MIMEPart, raw: bytes, signature: Signature, protected: bool) -> None:
         """RFC 3156 multipart/signed: the first part, byte for byte, is what the signature covers."""
         children = list(part.iter_parts())
         boundary = part.get_boundary()
         signed_bytes = _first_part_bytes(raw, boundary) if boundary else None
-        detached = children[1].get_payload(decode=True) if len(children) > 1 else None
+        detached = decoded_body(children[1]) if len(children) > 1 else None
         if signed_bytes is not None and detached:
             signature = _stronger(self.keyring.verify_detached(signed_bytes, detached), signature)
         if children:
             self.entity(children[0], signed_bytes, signature, protected)
 
-    def _leaf(self, part: EmailMessage, signature: Signature, protected: bool = False) -> None:
+    def _leaf(self, part: MIMEPart, signature: Signature, protected: bool = False) -> None:
         name = (part.get_filename() or "").strip().lower()
-        data = part.get_payload(decode=True) or b""
+        data = decoded_body(part)
         kind = _kind(part, data)
         if len(self.found) > MAX_RETURNS_PER_MESSAGE and kind is not None:
             return  # the message is answered as a whole (unpack); opening more only costs time

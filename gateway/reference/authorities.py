@@ -101,8 +101,8 @@ class Authorities:
             by_name = {_plain(self.names[c]): c for c in upper}
             close = difflib.get_close_matches(_plain(name), list(by_name), n=1, cutoff=0.85)
             if close:
-                found = by_name[close[0]]
-                return f"; did you mean [{found}] ({self.names[found]})?"
+                named = by_name[close[0]]
+                return f"; did you mean [{named}] ({self.names[named]})?"
         code = code.strip().upper()
         for slips in (_swaps(code), _gaps(code), _wrong(code)):
             found = [c for c in upper if c in slips][:3]

@@ -15,14 +15,14 @@ import posixpath
 import re
 import zipfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import defusedxml.ElementTree as SafeET
 import python_calamine
 
-from ..errors import ReadError, TooBig, Unreadable
+from ..errors import Reach, ReadError, TooBig, Unreadable
 from . import extent
 
 # Canonical field -> headings providers use for it (compared after folding case, spaces and punctuation).
@@ -307,7 +307,7 @@ def _sheet_paths(archive: zipfile.ZipFile) -> dict[str, str]:
     return paths
 
 
-def _check_extent(found: extent.Extent, number: int, visible: bool) -> None:
+def _check_extent(found: Reach, number: int, visible: bool) -> None:
     rows, columns = found.rows, found.columns
     if not _LIMITS.exceeded(rows, columns):
         return
@@ -334,7 +334,7 @@ def column_letters(number: int) -> str:
     return letters
 
 
-def _csv_rows(data: bytes) -> tuple[list[list[object]], list[Problem]]:
+def _csv_rows(data: bytes) -> tuple[list[list[str]], list[Problem]]:
     """The csv file's records, numbered as Excel numbers them, and the rows it had to repair.
 
     A quote mark opening a field and never closing it makes a csv reader run on through the line breaks,
@@ -372,7 +372,8 @@ def _csv_rows(data: bytes) -> tuple[list[list[object]], list[Problem]]:
         return records, []  # the usual file: nothing spans lines, nothing to doubt
     widths = Counter(len(fields) for fields, span in zip(records, spans, strict=False) if span == 1 and len(fields) > 1)
     width = widths.most_common(1)[0][0] if widths else 0  # the usual number of fields in a row
-    records, problems = [], []
+    records = []
+    problems: list[Problem] = []
     start = 0
     while start < len(lines):
         found, spans, complete = _parse(lines, start, dialect, width, delimiter)
@@ -393,14 +394,14 @@ def _csv_rows(data: bytes) -> tuple[list[list[object]], list[Problem]]:
 
 
 def _parse(lines: list[str], start: int, dialect: type[csv.Dialect] | csv.Dialect, width: int = 0,
-           delimiter: str = ",") -> tuple[list[list[object]], list[int], bool]:
+           delimiter: str = ",") -> tuple[list[list[str]], list[int], bool]:
     """Records from line `start` on, the lines each spans, and whether the end of the file was reached.
 
     Reading stops before a record a stray quote mark made: one the csv module refuses (a quote closed
     and followed by more text, a quote never closed, a field over its 128 KB limit), or, once the
     file's usual `width` is known, one spanning lines whose fields hold whole rows or are too many.
     """
-    records: list[list[object]] = []
+    records: list[list[str]] = []
     spans: list[int] = []
     reader = csv.reader(itertools.islice(lines, start, None), dialect, strict=True)
     read = 0
@@ -444,7 +445,7 @@ def _swallowed(fields: list[str], delimiter: str, width: int) -> bool:
 
 
 def _repaired(line: str, dialect: type[csv.Dialect] | csv.Dialect, width: int, row: int, number: int,
-              problems: list[Problem]) -> list[object]:
+              problems: list[Problem]) -> list[str]:
     """One line read alone with its quote marks taken as text; a W finding if that gives a whole row, else E."""
     try:
         fields = next(csv.reader([line.rstrip("\r\n")], dialect, quoting=csv.QUOTE_NONE), [])
@@ -470,7 +471,7 @@ def _csv_too_wide() -> ReadError:
         "columns. Please delete the columns to the right of your table, save it again and send it, or send it as .xlsx."))
 
 
-def _table(sheet: str, rows: list[list[object]]) -> Return | None:
+def _table(sheet: str, rows: Sequence[Sequence[object]]) -> Return | None:
     for index, cells in enumerate(rows):
         columns = _match_headings(cells)
         if len(_CORE & columns.keys()) < _ENOUGH:
@@ -492,7 +493,7 @@ def _table(sheet: str, rows: list[list[object]]) -> Return | None:
     return None
 
 
-def _match_headings(cells: list[object]) -> dict[str, int]:
+def _match_headings(cells: Sequence[object]) -> dict[str, int]:
     columns: dict[str, int] = {}
     for i, cell in enumerate(cells):
         field = _LOOKUP.get(fold(cell)) if isinstance(cell, str) else None
@@ -501,7 +502,7 @@ def _match_headings(cells: list[object]) -> dict[str, int]:
     return columns
 
 
-def _header_block(rows: list[list[object]]) -> dict[str, str]:
+def _header_block(rows: Sequence[Sequence[object]]) -> dict[str, str]:
     header: dict[str, str] = {}
     for cells in rows:
         for i, cell in enumerate(cells):

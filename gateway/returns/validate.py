@@ -225,7 +225,7 @@ def validate(table: Return, provider: Provider | None, today: date | None = None
     findings += [f for row, found in problems.items() if row not in numbers for f in found]
     accepted = []
     seen_uln: dict[str, int] = {}
-    seen_person: dict[tuple, int] = {}
+    seen_person: dict[Person, int] = {}
     for done, row in enumerate(table.rows, start=1):
         if progress is not None and done % 1000 == 0:
             progress(done, len(table.rows))
@@ -391,7 +391,11 @@ def _header(table: Return, provider: Provider | None) -> list[Finding]:
     return findings
 
 
-def _row(table: Return, row: Row, today: date) -> tuple[list[tuple[str, str]], str, str, tuple]:
+Person = tuple[str, str, object]  # family name, first name, date of birth, as a duplicate is told
+Identity = tuple[str | None, Person | None]  # a usable ULN, and the person
+
+
+def _row(table: Return, row: Row, today: date) -> tuple[list[tuple[str, str]], str, str, Identity]:
     """The rules the row breaks, each with its detail; its postcode, reason and identity (for duplicates)."""
     found: list[tuple[str, str]] = []
 
