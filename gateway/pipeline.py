@@ -216,7 +216,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: _Exposu
     head = _letterhead(gateway, answer_to, keys)
     if unpacked.error is not None:
         facts = _message_facts(record, raw)
-        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, answer_to, head, head.seal))
+        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, answer_to, head))
         result.outcome = Outcome.REJECTED
         ledger.event(record.reference, "rejected", reason=type(unpacked.error).__name__)
         return result
@@ -225,7 +225,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: _Exposu
         first = hostile[0]
         facts = FileFacts(record.reference, received, first.index, len(unpacked.attachments), first.size, first.short_hash)
         advice = first.error.advice + (_OVER_LIMITS if first.error is not None else "")  # type: ignore[union-attr]
-        raise HostileFile("a file built to do harm", advice, [rejection(facts, provider, advice, answer_to, head, head.seal)])
+        raise HostileFile("a file built to do harm", advice, [rejection(facts, provider, advice, answer_to, head)])
     attachments = _once_each(unpacked)
     count = len(attachments)
     answered = 0
@@ -237,7 +237,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: _Exposu
         result.outcome = Outcome.REJECTED
         if not result.outgoing:  # only an encrypted covering note (inline PGP text): a registered sender still gets an answer
             facts = _message_facts(record, raw)
-            result.outgoing.append(rejection(facts, provider, NOTHING_ATTACHED, answer_to, head, head.seal))
+            result.outgoing.append(rejection(facts, provider, NOTHING_ATTACHED, answer_to, head))
             ledger.event(record.reference, "rejected", reason="nothing attached")
     result.outgoing += held_notices(result.held, config)
     return result
@@ -301,7 +301,7 @@ def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage) -
         answer_to = provider.receipts_to or sender
         head = _letterhead(gateway, answer_to, gateway.keyring.public_keys())
         facts = _message_facts(record, message.raw)
-        result.outgoing.append(rejection(facts, provider, _KILLED_US, answer_to, head, head.seal))
+        result.outgoing.append(rejection(facts, provider, _KILLED_US, answer_to, head))
         result.provider = provider.ukprn
     gateway.ledger.event(record.reference, "set-aside", attempts=record.attempts)
     return result
@@ -364,7 +364,7 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
             held_boroughs.add(batch.borough.code)
     held = frozenset(held_boroughs)
     result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition,
-                                           sender, head, held, head.seal, table.other_headings(), digests))
+                                           sender, head, held=held, left_out=table.other_headings(), digests=digests))
     _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
     result.files.append((attachment.content_sha256, reference))
     ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded_except(held), boroughs=len(routed.batches))
@@ -374,7 +374,7 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
 def _refuse(gateway: Gateway, result: Result, facts: FileFacts, attachment: Attachment, advice: str, sender: str,
             head: Letterhead) -> int:
     """A file not taken: its rejection receipt queued; 0, as nothing of it was accepted."""
-    result.outgoing.append(rejection(facts, gateway.rules.providers[result.provider], advice, sender, head, head.seal))
+    result.outgoing.append(rejection(facts, gateway.rules.providers[result.provider], advice, sender, head))
     gateway.ledger.event(facts.reference, "file-rejected", attachment=attachment.index)
     return 0
 

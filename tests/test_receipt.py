@@ -8,6 +8,7 @@ import email.policy
 import io
 import re
 import zipfile
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
@@ -304,7 +305,7 @@ def test_a_sealed_receipt_for_very_many_findings_stays_under_the_limit(ring):
     fingerprint = ring.own_fingerprint()
     seal = lambda data: ring.encrypt(data, fingerprint, armour=True)  # noqa: E731
     findings = many_findings(150_000)
-    raw = acknowledgement(FACTS, PROVIDER, 150_000, findings, Routed((), ()), "edition", TO, HEAD, seal=seal).raw
+    raw = acknowledgement(FACTS, PROVIDER, 150_000, findings, Routed((), ()), "edition", TO, replace(HEAD, seal=seal)).raw
     assert len(raw) <= receipt.RECEIPT_LIMIT
     message = parse(raw)
     assert message.get_content_type() == "multipart/encrypted"
@@ -377,8 +378,9 @@ def test_a_receipt_says_which_authorities_asked_for_the_columns(directory):
 def test_a_sealed_receipt_names_the_columns_left_out(directory, ring):
     table, checked, routed = routed_with_own_columns(directory)
     fingerprint = ring.own_fingerprint()
-    raw = acknowledgement(FACTS, PROVIDER, 1, checked.findings, routed, directory.edition, TO, HEAD,
-                          seal=lambda data: ring.encrypt(data, fingerprint, armour=True), left_out=table.other_headings()).raw
+    head = replace(HEAD, seal=lambda data: ring.encrypt(data, fingerprint, armour=True))
+    raw = acknowledgement(FACTS, PROVIDER, 1, checked.findings, routed, directory.edition, TO, head,
+                          left_out=table.other_headings()).raw
     assert b"Tutor Group" not in raw
     part, = [p for p in parse(raw).iter_parts() if p.get_content_type() == "application/octet-stream"]
     inner = parse(ring.decrypt(part.get_payload(decode=True)).data)

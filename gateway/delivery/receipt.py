@@ -60,18 +60,18 @@ class Letterhead:
 
 def acknowledgement(
     facts: FileFacts, provider: Provider, rows_read: int, findings: tuple[Finding, ...], routed: Routed,
-    edition: str, to: str, head: Letterhead, held: frozenset[str] = frozenset(), seal: Seal | None = None,
-    left_out: tuple[str, ...] = (), digests: Mapping[str, datetime] = MappingProxyType({}),
+    edition: str, to: str, head: Letterhead, *, held: frozenset[str] = frozenset(), left_out: tuple[str, ...] = (),
+    digests: Mapping[str, datetime] = MappingProxyType({}),
 ) -> Outgoing:
-    """The receipt for an accepted return. With `seal` (encryption to the provider's own key) it may
+    """The receipt for an accepted return. With the letterhead's seal (encryption to the provider's own key) it may
     also show each offending value, so the data officer need not look the rows up. `left_out`: the
     headings of the file's columns that are not part of the return. `digests`: for each borough that
     takes a daily or weekly digest, when the digest holding these rows goes (London time)."""
     ordered = sort_findings(list(findings))
-    lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=seal is not None, listed=LISTED,
+    lines = report_lines(facts, provider, rows_read, ordered, routed, edition, held, values=head.seal is not None, listed=LISTED,
                          left_out=left_out, digests=digests)
     verdict = "nil return" if not rows_read else f"{routed.forwarded_except(held)} of {rows_read} rows forwarded"
-    return _receipt(facts, Kind.RECEIPT, f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head, seal)
+    return _receipt(facts, Kind.RECEIPT, f"LDOR receipt {facts.reference}: {verdict}", lines, ordered, to, head)
 
 
 def report_lines(
@@ -183,7 +183,7 @@ def _left_out(headings: tuple[str, ...], routed: Routed, values: bool) -> str:
             f"the return (such as tutors' notes) {'was' if one else 'were'} {to}{named}.")
 
 
-def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: Letterhead, seal: Seal | None = None) -> Outgoing:
+def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: Letterhead) -> Outgoing:
     lines = [
         "Leavers and joiners return: NOT ACCEPTED",
         "",
@@ -194,7 +194,7 @@ def rejection(facts: FileFacts, provider: Provider, advice: str, to: str, head: 
         "What happened and what to do:",
         *_wrap(advice),
     ]
-    return _receipt(facts, "rejection", f"LDOR return not accepted {facts.reference}", lines, (), to, head, seal)
+    return _receipt(facts, "rejection", f"LDOR return not accepted {facts.reference}", lines, (), to, head)
 
 
 def findings_csv(findings: list[Finding] | tuple[Finding, ...], values: bool = False) -> bytes:
@@ -259,13 +259,14 @@ def _wrap(text: str, width: int = 96) -> list[str]:
 
 def _receipt(
     facts: FileFacts, kind: str, subject: str, lines: list[str], findings: tuple[Finding, ...] | list[Finding],
-    to: str, head: Letterhead, seal: Seal | None = None,
+    to: str, head: Letterhead,
 ) -> Outgoing:
     """The message, kept under RECEIPT_LIMIT: the findings attached (zipped when large), and when even
     that is too big, only as many of the first findings as fit, with a note saying so."""
     item_id = outgoing_id(facts.reference, kind, to)
     key = ("ldor-gateway-key.asc", "application/pgp-keys", head.public_key.encode())
     attached = len(findings)
+    seal = head.seal
     while True:
         table = _findings_file(facts, findings[:attached], seal is not None) if findings else None
         note = _attachment_note(table[0], attached, len(findings)) if table else []
