@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -141,7 +142,10 @@ class ReportLine:
     provider: str | None
 
 
-def _make(cls: type, row: dict) -> Any:
+_Record = TypeVar("_Record", MessageRecord, OutgoingRecord, ReportLine)
+
+
+def _make(cls: type[_Record], row: dict[str, Any]) -> _Record:
     names = {f.name for f in fields(cls)}
     values = {k: v for k, v in row.items() if k in names}
     if cls is OutgoingRecord:
@@ -177,7 +181,7 @@ class Entry:
     hash: str
 
 
-def detail_text(detail: dict) -> str:
+def detail_text(detail: dict[str, Any]) -> str:
     """The canonical form of an event's detail, as the trail stores and hashes it."""
     return json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if detail else ""
 
@@ -198,7 +202,7 @@ MIGRATIONS = Migrations("ldor-gateway")
 def m001_messages_outgoing_events(db: sqlite_utils.Database) -> None:
     names = db.table_names()
     if "messages" not in names:
-        db["messages"].create(
+        db.table("messages").create(
             {
                 "sha256": str, "reference": str, "mailbox": str, "uidvalidity": int, "uid": int,
                 "first_seen": str, "updated": str, "state": str, "outcome": str, "provider": str,
@@ -206,10 +210,10 @@ def m001_messages_outgoing_events(db: sqlite_utils.Database) -> None:
             },
             pk="sha256",
         )
-        db["messages"].create_index(["mailbox", "uidvalidity", "uid"])
-        db["messages"].create_index(["reference"], unique=True)
+        db.table("messages").create_index(["mailbox", "uidvalidity", "uid"])
+        db.table("messages").create_index(["reference"], unique=True)
     if "outgoing" not in names:
-        db["outgoing"].create(
+        db.table("outgoing").create(
             {
                 "id": str, "reference": str, "kind": str, "recipient": str, "borough": str,
                 "rows": int, "sha256": str, "state": str, "attempts": int, "last_error": str,
@@ -217,36 +221,37 @@ def m001_messages_outgoing_events(db: sqlite_utils.Database) -> None:
             },
             pk="id",
         )
-        db["outgoing"].create_index(["reference"])
+        db.table("outgoing").create_index(["reference"])
 
 
 @MIGRATIONS()
 def m002_retries_bounces_reasons_digests(db: sqlite_utils.Database) -> None:
     """When to try again; a bounce's status code; a package's counts by reason; the digest that took a part."""
     for column in ("next_attempt_at", "status", "reasons", "digest"):
-        if column not in db["outgoing"].columns_dict:
-            db["outgoing"].add_column(column, str)
-    db["outgoing"].create_index(["kind", "state"], if_not_exists=True)
+        if column not in db.table("outgoing").columns_dict:
+            db.table("outgoing").add_column(column, str)
+    db.table("outgoing").create_index(["kind", "state"], if_not_exists=True)
 
 
 @MIGRATIONS()
 def m003_message_attempts(db: sqlite_utils.Database) -> None:
-    if "attempts" not in db["messages"].columns_dict:
-        db["messages"].add_column("attempts", int)
+    if "attempts" not in db.table("messages").columns_dict:
+        db.table("messages").add_column("attempts", int)
 
 
 @MIGRATIONS()
 def m004_files(db: sqlite_utils.Database) -> None:
     """The hash of each decrypted return that was forwarded, to notice the same file sent again."""
     if "files" not in db.table_names():
-        db["files"].create({"provider": str, "sha256": str, "reference": str, "first_seen": str}, pk=("provider", "sha256"))
+        db.table("files").create({"provider": str, "sha256": str, "reference": str, "first_seen": str},
+                                 pk=("provider", "sha256"))
 
 
 @MIGRATIONS()
 def m005_events(db: sqlite_utils.Database) -> None:
     if "events" not in db.table_names():
-        db["events"].create({"id": int, "at": str, "reference": str, "event": str, "detail": str}, pk="id")
-    db["events"].create_index(["reference"], if_not_exists=True)
+        db.table("events").create({"id": int, "at": str, "reference": str, "event": str, "detail": str}, pk="id")
+    db.table("events").create_index(["reference"], if_not_exists=True)
 
 
 @MIGRATIONS()
@@ -255,15 +260,15 @@ def m006_audit_trail(db: sqlite_utils.Database) -> None:
     if "audit" in db.table_names():
         return
     text = {"at": str, "reference": str, "event": str, "detail": str, "prev": str, "hash": str}
-    db["audit"].create({"id": int, **text}, pk="id", not_null=set(text))
-    db["audit_checkpoint"].create({"one": int, "through": int, "hash": str, "purged": int, "at": str}, pk="one",
+    db.table("audit").create({"id": int, **text}, pk="id", not_null=set(text))
+    db.table("audit_checkpoint").create({"one": int, "through": int, "hash": str, "purged": int, "at": str}, pk="one",
                                   not_null={"through", "hash", "purged", "at"})
     for row in db.query("select * from events order by id"):
         _chain(db, row["id"], row["at"], row["reference"], row["event"],
                _audited(db, json.loads(row["detail"]) if row["detail"] else {}))
 
 
-def _audited(db: sqlite_utils.Database, detail: dict) -> dict:
+def _audited(db: sqlite_utils.Database, detail: dict[str, Any]) -> dict[str, Any]:
     """What the audit trail keeps of an event about outgoing mail: which message it was (kind,
     borough, rows, the hash of the message as queued). The recipient is bound by the id."""
     rows = list(db.query("select kind, borough, rows, sha256 from outgoing where id = ?", [str(detail["id"])])) if "id" in detail else []
@@ -274,7 +279,8 @@ def _audited(db: sqlite_utils.Database, detail: dict) -> dict:
             "sha256": item["sha256"] or ""}
 
 
-def _chain(db: sqlite_utils.Database, entry_id: int, at: str, reference: str, event: str, detail: dict) -> str:
+def _chain(db: sqlite_utils.Database, entry_id: int, at: str, reference: str, event: str,
+           detail: dict[str, Any]) -> str:
     """Chain one audit entry after the current head; return its hash.
 
     Called inside the transaction that writes the ledger event, after the event's insert has taken
@@ -292,7 +298,7 @@ def _head_hash(db: sqlite_utils.Database) -> str:
     """The hash the next entry links to: the last entry's, else the checkpoint's, else GENESIS."""
     row = db.conn.execute("select hash from audit order by id desc limit 1").fetchone()
     if row:
-        return row[0]
+        return cast(str, row[0])
     point = _checkpoint(db)
     return point.hash if point else GENESIS
 
@@ -337,7 +343,7 @@ class Ledger:
         now = utcnow()
         reference = f"LDOR-{now[:10].replace('-', '')}-{sha256[:10].upper()}"
         with self.db.conn:
-            self.db["messages"].insert({
+            self.db.table("messages").insert({
                 "sha256": sha256, "reference": reference, "mailbox": mailbox, "uidvalidity": uidvalidity,
                 "uid": uid, "first_seen": now, "updated": now, "state": MessageState.RECEIVED,
             })
@@ -345,20 +351,20 @@ class Ledger:
         return MessageRecord(sha256, reference, now, MessageState.RECEIVED, mailbox=mailbox, uidvalidity=uidvalidity,
                              uid=uid, updated=now)
 
-    def record_outcome(self, record: MessageRecord, outcome: dict, outgoing: list[dict],
-                       files: list[tuple[str, str]] = ()) -> None:
+    def record_outcome(self, record: MessageRecord, outcome: dict[str, Any], outgoing: list[dict[str, Any]],
+                       files: Sequence[tuple[str, str]] = ()) -> None:
         """In one transaction: the message's counts and state, the outgoing mail now in the outbox, and
         the hashes of the returns it forwarded."""
         now = utcnow()
         with self.db.conn:
             for sha256, reference in files:
-                self.db["files"].insert({"provider": outcome.get("provider", ""), "sha256": sha256,
+                self.db.table("files").insert({"provider": outcome.get("provider", ""), "sha256": sha256,
                                          "reference": reference, "first_seen": now}, ignore=True)
             for item in outgoing:
                 if self.outgoing_state(item["id"]) in (OutgoingState.SENT, OutgoingState.DIGESTED):
                     continue
                 self._upsert_outgoing(record.reference, item, now)
-            self.db["messages"].update(record.sha256, {**outcome, "updated": now})
+            self.db.table("messages").update(record.sha256, {**outcome, "updated": now})
             self._event(record.reference, outcome.get("state", MessageState.QUEUED), **_counts(outcome))
 
     def begin_attempt(self, record: MessageRecord) -> MessageRecord:
@@ -375,11 +381,11 @@ class Ledger:
 
     def set_state(self, record: MessageRecord, state: MessageState) -> None:
         with self.db.conn:
-            self.db["messages"].update(record.sha256, {"state": state, "updated": utcnow()})
+            self.db.table("messages").update(record.sha256, {"state": state, "updated": utcnow()})
             self._event(record.reference, state)
 
     def message(self, reference: str) -> MessageRecord | None:
-        rows = list(self.db["messages"].rows_where("reference = ?", [reference]))
+        rows = list(self.db.table("messages").rows_where("reference = ?", [reference]))
         return _make(MessageRecord, rows[0]) if rows else None
 
     def messages(self, since: str | None = None, until: str | None = None) -> list[MessageRecord]:
@@ -405,7 +411,7 @@ class Ledger:
         return OutgoingState(rows[0]["state"]) if rows else None
 
     def outgoing(self, item_id: str) -> OutgoingRecord | None:
-        rows = list(self.db["outgoing"].rows_where("id = ?", [item_id]))
+        rows = list(self.db.table("outgoing").rows_where("id = ?", [item_id]))
         return _make(OutgoingRecord, rows[0]) if rows else None
 
     def outgoing_counts(self) -> dict[OutgoingState, int]:
@@ -413,7 +419,7 @@ class Ledger:
         return {OutgoingState(row["state"]): row["n"]
                 for row in self.db.query("select state, count(*) as n from outgoing group by state")}
 
-    def add_outgoing(self, reference: str, items: list[dict]) -> None:
+    def add_outgoing(self, reference: str, items: list[dict[str, Any]]) -> None:
         """Record mail the gateway queued on its own (alerts about delivery), not for a received message."""
         now = utcnow()
         with self.db.conn:
@@ -505,7 +511,7 @@ class Ledger:
             "from outgoing o join messages m on m.reference = o.reference "
             "where o.kind in ('package', 'part') and m.first_seen >= ? and m.first_seen < ?", [since, until])]
 
-    def queue_digest(self, reference: str, items: list[dict], parts: list[str]) -> None:
+    def queue_digest(self, reference: str, items: list[dict[str, Any]], parts: list[str]) -> None:
         """In one transaction: the digest (queued, or held for want of a key) and any notices about it, now
         in the outbox, and the parts it holds marked as taken by it (items[0])."""
         now = utcnow()
@@ -518,8 +524,8 @@ class Ledger:
                                  "and state = 'waiting'", [items[0]["id"], *parts])
             self._event(reference, "digest-queued", id=items[0]["id"], parts=len(parts))
 
-    def _upsert_outgoing(self, reference: str, item: dict, now: str) -> None:
-        self.db["outgoing"].upsert(
+    def _upsert_outgoing(self, reference: str, item: dict[str, Any], now: str) -> None:
+        self.db.table("outgoing").upsert(
             {**item, "reference": reference, "state": item.get("state", OutgoingState.QUEUED), "attempts": 0,
              "queued_at": now, "next_attempt_at": None, "status": None},
             pk="id",
@@ -535,7 +541,8 @@ class Ledger:
         self.event("daemon", MAILBOX_CHECKED)
 
     def events(self, reference: str) -> list[EventRecord]:
-        return [EventRecord(**row) for row in self.db["events"].rows_where("reference = ?", [reference], order_by="id")]
+        return [EventRecord(**row)
+                for row in self.db.table("events").rows_where("reference = ?", [reference], order_by="id")]
 
     def done_references(self, event: str, prefix: str) -> set[str]:
         """The references starting with `prefix` that have an event `event` (one look for a month's jobs)."""
@@ -565,7 +572,8 @@ class Ledger:
         return _head_hash(self.db)
 
     def last_event_id(self) -> int | None:
-        return self.db.conn.execute("select max(id) from events").fetchone()[0]
+        newest: int | None = self.db.conn.execute("select max(id) from events").fetchone()[0]
+        return newest
 
     def _event(self, reference: str, event: str, **detail: object) -> None:
         """Write one event and its audit entry; always inside the caller's transaction."""
@@ -573,7 +581,8 @@ class Ledger:
         cursor = self.db.conn.execute(
             "insert into events (at, reference, event, detail) values (?, ?, ?, ?)",
             [at, reference, event, json.dumps(detail, sort_keys=True) if detail else ""])
-        _chain(self.db, cursor.lastrowid, at, reference, event, _audited(self.db, detail))
+        # sqlite3 sets lastrowid after a successful INSERT; it is None only before any.
+        _chain(self.db, cast(int, cursor.lastrowid), at, reference, event, _audited(self.db, detail))
 
     # -- retention ----------------------------------------------------------------------------
     def purge(self, before: str) -> dict[str, int]:
@@ -626,5 +635,5 @@ class Ledger:
         return rows[0]["reference"] if rows else ""
 
 
-def _counts(outcome: dict) -> dict:
+def _counts(outcome: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in outcome.items() if k.startswith("rows_") or k == "warnings"}

@@ -67,7 +67,8 @@ def _links(entries: list[Entry], point: Checkpoint | None) -> list[str]:
         if first.id in reached:
             continue
         # The first run starts where the start links to; a run after a break, at the lowest id not reached.
-        run, current = [], (following.get(start) if not written else None) or first
+        run: list[Entry] = []
+        current: Entry | None = (following.get(start) if not written else None) or first
         while current is not None and current.id not in reached:
             run.append(current)
             reached.add(current.id)

@@ -247,7 +247,10 @@ def _purge_set_aside(gateway: Gateway, before: datetime) -> int:
             if row is None:
                 when = datetime.fromtimestamp(path.stat().st_mtime, UTC)
             elif row.state in (OutgoingState.FAILED, OutgoingState.BOUNCED):
-                when = datetime.fromisoformat(row.sent_at or row.queued_at)
+                stamp = row.sent_at or row.queued_at
+                if stamp is None:  # as fromisoformat(None)'s TypeError did: no date, kept
+                    continue
+                when = datetime.fromisoformat(stamp)
             else:
                 continue
         except (OSError, TypeError, ValueError):

@@ -54,7 +54,7 @@ class Report:
     def text(self) -> str:
         return "\n".join(self.lines)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "rows_read": self.rows_read,
             "rows_forwarded": self.routed.forwarded if self.routed else 0,
@@ -202,7 +202,7 @@ class RouteReport:
             lines += ["", f"Also {self.warnings} warning(s) about the rows' contents; `gateway validate` lists them."]
         return "\n".join(lines)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "provider": {"ukprn": self.provider.ukprn, "name": self.provider.name},
             "rows_read": self.rows_read,
@@ -317,7 +317,7 @@ def _finding_line(f: Finding) -> str:
     return f"  {row:<9} {f.rule:<15} {f.message}"
 
 
-def _finding_dict(f: Finding) -> dict:
+def _finding_dict(f: Finding) -> dict[str, object]:
     return {"severity": f.severity, "row": f.row, "column": f.column, "rule": f.rule, "message": f.message}
 
 
@@ -342,7 +342,9 @@ def _opened(path: Path, data: bytes, provider: Provider | None, password: str | 
         given = password or (config_module.secret(provider.password_env or "") if provider is not None else None)
         if given is None and ask_password is None:
             raise
-    return isolate.run(open_file, path.name.lower(), data, given or ask_password(f"Password for {path.name}: ")).data
+    if not given and ask_password is not None:
+        given = ask_password(f"Password for {path.name}: ")
+    return isolate.run(open_file, path.name.lower(), data, given).data
 
 
 def _load(path: Path) -> bytes:

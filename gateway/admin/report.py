@@ -20,16 +20,21 @@ import textwrap
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import openpyxl
-from openpyxl.chart import BarChart, PieChart, Reference
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
+# openpyxl ships no type information (types-openpyxl is not among the dependencies).
+import openpyxl  # type: ignore[import-untyped]
+from openpyxl.chart import BarChart, PieChart, Reference  # type: ignore[import-untyped]
+from openpyxl.styles import Font  # type: ignore[import-untyped]
+from openpyxl.utils import get_column_letter  # type: ignore[import-untyped]
 
 from ..config import LOCAL
 from ..errors import ReportError
 from ..ledger import Ledger, MessageRecord, Outcome, OutgoingState, ReportLine
 from ..rules import LONDON, OUTSIDE, OUTSIDE_NAME, REASONS, Rules
+
+if TYPE_CHECKING:
+    from openpyxl.worksheet.worksheet import Worksheet  # type: ignore[import-untyped]
 
 _MONTH = re.compile(r"^([12]\d{3})-(0[1-9]|1[0-2])$")
 NOT_RECORDED = "Reason not recorded"
@@ -241,7 +246,9 @@ def _boroughs(rules: Rules, packages: list[ReportLine]) -> tuple[BoroughLine, ..
     if outside is not None:
         names[outside.code] = outside.name
     for row in packages:  # a borough that received this month but has since left the rules
-        names.setdefault(row.borough, LONDON.get(row.borough, OUTSIDE_NAME if row.borough == OUTSIDE else row.borough))
+        if row.borough is not None:  # a row without one is in no borough's line
+            names.setdefault(row.borough,
+                             LONDON.get(row.borough, OUTSIDE_NAME if row.borough == OUTSIDE else row.borough))
     lines = [_sum(code, name, packages, {code}) for code, name in names.items()]
     # London's boroughs by name, then anything else (the outside recipient, authorities beyond London).
     return tuple(sorted(lines, key=lambda b: (b.code not in LONDON, b.code == OUTSIDE, b.name.casefold())))
@@ -325,7 +332,7 @@ def _reasons_in_words(b: BoroughLine) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _table(headings: tuple[str, ...], rows: list[tuple]) -> list[str]:
+def _table(headings: tuple[str, ...], rows: list[tuple[object, ...]]) -> list[str]:
     """Columns padded to their widest cell; numbers to the right."""
     cells = [tuple(str(v) for v in headings)] + [tuple(str(v) for v in row) for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headings))]
@@ -427,11 +434,13 @@ def write_xlsx(report: MonthlyReport, path: Path) -> Path:
     return path
 
 
-def _append(sheet, values: tuple, bold=None, formats: dict[int, str | None] | None = None) -> None:
+def _append(sheet: Worksheet, values: tuple[object, ...], bold: Font | None = None,
+            formats: dict[int, str | None] | None = None) -> None:
     _append_at(sheet, sheet.max_row + 1 if sheet.max_row > 1 or sheet["A1"].value is not None else 1, values, bold, formats)
 
 
-def _append_at(sheet, row: int, values: tuple, bold=None, formats: dict[int, str | None] | None = None) -> None:
+def _append_at(sheet: Worksheet, row: int, values: tuple[object, ...], bold: Font | None = None,
+               formats: dict[int, str | None] | None = None) -> None:
     for column, value in enumerate(values, start=1):
         cell = sheet.cell(row=row, column=column, value=value)
         if isinstance(value, str):
@@ -443,7 +452,7 @@ def _append_at(sheet, row: int, values: tuple, bold=None, formats: dict[int, str
             cell.font = bold
 
 
-def _finish(sheet, widths: dict[int, int] | None = None) -> None:
+def _finish(sheet: Worksheet, widths: dict[int, int] | None = None) -> None:
     """Headings frozen; each column as wide as its widest cell (within reason)."""
     sheet.freeze_panes = "A2"
     for cells in sheet.iter_cols(min_row=1, max_row=sheet.max_row):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..delivery.digest import next_due, waiting
 from ..errors import KeyringError
 from ..keys import EXPIRY_WARNING_DAYS
-from ..ledger import MAILBOX_CHECKED, OutgoingState
+from ..ledger import MAILBOX_CHECKED, Ledger, OutgoingState
 
 if TYPE_CHECKING:
     from ..app import Gateway
@@ -36,7 +36,7 @@ def status_text(gateway: Gateway, *, now: datetime | None = None, within_days: i
     held = ledger.outgoing_in(OutgoingState.HELD)
     lines.append(f"Held packages (no usable key for the recipient): {len(held)}")
     for row in held:
-        borough = gateway.rules.boroughs.get(row.borough)
+        borough = gateway.rules.boroughs.get(row.borough) if row.borough is not None else None
         where = f"{borough.name} ({row.borough})" if borough else row.borough
         lines.append(f"  {row.id}  {where}  to {row.recipient}  {row.rows} row(s)  ref {row.reference}  "
                      f"held since {_when(row.queued_at)}: {row.last_error}")
@@ -84,7 +84,7 @@ def _last_check(gateway: Gateway, now: datetime) -> str:
     return "Last successful mailbox check: unknown (the ledger records none yet)."
 
 
-def _newest(ledger, event: str) -> str | None:
+def _newest(ledger: Ledger, event: str) -> str | None:
     return ledger.newest_event(event)
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import openpyxl
-from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.utils import get_column_letter, quote_sheetname
-from openpyxl.worksheet.datavalidation import DataValidation
+# openpyxl ships no type information (types-openpyxl is not among the dependencies).
+import openpyxl  # type: ignore[import-untyped]
+from openpyxl.styles import Alignment, Font, PatternFill  # type: ignore[import-untyped]
+from openpyxl.utils import get_column_letter, quote_sheetname  # type: ignore[import-untyped]
+from openpyxl.worksheet.datavalidation import DataValidation  # type: ignore[import-untyped]
 
 from .. import config as config_module
 from ..errors import KeyringError
@@ -22,6 +24,9 @@ from ..keys import Keyring
 from ..reference import ccis
 from ..returns.read import HEADER_LABELS, HEADINGS
 from ..returns.validate import RULES
+
+if TYPE_CHECKING:
+    from openpyxl.worksheet.worksheet import Worksheet  # type: ignore[import-untyped]
 
 # The table's fields in the order providers know (RETURN-SPEC "Layout"), each with its column width and
 # what the Instructions say of it; the heading is the reader's own (read.HEADINGS).
@@ -115,7 +120,7 @@ def write_template(path: Path, sending: Sending = Sending()) -> None:
     book.save(path)
 
 
-def _return_sheet(sheet, choices: str) -> None:
+def _return_sheet(sheet: Worksheet, choices: str) -> None:
     bold = Font(bold=True)
     for row, field in enumerate(HEADER_FIELDS, start=1):
         sheet.cell(row, 1, HEADER_LABELS[field][0]).font = bold
@@ -151,7 +156,7 @@ def _return_sheet(sheet, choices: str) -> None:
         sheet.add_data_validation(validation)
 
 
-def _codes(sheet) -> str:
+def _codes(sheet: Worksheet) -> str:
     """Every CCIS destination code with its meaning (ccis.py); returns the range the dropdown lists."""
     bold = Font(bold=True)
     sheet.append(["Code", "Meaning", "Group", "In the dropdown"])
@@ -194,7 +199,7 @@ def sending_lines(sending: Sending) -> list[str]:
     ]
 
 
-def _instructions(sheet, sending: Sending) -> None:
+def _instructions(sheet: Worksheet, sending: Sending) -> None:
     bold = Font(bold=True)
     header = ", ".join(HEADER_LABELS[f][0] for f in HEADER_FIELDS)
 

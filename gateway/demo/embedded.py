@@ -12,15 +12,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from imap_tools import MailBoxUnencrypted
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class ImapServer:
@@ -31,7 +34,7 @@ class ImapServer:
         self.port = free_port()
         self.user = user
         self.password = secrets.token_urlsafe(12)
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ImapServer:
         command = [
@@ -44,7 +47,8 @@ class ImapServer:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"the demo IMAP server did not start: {self._process.stderr.read().decode(errors='replace')[-500:]}")
+                error = self._process.stderr.read() if self._process.stderr is not None else b""  # a pipe: never None
+                raise RuntimeError(f"the demo IMAP server did not start: {error.decode(errors='replace')[-500:]}")
             try:
                 with MailBoxUnencrypted(self.host, self.port, timeout=2).login(self.user, self.password):
                     return self
@@ -84,9 +88,10 @@ class Relay:
         self.received: list[tuple[list[str], Path]] = []
         self._controller = Controller(self, hostname=self.host, port=self.port)
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # aiosmtpd's handler hook
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # aiosmtpd's handler hook
         path = self.folder / f"{len(self.received) + 1:03d}.eml"
-        path.write_bytes(envelope.original_content or envelope.content)
+        # The Controller keeps decode_data False, so the content is bytes, as the original content is.
+        path.write_bytes(cast(bytes, envelope.original_content or envelope.content))
         self.received.append((list(envelope.rcpt_tos), path))
         return "250 OK"
 

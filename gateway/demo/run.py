@@ -15,10 +15,11 @@ import os
 import secrets
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import cast
 
 import pyzipper
 
@@ -143,7 +144,8 @@ def _configure(folder: Path, imap: ImapServer, relay: Relay) -> Path:
     return config
 
 
-def _returns(directory: Directory, senders: dict[str, Keyring], gateway_key: str):
+def _returns(directory: Directory, senders: dict[str, Keyring],
+             gateway_key: str) -> Iterator[tuple[DemoProvider, bytes]]:
     """The three providers' messages, each encrypted to the gateway's key as its provider would."""
     northbank, aidans, eastway = PROVIDERS
     crowd = people(directory, {"E09000019": 7, "E09000007": 6, "E09000012": 5, "E09000028": 2}, seed=11)
@@ -156,8 +158,9 @@ def _returns(directory: Directory, senders: dict[str, Keyring], gateway_key: str
         with_changes(mixed[1], family_name=""),
         with_changes(mixed[2], uln="9276308687"),
     ]
-    rows = [p.cells() for p in mistakes + mixed[3:]]
-    rows[4][3] = rows[4][3].strftime("%d/%m/%Y")  # a date typed as text: accepted
+    sent = mistakes + mixed[3:]
+    rows = [p.cells() for p in sent]
+    rows[4][3] = sent[4].dob.strftime("%d/%m/%Y")  # a date typed as text: accepted
     rows[5][8] = rows[5][9] = "X"  # two reasons ticked: rejected
     yield aidans, _message(aidans.sender, "LDOR Nov.xlsx.asc",
                            _encrypt(senders[aidans.ukprn], gateway_key, workbook(aidans.name, aidans.ukprn, rows), armour=True))
@@ -206,10 +209,14 @@ def _opened(folder: Path, relay: Relay, officers: dict[str, Keyring], say: Calla
             if address not in recipients:
                 continue
             message = parse(path.read_bytes())
-            notes += [line for line in message.get_body(("plain",)).get_content().splitlines() if line.startswith("  LDOR-")]
+            notes += [line for line in _plain(message).splitlines() if line.startswith("  LDOR-")]
             for part in message.iter_attachments():
-                plain = officers[address].decrypt(part.get_payload(decode=True)).data
-                target = folder / "opened" / name.lower() / part.get_filename()[: -len(".gpg")]
+                filename = part.get_filename()
+                if filename is None:  # every package the gateway sends is named NAME.gpg
+                    continue
+                # An attachment is no multipart: decoded, its payload is bytes.
+                plain = officers[address].decrypt(cast(bytes, part.get_payload(decode=True))).data
+                target = folder / "opened" / name.lower() / filename[: -len(".gpg")]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(plain)
                 files.append(target)
@@ -227,7 +234,7 @@ def _opened(folder: Path, relay: Relay, officers: dict[str, Keyring], say: Calla
 def _count_rows(data: bytes, fmt: str) -> int:
     if fmt == "csv":
         return max(0, len(list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))) - 1)
-    import openpyxl
+    import openpyxl  # type: ignore[import-untyped]  # openpyxl ships no type information
 
     sheet = openpyxl.load_workbook(io.BytesIO(data), read_only=True).worksheets[0]
     return max(0, sum(1 for _ in sheet.iter_rows()) - 1)
@@ -241,7 +248,7 @@ def _receipts(relay: Relay, say: Callable[[str], None]) -> None:
         if not subject.startswith(("LDOR receipt", "LDOR return not accepted", "LDOR gateway:")):
             continue
         say(f"     to {', '.join(recipients):<28} {subject}  ({path.relative_to(relay.folder.parent)})")
-        for line in message.get_body(("plain",)).get_content().splitlines():
+        for line in _plain(message).splitlines():
             if " digest: your " in line:
                 say(f"        {line.strip()}")
         for part in message.iter_attachments():
@@ -249,3 +256,10 @@ def _receipts(relay: Relay, say: Callable[[str], None]) -> None:
                 rows = list(csv.DictReader(io.StringIO(part.get_content().lstrip("\ufeff"))))
                 counts = Counter((row["Severity"], row["Rule"]) for row in rows)
                 say("        findings: " + ", ".join(f"{sev} {rule} x{n}" for (sev, rule), n in sorted(counts.items())))
+
+
+def _plain(message: EmailMessage) -> str:
+    """The message's plain-text body; "" if it has none."""
+    body = message.get_body(("plain",))
+    text: str = body.get_content() if body is not None else ""
+    return text

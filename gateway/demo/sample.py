@@ -10,8 +10,9 @@ import io
 import random
 from dataclasses import dataclass, replace
 from datetime import date
+from typing import Any
 
-import openpyxl
+import openpyxl  # type: ignore[import-untyped]  # openpyxl ships no type information
 
 from ..reference.postcodes import Directory
 
@@ -59,7 +60,7 @@ def people(directory: Directory, per_authority: dict[str, int], seed: int = 7, t
     """Invented young people aged 16-18 living at real postcodes of the given authorities."""
     today = today or date.today()
     chooser = random.Random(seed)
-    found = []
+    found: list[Person] = []
     for code, count in per_authority.items():
         postcodes = directory.examples(code, count * 3)
         if len(postcodes) < count:
@@ -120,5 +121,5 @@ def reason_csv(rows: list[Person]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def with_changes(person: Person, **changes: object) -> Person:
+def with_changes(person: Person, **changes: Any) -> Person:  # any of Person's fields, each of its own type
     return replace(person, **changes)
