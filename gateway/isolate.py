@@ -20,7 +20,7 @@ import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import MappingProxyType
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar, cast
 
 from .errors import (
     GatewayError,
@@ -56,7 +56,7 @@ LIMITS_ADVICE = (
 def run(work: Callable[P, T], *arguments: P.args, **named: P.kwargs) -> T:
     """`work(*arguments)` in a child process within the limits; raises the gateway error it raised (ReadError,
     UnpackError, ...), or LimitExceeded. `work` is a module-level function: the child imports it by name."""
-    return _run(work, arguments, named)  # type: ignore[return-value]
+    return cast(T, _run(work, arguments, named))  # what `work` returned, unpickled
 
 
 def warm_up() -> None:

@@ -147,7 +147,7 @@ class Keyring:
         """The files in keys/ that hold this key (import_folder)."""
         return self._sources.get(fingerprint, [])
 
-    def import_key(self, armoured: str) -> str:
+    def import_key(self, armoured: str | bytes) -> str:
         """Import one public key (not from keys/: such a key is never a recipient's); return its fingerprint."""
         result = self._gpg.import_keys(armoured)
         if not result.fingerprints:

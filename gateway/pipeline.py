@@ -224,7 +224,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: _Exposu
     if hostile:
         first = hostile[0]
         facts = FileFacts(record.reference, received, first.index, len(unpacked.attachments), first.size, first.short_hash)
-        advice = first.error.advice + (_OVER_LIMITS if first.error is not None else "")  # type: ignore[union-attr]
+        advice = (first.error.advice if first.error is not None else "") + _OVER_LIMITS
         raise HostileFile("a file built to do harm", advice, [rejection(facts, provider, advice, answer_to, head)])
     attachments = _once_each(unpacked)
     count = len(attachments)

@@ -38,9 +38,8 @@ def import_key_file(settings: Config, source: Path, replace: bool = False) -> st
         if held != {key.fingerprint} and not replace:
             raise KeyFileError(f"{target} already holds another key ({', '.join(sorted(held)) or 'unreadable'}): if this "
                                "one replaces it, run again with --replace")
-    # Armoured from the keyring: a binary export becomes a readable .asc. Keyring.import_key (keys.py) is typed
-    # `str`, but gnupg's import_keys takes the file's bytes as they are, binary or armoured.
-    keyring.import_key(data)  # type: ignore[arg-type]  # bytes: see above
+    # Armoured from the keyring: a binary export becomes a readable .asc.
+    keyring.import_key(data)
     settings.paths.keys.mkdir(parents=True, exist_ok=True)
     target.write_text(keyring.export_public(key.fingerprint))
     keyring.import_folder(settings.paths.keys)

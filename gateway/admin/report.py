@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 # openpyxl ships no type information (types-openpyxl is not among the dependencies).
-import openpyxl  # type: ignore[import-untyped]
-from openpyxl.chart import BarChart, PieChart, Reference  # type: ignore[import-untyped]
-from openpyxl.styles import Font  # type: ignore[import-untyped]
-from openpyxl.utils import get_column_letter  # type: ignore[import-untyped]
+import openpyxl
+from openpyxl.chart import BarChart, PieChart, Reference
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
 
 from ..config import LOCAL
 from ..errors import ReportError
@@ -34,7 +34,7 @@ from ..ledger import Ledger, MessageRecord, Outcome, OutgoingState, ReportLine
 from ..rules import LONDON, OUTSIDE, OUTSIDE_NAME, REASONS, Rules
 
 if TYPE_CHECKING:
-    from openpyxl.worksheet.worksheet import Worksheet  # type: ignore[import-untyped]
+    from openpyxl.worksheet.worksheet import Worksheet
 
 _MONTH = re.compile(r"^([12]\d{3})-(0[1-9]|1[0-2])$")
 NOT_RECORDED = "Reason not recorded"

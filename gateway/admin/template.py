@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 # openpyxl ships no type information (types-openpyxl is not among the dependencies).
-import openpyxl  # type: ignore[import-untyped]
-from openpyxl.styles import Alignment, Font, PatternFill  # type: ignore[import-untyped]
-from openpyxl.utils import get_column_letter, quote_sheetname  # type: ignore[import-untyped]
-from openpyxl.worksheet.datavalidation import DataValidation  # type: ignore[import-untyped]
+import openpyxl
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter, quote_sheetname
+from openpyxl.worksheet.datavalidation import DataValidation
 
 from .. import config as config_module
 from ..errors import KeyringError
@@ -26,7 +26,7 @@ from ..returns.read import HEADER_LABELS, HEADINGS
 from ..returns.validate import RULES
 
 if TYPE_CHECKING:
-    from openpyxl.worksheet.worksheet import Worksheet  # type: ignore[import-untyped]
+    from openpyxl.worksheet.worksheet import Worksheet
 
 # The table's fields in the order providers know (RETURN-SPEC "Layout"), each with its column width and
 # what the Instructions say of it; the heading is the reader's own (read.HEADINGS).

@@ -234,7 +234,7 @@ def _opened(folder: Path, relay: Relay, officers: dict[str, Keyring], say: Calla
 def _count_rows(data: bytes, fmt: str) -> int:
     if fmt == "csv":
         return max(0, len(list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))) - 1)
-    import openpyxl  # type: ignore[import-untyped]  # openpyxl ships no type information
+    import openpyxl  # openpyxl ships no type information
 
     sheet = openpyxl.load_workbook(io.BytesIO(data), read_only=True).worksheets[0]
     return max(0, sum(1 for _ in sheet.iter_rows()) - 1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
-import openpyxl  # type: ignore[import-untyped]  # openpyxl ships no type information
+import openpyxl  # openpyxl ships no type information
 
 from ..reference.postcodes import Directory
 

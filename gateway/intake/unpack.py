@@ -248,7 +248,10 @@ class _Finder:
         self._open(name.rsplit(".", 1)[0], inner, data, _stronger(inner_signature, signature), protected=True)
 
     def _inline(self, data: bytes, signature: Signature) -> None:
-        block = _ARMOUR.search(data).group(0)  # type: ignore[union-attr]
+        armour = _ARMOUR.search(data)
+        if armour is None:  # _kind found one: not reached
+            return
+        block = armour.group(0)
         plain = self._decrypt(block, inline=True)
         if plain is not None:
             inner, inner_signature = plain
