@@ -319,7 +319,8 @@ def _route(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .admin.report import monthly_report, write_xlsx
+    from .admin.report import monthly_report
+    from .admin.report_book import write_xlsx
 
     gateway = build(args.config)
     due_day = args.due_day or gateway.config.schedule.due_day

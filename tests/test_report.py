@@ -11,7 +11,8 @@ import pytest
 from helpers import PROVIDER_UKPRN, provider_message
 
 from gateway import rules as rules_module
-from gateway.admin.report import LOCAL, ReportError, monthly_report, write_xlsx
+from gateway.admin.report import LOCAL, ReportError, monthly_report
+from gateway.admin.report_book import write_xlsx
 from gateway.demo.sample import Person, people, with_changes, workbook
 from gateway.ledger import Ledger
 from gateway.rules import Borough, Provider, Rules

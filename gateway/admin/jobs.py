@@ -31,7 +31,8 @@ from ..ledger import Ledger, OutgoingState
 from ..mail import Outgoing
 from ..rules import Borough, Provider
 from . import audit
-from .report import monthly_report, write_xlsx
+from .report import monthly_report
+from .report_book import write_xlsx
 
 if TYPE_CHECKING:
     from ..app import Gateway
