@@ -21,35 +21,50 @@ import email.parser
 import email.policy
 import hashlib
 import itertools
-import os
 import logging
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable, Iterator
+from typing import Any, cast
 
 from .app import Gateway
-from .bounce import original_of, parse_bounce, record_bounce
 from .config import secret
-from .deliver import deliver
-from .digest import WaitingPart, next_due, wait
-from .errors import HostileFile, KeyringError, NoUsableKey, OwnKeyLocked, SenderNotRegistered, UnknownSender
-from .held import HeldPackage, hold
-from .inbox import Inbox, InboxMessage
-from .alerts import notify_admin
-from . import notices
-from .notices import held_notices
-from .keys import RunKeys
+from .delivery import notices
+from .delivery.alerts import notify_admin
+from .delivery.bounce import original_of, parse_bounce, record_bounce
+from .delivery.deliver import deliver
+from .delivery.digest import WaitingPart, next_due, wait
+from .delivery.held import HeldPackage, hold
+from .delivery.notices import held_notices
+from .delivery.pack import Source, package_message
+from .delivery.receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
+from .delivery.send import Delivery
+from .errors import (
+    HostileFile,
+    KeyringError,
+    NoUsableKey,
+    OwnKeyLocked,
+    SenderNotRegistered,
+    UnknownSender,
+)
+from .intake.inbox import Inbox, InboxMessage
+from .intake.unpack import (
+    NOTHING_ATTACHED,
+    Attachment,
+    Unpacked,
+    parse,
+    sender_of,
+    unpack,
+)
 from .isolate import warm_up
-from .examine import DUPLICATE_DAYS, duplicate_advice, examine
+from .keys import RunKeys
 from .ledger import FileRecord, Ledger, MessageRecord, MessageState, Outcome, OutgoingState
 from .logs import describe
 from .mail import Outgoing
-from .pack import Source, package_message
+from .returns.examine import DUPLICATE_DAYS, duplicate_advice, examine
+from .returns.validate import Finding
 from .rules import Provider
-from .receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
-from .send import Delivery
-from .unpack import Attachment, NOTHING_ATTACHED, Unpacked, parse, sender_of, unpack
-from .validate import Finding
 from .workers import DIED, DONE, EXAMINED, Workers
 
 log = logging.getLogger(__name__)
@@ -77,15 +92,15 @@ _OVER_LIMITS = (
 class Result:
     """What handling one message produced (counts only)."""
 
-    state: MessageState  # QUEUED | QUARANTINED
+    state: str  # MessageState.QUEUED | QUARANTINED, or WAITING (the gateway's own key failed)
     outgoing: list[Outgoing] = field(default_factory=list)
     held: list[HeldPackage] = field(default_factory=list)
     waiting: list[WaitingPart] = field(default_factory=list)  # rows kept for a borough's daily or weekly digest
-    counts: dict = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
+    counts: dict[str, Any] = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
     outcome: Outcome = Outcome.ACCEPTED
     provider: str = ""
     files: list[tuple[str, str]] = field(default_factory=list)  # (hash of the decrypted return, its reference)
-    events: list[tuple[str, str, dict]] = field(default_factory=list)  # (reference, event, detail): written when settled
+    events: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)  # (reference, event, detail): written when settled
     # The duplicate look-ups made, (provider, hash, reference, the earlier file's reference or None): a worker's
     # answers came before the messages ahead of it were settled, and are checked again then.
     asked: list[tuple[str, str, str, str | None]] = field(default_factory=list)
@@ -189,7 +204,7 @@ def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str
         keys.public_keys(), keys.own_fingerprint(), keys.own_public()
 
     def job_work(job: object, examined: Callable[[], None]) -> Result:
-        record, message = job  # type: ignore[misc]
+        record, message = cast(tuple[MessageRecord, InboxMessage], job)
         return work(gateway, keys, record, message, examined, lambda provider, sha256, reference: None)
 
     line: collections.deque[_Job] = collections.deque()
@@ -387,7 +402,7 @@ def _work(gateway: Gateway, keys: RunKeys, record: MessageRecord, raw: bytes, ex
     head = _letterhead(gateway, answer_to, keys)
     if unpacked.error is not None:
         facts = _message_facts(record, raw)
-        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, answer_to, head, head.seal))
+        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, answer_to, head))
         result.outcome = Outcome.REJECTED
         result.events.append((record.reference, "rejected", {"reason": type(unpacked.error).__name__}))
         return result
@@ -395,8 +410,8 @@ def _work(gateway: Gateway, keys: RunKeys, record: MessageRecord, raw: bytes, ex
     if hostile:
         first = hostile[0]
         facts = FileFacts(record.reference, received, first.index, len(unpacked.attachments), first.size, first.short_hash)
-        advice = first.error.advice + (_OVER_LIMITS if first.error is not None else "")  # type: ignore[union-attr]
-        raise HostileFile("a file built to do harm", advice, [rejection(facts, provider, advice, answer_to, head, head.seal)])
+        advice = (first.error.advice if first.error is not None else "") + _OVER_LIMITS
+        raise HostileFile("a file built to do harm", advice, [rejection(facts, provider, advice, answer_to, head)])
     attachments = _once_each(unpacked)
     count = len(attachments)
     answered = 0
@@ -409,7 +424,7 @@ def _work(gateway: Gateway, keys: RunKeys, record: MessageRecord, raw: bytes, ex
         result.outcome = Outcome.REJECTED
         if not result.outgoing:  # only an encrypted covering note (inline PGP text): a registered sender still gets an answer
             facts = _message_facts(record, raw)
-            result.outgoing.append(rejection(facts, provider, NOTHING_ATTACHED, answer_to, head, head.seal))
+            result.outgoing.append(rejection(facts, provider, NOTHING_ATTACHED, answer_to, head))
             result.events.append((record.reference, "rejected", {"reason": "nothing attached"}))
     result.outgoing += held_notices(result.held, config)
     return result
@@ -487,11 +502,11 @@ def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage, k
     provider = gateway.rules.provider_for_sender(sender) if sender else None
     result = _quarantine(gateway, record, message, *notices.stopped_on(record.attempts),
                          replied=provider is not None)
-    if provider is not None:
+    if provider is not None and sender is not None:
         answer_to = provider.receipts_to or sender
         head = _letterhead(gateway, answer_to, keys)
         facts = _message_facts(record, message.raw)
-        result.outgoing.append(rejection(facts, provider, _KILLED_US, answer_to, head, head.seal))
+        result.outgoing.append(rejection(facts, provider, _KILLED_US, answer_to, head))
         result.provider = provider.ukprn
     gateway.ledger.event(record.reference, "set-aside", attempts=record.attempts)
     return result
@@ -505,7 +520,7 @@ def _message_facts(record: MessageRecord, raw: bytes) -> FileFacts:
 def _header_sender(raw: bytes) -> str | None:
     """The sender from the headers alone (the body is what may have killed the process)."""
     try:
-        return sender_of(email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw))  # type: ignore[arg-type]
+        return sender_of(email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw))
     except Exception:  # no single readable From: no one to answer
         return None
 
@@ -553,7 +568,7 @@ def _answer(desk: _Desk, facts: FileFacts, attachment: Attachment, sender: str, 
             held_boroughs.add(batch.borough.code)
     held = frozenset(held_boroughs)
     result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition,
-                                           sender, head, held, head.seal, table.other_headings(), digests))
+                                           sender, head, held=held, left_out=table.other_headings(), digests=digests))
     _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
     result.files.append((attachment.content_sha256, reference))
     result.events.append((reference, "validated", {"rows": len(table.rows), "forwarded": routed.forwarded_except(held),
@@ -564,7 +579,7 @@ def _answer(desk: _Desk, facts: FileFacts, attachment: Attachment, sender: str, 
 def _refuse(desk: _Desk, facts: FileFacts, attachment: Attachment, advice: str, sender: str, head: Letterhead) -> int:
     """A file not taken: its rejection receipt queued; 0, as nothing of it was accepted."""
     result = desk.result
-    result.outgoing.append(rejection(facts, desk.gateway.rules.providers[result.provider], advice, sender, head, head.seal))
+    result.outgoing.append(rejection(facts, desk.gateway.rules.providers[result.provider], advice, sender, head))
     result.events.append((facts.reference, "file-rejected", {"attachment": attachment.index}))
     return 0
 
@@ -579,7 +594,8 @@ class _Exposure:
     """
 
     def __init__(self, ledger: Ledger, record: MessageRecord) -> None:
-        self._ledger, self._record = ledger, record
+        self._ledger = ledger
+        self._record: MessageRecord | None = record
 
     def end(self) -> None:
         if self._record is not None:
@@ -587,7 +603,7 @@ class _Exposure:
             self._record = None
 
 
-def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: tuple) -> None:
+def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: list[Finding] | tuple[Finding, ...]) -> None:
     counts = result.counts
     counts["rows_read"] += rows_read
     counts["rows_forwarded"] += rows_forwarded
@@ -602,7 +618,7 @@ def _quarantine(gateway: Gateway, record: MessageRecord, message: InboxMessage, 
     young person's data; the subject and the attachments' names may be, and are never quoted."""
     sender = _header_sender(message.raw) or "no single readable address (the From header is missing, repeated or malformed)"
     notice = notices.quarantined(gateway.config, record.reference, message.uid, sender, what, todo, replied)
-    return Result("quarantined", [notice], outcome="quarantined")
+    return Result(MessageState.QUARANTINED, [notice], outcome=Outcome.QUARANTINED)
 
 
 def _stranger_reply(gateway: Gateway, record: MessageRecord, raw: bytes) -> list[Outgoing]:

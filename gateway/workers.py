@@ -77,7 +77,7 @@ class Workers:
                     yield self._died(worker)
                     continue
                 if kind == LOG:
-                    logging.getLogger(value.name).handle(value)  # type: ignore[attr-defined]
+                    logging.getLogger(value.name).handle(value)
                     continue
                 if kind == DONE:
                     worker.key = None
@@ -149,8 +149,12 @@ def _serve(connection: Connection, parents_ends: list[Connection], work: Work) -
         if item is None:
             return
         key, job = item
+
+        def examined(key: object = key) -> None:
+            send(EXAMINED, key)
+
         try:
-            send(DONE, key, work(job, lambda key=key: send(EXAMINED, key)))
+            send(DONE, key, work(job, examined))
         except (EOFError, OSError):  # the parent is gone
             return
 
@@ -168,8 +172,9 @@ def _log_through(send: Callable[[str, object, object], None]) -> None:
 
     root = logging.getLogger()
     for logger in [root, *logging.Logger.manager.loggerDict.values()]:
-        for handler in getattr(logger, "handlers", [])[:]:  # the parent's handlers, copied by the fork: not written twice
-            logger.removeHandler(handler)
+        if isinstance(logger, logging.Logger):
+            for handler in logger.handlers[:]:  # the parent's handlers, copied by the fork: not written twice
+                logger.removeHandler(handler)
     root.addHandler(Forward())
 
 
@@ -193,7 +198,8 @@ def _share_fork_server() -> None:
         except ProcessLookupError:
             pass
         del server.ensure_running  # back to multiprocessing's own, for a server of the worker's
-        server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+        for name in ("_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd"):
+            setattr(server, name, None)
         started(server)
 
-    server.ensure_running = ensure_running
+    setattr(server, "ensure_running", ensure_running)  # noqa: B010 (an instance's own, in this process only)

@@ -9,9 +9,10 @@ import signal
 from collections import Counter
 
 from helpers import ADMIN, PROVIDER_SENDER, install, provider_message
+
 from gateway import pipeline
+from gateway.demo.sample import people, workbook
 from gateway.ledger import Ledger
-from gateway.sample import people, workbook
 
 MARK = "please stop the worker"  # a subject that makes a worker process die (injected below, test-side only)
 
