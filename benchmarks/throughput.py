@@ -21,6 +21,7 @@ import random
 import smtplib
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from email.message import EmailMessage
@@ -104,14 +105,18 @@ class Bench:
     def run_once(self, config: Path) -> tuple[float, float]:
         """`gateway run --once` as its own process: seconds, and its peak memory in MB (with its children)."""
         env = {**os.environ, "BENCH_IMAP_PASSWORD": self.imap.password}
-        start = time.monotonic()
-        process = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(config), "run", "--once"],
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(process.pid, 0)
-        took = time.monotonic() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            raise RuntimeError(f"gateway run --once failed: {process.stderr.read().decode()[-2000:]}")
+        # Its log to a file, not a pipe: a burst's thousands of lines would fill a pipe nobody reads until
+        # the end, and the gateway would wait on it for ever.
+        with tempfile.TemporaryFile() as log:
+            start = time.monotonic()
+            process = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(config), "run", "--once"],
+                                       env=env, stdout=subprocess.DEVNULL, stderr=log)
+            _, status, usage = os.wait4(process.pid, 0)
+            took = time.monotonic() - start
+            process.returncode = os.waitstatus_to_exitcode(status)
+            if process.returncode != 0:
+                log.seek(0)
+                raise RuntimeError(f"gateway run --once failed: {log.read().decode()[-2000:]}")
         return took, usage.ru_maxrss / 1024
 
     def close(self) -> None:
