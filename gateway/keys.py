@@ -40,6 +40,10 @@ _MAX_OUTPUT_MARGIN = 1024 * 1024
 # A key that needs a passphrase the gateway was not given fails at once, instead of gpg-agent starting a
 # pinentry that waits for a person at a terminal (or fails later with a less clear error).
 _NO_PINENTRY = ["--pinentry-mode", "loopback"]
+# Each gpg run otherwise reads and rewrites the keyring's random_seed file under a lock: the pipeline's
+# workers, encrypting at once, then wait on each other and a burst runs on one core. The kernel's random
+# source seeds libgcrypt as well (the file only saves it the trouble), so no key or session key is weaker.
+_SHARED = ["--no-random-seed-file"]
 
 
 EXPIRY_WARNING_DAYS = 30  # a key this close to expiring is worth a warning (`gateway check`, status, jobs)
@@ -108,7 +112,7 @@ class Keyring:
         os.chmod(self.home, 0o700)
         _socket_folder(self.home)
         try:
-            self._gpg = gnupg.GPG(gnupghome=str(self.home))
+            self._gpg = gnupg.GPG(gnupghome=str(self.home), options=_SHARED)
         except (OSError, ValueError) as error:  # python-gnupg runs `gpg --version` here: gpg missing or broken
             raise KeyringError(
                 f"gpg cannot be run ({type(error).__name__}): nothing can be decrypted or encrypted, so no mail was "
@@ -274,7 +278,7 @@ class Keyring:
         with self._decrypting:
             if self._reader is None:
                 # Its own GPG object: on_data belongs to the object, and encryption elsewhere must not be counted.
-                self._reader = gnupg.GPG(gnupghome=str(self.home))
+                self._reader = gnupg.GPG(gnupghome=str(self.home), options=_SHARED)
                 self._reader.encoding = "utf-8"
             self._reader.on_data = count
             try:
