@@ -33,7 +33,7 @@ from .config import secret
 from .delivery import notices
 from .delivery.alerts import notify_admin
 from .delivery.bounce import original_of, parse_bounce, record_bounce
-from .delivery.deliver import deliver
+from .delivery.deliver import deliver, flush_of
 from .delivery.digest import WaitingPart, next_due, wait
 from .delivery.held import HeldPackage, hold
 from .delivery.notices import held_notices
@@ -128,12 +128,14 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
     """
     settings = gateway.config.mailbox
     processed = quarantined = seen = waiting = 0
+    flushing = flush_of(gateway, retry_now)  # begun while workers handle a burst, ended by `deliver`
     try:
         with contextlib.nullcontext(inbox) if inbox is not None else Inbox(settings, gateway.tokens) as session:
             uidvalidity = session.uidvalidity()
             keys = RunKeys(gateway.keyring)
             archive = _Archive(gateway, session, uidvalidity)
-            for message, state in _each_handled(gateway, session.messages(), settings.folder, uidvalidity, keys):
+            for message, state in _each_handled(gateway, session.messages(), settings.folder, uidvalidity, keys,
+                                                flushing.step):
                 seen += 1
                 if state == WAITING:
                     waiting += 1
@@ -148,7 +150,7 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
             _own_key_works_again(gateway)
     finally:
         # Even when the mailbox cannot be reached, what is queued goes out.
-        delivered = deliver(gateway, retry_now=retry_now)
+        delivered = deliver(gateway, retry_now=retry_now, flushing=flushing)
     released, digests, delivery = delivered.released, delivered.digests, delivered.delivery
     run = MailboxRun(seen, processed, quarantined, delivery, released, digests, waiting)
     # A run that found and did nothing is not news: the daemon makes one every time it is woken.
@@ -160,9 +162,10 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
 
 
 def _each_handled(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str, uidvalidity: int,
-                  keys: RunKeys) -> Iterator[tuple[InboxMessage, str]]:
+                  keys: RunKeys, send: Callable[[], bool]) -> Iterator[tuple[InboxMessage, str]]:
     """Each message with the state `handle` gives it, in mailbox order: one alone is handled here, several
-    on every core (_in_workers)."""
+    on every core (_in_workers), which meanwhile `send()` what is queued (one message a call; False when
+    nothing is left to send)."""
     first = next(messages, None)
     if first is None:
         return
@@ -173,7 +176,7 @@ def _each_handled(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: s
         for message in everyone:
             yield message, handle(gateway, mailbox, uidvalidity, message, keys)
         return
-    yield from _in_workers(gateway, everyone, mailbox, uidvalidity, keys)
+    yield from _in_workers(gateway, everyone, mailbox, uidvalidity, keys, send)
 
 
 @dataclass
@@ -189,7 +192,7 @@ class _Job:
 
 
 def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str, uidvalidity: int,
-                keys: RunKeys) -> Iterator[tuple[InboxMessage, str]]:
+                keys: RunKeys, send: Callable[[], bool]) -> Iterator[tuple[InboxMessage, str]]:
     """`handle` for many messages, the work (decrypt, read, check, route, pack, encrypt) done by worker
     processes, everything else here: this process alone speaks to the mailbox, the ledger and the outbox,
     and settles each message in mailbox order as `handle` would, after the ones before it.
@@ -211,6 +214,7 @@ def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str
     again: collections.deque[_Job] = collections.deque()  # offered again after a worker stopped on it
     taken: dict[object, _Job] = {}
     more = True  # messages not yet taken from the mailbox
+    sending = False  # messages queued and not yet sent (as far as is known)
     with Workers(WORKERS, job_work) as workers:
         while True:
             while workers.idle() and (again or (more and len(line) < WORKERS * 4)):
@@ -231,10 +235,14 @@ def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str
                 job = line.popleft()
                 if job.state is None:
                     job.state = _settle_worked(gateway, job, mailbox, uidvalidity, keys)
+                    sending = True
                 yield job.message, job.state
             if not line and not more:
                 return
-            for event in workers.events():
+            events = list(workers.events(0 if sending else None))
+            if not events and sending:
+                sending = send()  # while the workers work, what is queued goes out
+            for event in events:
                 job = taken[event.key]
                 if event.kind == EXAMINED and not job.examined:
                     ledger.forget_attempt(job.record)  # type: ignore[arg-type]

@@ -63,12 +63,12 @@ class Workers:
             self._replace(worker)
             self.give(key, job)
 
-    def events(self) -> Iterator[Event]:
-        """Wait until at least one worker has something to say; what the busy workers said."""
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Wait until at least one worker has something to say (or `timeout` seconds); what the busy workers said."""
         busy = [worker for worker in self._workers if worker.key is not None]
         if not busy:
             return
-        ready = set(wait([w.connection for w in busy] + [w.process.sentinel for w in busy]))
+        ready = set(wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout))
         for worker in busy:
             if worker.connection in ready:
                 try:

@@ -176,15 +176,47 @@ def flush(outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str =
     administrator's `run --once`). `admin`, when given, is told once of each message set aside. `tokens`:
     the process's OAuth2 tokens, one for the whole run.
     """
-    now = now or datetime.now(UTC)
-    tokens = tokens or Tokens()
-    counts = {"sent": 0, "deferred": 0, "failed": 0, "waiting": 0}
-    work = outbox.pending()
-    relay_down: SendError | None = None
-    with Relay(settings, tokens) as relay:
-        while work:
-            relay_down = _next(work, outbox, ledger, settings, admin, now, retry_now, relay, relay_down, counts)
-    return Delivery(**counts)
+    with Flush(outbox, ledger, settings, admin=admin, now=now, retry_now=retry_now, tokens=tokens) as flushing:
+        while flushing.step():
+            pass
+    return flushing.delivery()
+
+
+class Flush:
+    """One flush of the outbox through one relay session, a message at a time: `flush` takes them all in turn;
+    a burst's run takes them while its workers work (each message queued meanwhile joins), then the rest.
+    Each message is tried at most once a flush."""
+
+    def __init__(self, outbox: Outbox, ledger: Ledger, settings: config.Smtp, *, admin: str = "",
+                 now: datetime | None = None, retry_now: bool = False, tokens: Tokens | None = None) -> None:
+        self.outbox, self.ledger, self.settings, self.admin = outbox, ledger, settings, admin
+        self.now = now or datetime.now(UTC)
+        self.retry_now = retry_now
+        self.relay = Relay(settings, tokens or Tokens())
+        self.counts = {"sent": 0, "deferred": 0, "failed": 0, "waiting": 0}
+        self._work: list[str] = []
+        self._taken: set[str] = set()
+        self._down: SendError | None = None  # the relay's failure, once it is down: one wait for it a flush
+
+    def __enter__(self) -> Flush:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.relay.close()
+
+    def step(self) -> bool:
+        """Take the next queued message not yet taken (sent, deferred, set aside or left waiting); False if none."""
+        if not self._work:
+            self._work = [item_id for item_id in self.outbox.pending() if item_id not in self._taken]
+            if not self._work:
+                return False
+        self._taken.add(self._work[0])
+        self._down = _next(self._work, self.outbox, self.ledger, self.settings, self.admin, self.now, self.retry_now,
+                           self.relay, self._down, self.counts)
+        return True
+
+    def delivery(self) -> Delivery:
+        return Delivery(**self.counts)
 
 
 def _next(work: list[str], outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, now: datetime,
