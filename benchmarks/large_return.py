@@ -13,12 +13,12 @@ import sys
 import time
 from types import MappingProxyType
 
-from gateway.postcodes import Directory
-from gateway.read import read_return
-from gateway.route import route
+from gateway.demo.sample import people, workbook
+from gateway.reference.postcodes import Directory
+from gateway.returns.read import read_return
+from gateway.returns.route import route
+from gateway.returns.validate import validate
 from gateway.rules import LONDON, Borough, Rules
-from gateway.sample import people, workbook
-from gateway.validate import validate
 
 
 def peak_mib() -> float:

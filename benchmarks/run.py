@@ -36,14 +36,13 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
+import throughput  # noqa: E402  (beside this file)
 from helpers import PROVIDER_SENDER, install, provider_message, throwaway_keys  # noqa: E402
 from probe import RunningDaemon, wait_for  # noqa: E402
 from servers import Dovecot, SmtpCapture  # noqa: E402
 
-import throughput  # noqa: E402  (beside this file)
-
-from gateway.postcodes import Directory  # noqa: E402
-from gateway.sample import people, workbook  # noqa: E402
+from gateway.demo.sample import people, workbook  # noqa: E402
+from gateway.reference.postcodes import Directory  # noqa: E402
 
 BOROUGHS = {"E09000019": 1, "E09000007": 1}  # each return: one Islington and one Camden resident
 
@@ -103,12 +102,12 @@ def latency_and_rest(work: Path, returns: int, rest_minutes: float) -> list[dict
             took, floor = [], []
             for raw in messages:
                 before = len(smtp.messages)
-                packages = lambda: [m for m in smtp.messages[before:] if PROVIDER_SENDER not in m.rcpt_tos]  # noqa: E731
+                packages = lambda before=before: [m for m in smtp.messages[before:] if PROVIDER_SENDER not in m.rcpt_tos]  # noqa: E731
                 imap.deliver_local(raw)
                 delivered = time.monotonic()
-                wait_for(lambda: len(packages()) >= len(BOROUGHS), 60, "a return's packages", interval=0.005)
+                wait_for(lambda packages=packages: len(packages()) >= len(BOROUGHS), 60, "a return's packages", interval=0.005)
                 took.append(max(m.accepted_at for m in packages()) - delivered)
-                wait_for(lambda: len(smtp.messages) - before > len(BOROUGHS), 60, "a return's receipt")
+                wait_for(lambda before=before: len(smtp.messages) - before > len(BOROUGHS), 60, "a return's receipt")
                 notice = announced.first_after(delivered)
                 floor.append(None if notice is None else notice - delivered)
                 time.sleep(0.5)  # the next one arrives when the daemon is back in IDLE
@@ -121,7 +120,7 @@ def latency_and_rest(work: Path, returns: int, rest_minutes: float) -> list[dict
                     "lines": (daemon.log_lines() - lines) * per_hour}
             if daemon.stop() != 0:
                 raise SystemExit(f"the daemon did not stop cleanly:\n{daemon.log_tail()}")
-    own = [t - f for t, f in zip(took, floor) if f is not None]
+    own = [t - f for t, f in zip(took, floor, strict=False) if f is not None]
     floor = [f for f in floor if f is not None]
     latency = [
         {"id": "B3", "what": "latency, arrival -> last package at the relay, p50", "value": statistics.median(took),

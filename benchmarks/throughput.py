@@ -29,14 +29,19 @@ from pathlib import Path
 import gnupg
 import python_calamine
 import xlsxwriter
-
-from helpers import GATEWAY_ADDRESS, PROVIDER_SENDER, PROVIDER_UKPRN, provider_message, throwaway_keys
+from helpers import (
+    GATEWAY_ADDRESS,
+    PROVIDER_SENDER,
+    PROVIDER_UKPRN,
+    provider_message,
+    throwaway_keys,
+)
 from servers import Dovecot, SmtpCapture, export_public, gnupg_home, make_key
 
-from gateway.postcodes import Directory, normalise
+from gateway.admin.scaffold import write_installation
+from gateway.demo.sample import TABLE_HEADINGS, people
+from gateway.reference.postcodes import Directory, normalise
 from gateway.rules import LONDON
-from gateway.sample import TABLE_HEADINGS, people
-from gateway.scaffold import write_installation
 
 ADMIN = "admin@bench.example"
 
@@ -234,7 +239,7 @@ def _naive_loop(bench: Bench) -> None:
 
 def directory_lookups(lookups: int = 1_000_000) -> list[dict]:
     """B4."""
-    script = ("import time; t = time.monotonic(); from gateway.postcodes import Directory; "
+    script = ("import time; t = time.monotonic(); from gateway.reference.postcodes import Directory; "
               "d = Directory(); d.authority('N1 1AA'); print(time.monotonic() - t)")
     first = float(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     directory = Directory()

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from . import config as config_module
 from . import rules as rules_module
 from .config import Config
+from .delivery.outbox import Outbox
 from .keys import Keyring
 from .ledger import Ledger
-from .outbox import Outbox
-from .postcodes import Directory
+from .reference.postcodes import Directory
 from .rules import Rules
 from .signin import Tokens
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def utc_now() -> datetime:
     """The real clock: an aware UTC datetime."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

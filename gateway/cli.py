@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup(args.log_level, json_lines=args.log_json)
     try:
-        code = args.handler(args)
+        code: int = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
         return code
     except GatewayError as error:
@@ -80,7 +80,7 @@ def _user() -> str:
 def _writable(path: Path) -> Path:
     """An output file's path, refused before any work when it cannot be written (argparse type)."""
     parent = path.parent if str(path.parent) else Path(".")
-    problem = None
+    problem: OSError | None = None
     if path.is_dir():
         problem = IsADirectoryError(21, "Is a directory", str(path))
     elif not parent.is_dir():
@@ -118,7 +118,7 @@ def _version() -> str:
 class _Parser(argparse.ArgumentParser):
     """argparse, with a mistake in the arguments said in one line that says where the usage is."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (`{self.prog} --help` shows how to use it)\n")
 
 
@@ -185,13 +185,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _describe(commands: argparse._SubParsersAction) -> None:
+def _describe(commands: argparse._SubParsersAction[_Parser]) -> None:
     """`gateway COMMAND --help` (and `gateway keys ACTION --help`) opens with what the command is for."""
     for action in commands._choices_actions:
         sub = commands.choices[action.dest]
         sub.description = sub.description or action.help
         for nested in sub._subparsers._group_actions if sub._subparsers else ():
-            _describe(nested)  # type: ignore[arg-type]
+            _describe(nested)  # type: ignore[arg-type]  # argparse keeps its subparsers as a plain Action
 
 
 PASSWORD_ENV = "GATEWAY_FILE_PASSWORD"
@@ -225,7 +225,7 @@ def _password_file(args: argparse.Namespace) -> str | None:
         raise NoPassword(f"--password-file {args.password_file}: not UTF-8 text; save it again as UTF-8") from None
     except OSError as error:
         raise NoPassword(f"--password-file: {_os_problem(error)}") from None
-    lines = text.splitlines()
+    lines: list[str] = text.splitlines()
     if not lines or not lines[0]:
         raise NoPassword(f"--password-file {args.password_file} is empty: put the password on its first line")
     return lines[0]
@@ -245,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .routing_check import Advisory, check_installation
+    from .admin.check import Advisory, check_installation
 
     settings, problems = config_module.check(args.config)
     connected = _connect(settings) if args.connect else 0
@@ -266,7 +266,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _connect(settings: config_module.Config | None) -> int:
     """`check --connect`: one line for the mailbox's sign-in and one for the relay's; 1 if either failed."""
-    from .signin_check import connect
+    from .admin.connect import connect
 
     if settings is None:
         return 1
@@ -277,7 +277,7 @@ def _connect(settings: config_module.Config | None) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .offline import validate_file
+    from .admin.offline import validate_file
 
     report = validate_file(args.file, args.config, args.provider, ask_password=_ask_password, password=_password_file(args))
     if args.json:
@@ -288,12 +288,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    from .send import outbox_report, requeue
+    from .delivery.send import outbox_report, requeue
 
     gateway = build(args.config)
     if args.flush_digests:
-        from .deliver import deliver
-        from .digest import send_digests
+        from .delivery.deliver import deliver
+        from .delivery.digest import send_digests
 
         made = send_digests(gateway, gateway.clock(), due_only=False)
         delivery = deliver(gateway, retry_now=True).delivery
@@ -311,7 +311,7 @@ def _outbox(args: argparse.Namespace) -> int:
 
 
 def _route(args: argparse.Namespace) -> int:
-    from .offline import route_file
+    from .admin.offline import route_file
 
     report = route_file(args.file, args.config, args.provider, ask_password=_ask_password, password=_password_file(args))
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
@@ -319,7 +319,8 @@ def _route(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import monthly_report, write_xlsx
+    from .admin.report import monthly_report
+    from .admin.report_book import write_xlsx
 
     gateway = build(args.config)
     due_day = args.due_day or gateway.config.schedule.due_day
@@ -336,14 +337,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .status import status_text
+    from .admin.status import status_text
 
     print(status_text(build(args.config)))
     return 0
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from .audit import audit_verify_text
+    from .admin.audit import audit_verify_text
 
     code, text = audit_verify_text(Ledger(config_module.load(args.config).paths.database))
     print(text, end="")
@@ -351,7 +352,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _template(args: argparse.Namespace) -> int:
-    from .template import sending_from, write_template
+    from .admin.template import sending_from, write_template
 
     sending, note = sending_from(args.config)
     try:
@@ -366,14 +367,14 @@ def _template(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.run import run_demo
 
     logs.setup("ERROR")  # the demo tells its own story; the log would only repeat it
     return run_demo(args.dir, build)
 
 
 # -- setting up an installation: gateway init, gateway keys import / list -------------------------------
-def _setup_commands(commands: argparse._SubParsersAction) -> None:
+def _setup_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     init = commands.add_parser("init", help="a new installation: config.toml, rules/, keys/ and the gateway's own key",
                                description="Write config.toml, rules/ and keys/ into DIR and create the gateway's own key, "
                                "protected by a generated passphrase that is shown once (or written to --passphrase-file). "
@@ -404,7 +405,7 @@ def _setup_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from .installation import init_installation
+    from .admin.init import init_installation
 
     domain = args.address.rpartition("@")[2]
     if "@" not in args.address or "." not in domain:
@@ -418,14 +419,14 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _keys_import(args: argparse.Namespace) -> int:
-    from .keyfiles import import_key_file
+    from .admin.keyfiles import import_key_file
 
     print(import_key_file(config_module.load(args.config), args.file, replace=args.replace))
     return 0
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from .keyfiles import list_keys
+    from .admin.keyfiles import list_keys
 
     print(list_keys(config_module.load(args.config)))
     return 0

@@ -6,10 +6,11 @@ import os
 import ssl
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from .errors import ConfigError, TomlError
-from .tomlfile import Problem, TomlFile
+from .errors import ConfigError, Problem, TomlError
+from .tomlfile import TomlFile
 
 SECURITY = ("ssl", "starttls", "none")
 
@@ -239,7 +240,7 @@ _OAUTH2_KEYS = ("token_url", "client_id", "client_secret_env", "client_certifica
 _CREDENTIALS = ("client_secret_env", "client_certificate", "service_account_file")
 
 
-def _signin_problems(toml: TomlFile, name: str, values: dict) -> list[Problem]:
+def _signin_problems(toml: TomlFile, name: str, values: dict[str, Any]) -> list[Problem]:
     """[mailbox] or [smtp] auth and its OAuth2 keys, consistent with each other (files must exist)."""
     auth = values.get("auth", "password")
     if auth not in AUTH:

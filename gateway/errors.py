@@ -8,13 +8,47 @@ terminal or in an alert) should do; "" when the message says it already.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .extent import Extent
     from .mail import Outgoing
-    from .signin import Cause
-    from .tomlfile import Problem
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a file the administrator edits, written for that administrator."""
+
+    file: Path
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        return f"{where}: {self.message}"
+
+
+class Cause(enum.Enum):
+    """Why a sign-in was refused, as the administrator acts on it."""
+
+    SECRET = "client secret wrong, expired or revoked"
+    CERTIFICATE = "certificate expired or not accepted"
+    KEY = "service account key refused"
+    UNKNOWN_APP = "app registration not found"
+    PERMISSION = "permission missing"
+    SETUP = "sign-in settings refused"
+
+
+class Reach(Protocol):
+    """How far a sheet reaches (returns.extent.Extent)."""
+
+    @property
+    def rows(self) -> int: ...
+    @property
+    def columns(self) -> int: ...
 
 
 class GatewayError(Exception):
@@ -36,7 +70,7 @@ class RulesError(GatewayError):
 class TomlError(GatewayError, ValueError):
     """A TOML file could not be read at all; `problem` names the file and line."""
 
-    def __init__(self, problem: "Problem") -> None:
+    def __init__(self, problem: Problem) -> None:
         super().__init__(str(problem))
         self.problem = problem
 
@@ -126,7 +160,7 @@ class SignInRefused(GatewayError):
     advice = ("after a change to the app registration, `gateway check --connect` shows at once whether the "
               "sign-in works.")
 
-    def __init__(self, message: str, cause: "Cause", retry_in: float = 0.0) -> None:
+    def __init__(self, message: str, cause: Cause, retry_in: float = 0.0) -> None:
         super().__init__(message)
         self.cause = cause
         self.retry_in = retry_in  # seconds until the next attempt is allowed
@@ -164,7 +198,7 @@ class HostileFile(UnpackError):
     `replies`: when the pipeline raises it for a whole message, the rejection the registered provider gets.
     """
 
-    def __init__(self, message: str, advice: str, replies: "Sequence[Outgoing]" = ()) -> None:
+    def __init__(self, message: str, advice: str, replies: Sequence[Outgoing] = ()) -> None:
         super().__init__(message, advice)
         self.replies = list(replies)
 
@@ -210,7 +244,7 @@ class Unreadable(SheetError):
 class TooBig(SheetError):
     """The sheet reaches further than `limits` allow; `extent` says how far, as far as it was read."""
 
-    def __init__(self, extent: "Extent", crowded: bool = False) -> None:
+    def __init__(self, extent: Reach, crowded: bool = False) -> None:
         super().__init__(f"sheet reaches row {extent.rows}, column {extent.columns}"
                          + (", too many cells" if crowded else ""))
         self.extent = extent

@@ -17,19 +17,32 @@ import multiprocessing
 import pickle
 import resource
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import MappingProxyType
+from typing import ParamSpec, TypeVar, cast
 
-from .containers import Opened
-from .errors import (GatewayError, HostileFile, IsolatedFailure, LimitExceeded, PasswordMissing, ReadError, SenderNotRegistered,
-                     SenderUnreadable, UnknownSender, UnpackError)
-from .read import Return
+from .errors import (
+    GatewayError,
+    HostileFile,
+    IsolatedFailure,
+    LimitExceeded,
+    PasswordMissing,
+    ReadError,
+    SenderNotRegistered,
+    SenderUnreadable,
+    UnknownSender,
+    UnpackError,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 MEMORY_LIMIT_BYTES = 2 * 1024 ** 3  # address space of one reading child; a 100,000-row return needs a few hundred MB
 TIME_LIMIT_SECONDS = 60  # wall-clock time one file may take to open or read
 # Python 3.11 runs the main script again in each child (its forkserver never preloads "__main__"):
 # with what the gateway's main script imports already loaded in the server, that costs a millisecond.
-_PRELOAD = ["gateway.cli", "gateway.read", "gateway.containers"]
+_PRELOAD = ["gateway.cli", "gateway.returns.read", "gateway.intake.containers"]
 _ERRORS = {cls.__name__: cls for cls in (UnpackError, ReadError, HostileFile, PasswordMissing, UnknownSender,
                                          SenderNotRegistered, SenderUnreadable)}
 
@@ -40,30 +53,26 @@ LIMITS_ADVICE = (
 )
 
 
-def read_return(data: bytes) -> Return:
-    """gateway.read.read_return, in a child process within the limits; raises ReadError (LimitExceeded) as it would."""
-    return _run("read", (data,))  # type: ignore[return-value]
-
-
-def open_file(name: str, data: bytes, password: str | None) -> Opened:
-    """gateway.containers.open_file, in a child process within the limits; raises UnpackError as it would."""
-    return _run("open", (name, data, password))  # type: ignore[return-value]
+def run(work: Callable[P, T], *arguments: P.args, **named: P.kwargs) -> T:
+    """`work(*arguments)` in a child process within the limits; raises the gateway error it raised (ReadError,
+    UnpackError, ...), or LimitExceeded. `work` is a module-level function: the child imports it by name."""
+    return cast(T, _run(work, arguments, named))  # what `work` returned, unpickled
 
 
 def warm_up() -> None:
     """Start the fork server now (a fresh interpreter importing the readers takes most of a second), so that
     the first message's handling does not include it."""
     try:
-        _run("open", ("", b"warm,up\n", None))
+        run(len, b"")
     except GatewayError:
         pass
 
 
-def _run(task: str, arguments: tuple) -> object:
+def _run(work: Callable[..., object], arguments: tuple[object, ...], named: dict[str, object]) -> object:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)  # read once when the server starts; later calls change nothing
     ours, theirs = context.Pipe()
-    child = context.Process(target=_child, args=(theirs, task), daemon=True)
+    child = context.Process(target=_child, args=(theirs,), daemon=True)
     child.start()
     theirs.close()
     reply = None
@@ -71,7 +80,7 @@ def _run(task: str, arguments: tuple) -> object:
     try:
         try:
             limits = (MEMORY_LIMIT_BYTES, TIME_LIMIT_SECONDS)  # the parent's, so that one place decides them
-            ours.send_bytes(pickle.dumps((limits, arguments), protocol=pickle.HIGHEST_PROTOCOL))
+            ours.send_bytes(pickle.dumps((limits, work, arguments, named), protocol=pickle.HIGHEST_PROTOCOL))
             timed_out = not ours.poll(TIME_LIMIT_SECONDS)
             if not timed_out:
                 reply = ours.recv_bytes()
@@ -102,27 +111,23 @@ def _death(exitcode: int | None, timed_out: bool) -> str:
     """Why the child gave no answer, in words safe to log."""
     if timed_out:
         return f"the reader took longer than {TIME_LIMIT_SECONDS} s"
-    if exitcode < 0:
+    if exitcode is not None and exitcode < 0:
         return f"the reader was ended by signal {signal.Signals(-exitcode).name}"
     return f"the reader exited with status {exitcode}"
 
 
-def _child(connection: Connection, task: str) -> None:
+def _child(connection: Connection) -> None:
     """In the child: take the file from the pipe, take on the limits, answer through the pipe."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a core dump would put the decrypted file on disk
-    (memory, seconds), arguments = pickle.loads(connection.recv_bytes())
+    (memory, seconds), work, arguments, named = pickle.loads(connection.recv_bytes())
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CPU, (seconds + 5, seconds + 5))  # in case the parent is gone
     try:
-        if task == "read":
-            from .read import read_return as work
-        else:
-            from .containers import open_file as work
-        reply = ("ok", work(*arguments))
+        reply = ("ok", work(*arguments, **named))
     except BaseException as error:  # every failure is told to the parent, which decides what it means
         advice = getattr(error, "advice", "")
         reply = ("error", (type(error).__name__, str(error) if advice else "", advice))
-    del arguments
+    del arguments, named
     try:
         answer = _dumps(reply)
     except Exception as error:  # a result that cannot travel is a bug, told as one
@@ -140,7 +145,7 @@ def _dumps(value: object) -> bytes:
     return buffer.getvalue()
 
 
-def _read_only(mapping: dict) -> MappingProxyType:
+def _read_only(mapping: dict[object, object]) -> MappingProxyType[object, object]:
     return MappingProxyType(mapping)
 
 

@@ -13,15 +13,25 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any
 
 import gnupg
 
-from .errors import Damaged, DecryptedTooLarge, KeyringError, NoIntegrity, NotForUs, NotOpenPGP, NoUsableKey, OwnKeyLocked
-from .tomlfile import Problem
+from .errors import (
+    Damaged,
+    DecryptedTooLarge,
+    KeyringError,
+    NoIntegrity,
+    NotForUs,
+    NotOpenPGP,
+    NoUsableKey,
+    OwnKeyLocked,
+    Problem,
+)
 
 _STATUS = re.compile(r"^\[GNUPG:\] (\S+) ?(.*)$", re.MULTILINE)
 _EMAIL_IN_UID = re.compile(r"<([^<>\s]+@[^<>\s]+)>|^([^<>\s]+@[^<>\s]+)$")
@@ -49,7 +59,7 @@ class PublicKey:
     @property
     def expires_on(self) -> date | None:
         """The day (UTC) it stops working, for messages: "expires on 2026-05-31"."""
-        return None if self.expires is None else datetime.fromtimestamp(self.expires, timezone.utc).date()
+        return None if self.expires is None else datetime.fromtimestamp(self.expires, UTC).date()
 
     def trouble(self) -> str:
         """Why it cannot be used, in words an administrator can act on."""
@@ -65,6 +75,9 @@ class Signature:
     present: bool = False
     signer: str | None = None  # primary-key fingerprint of a good signature by a current key
     bad: bool = False  # present, but does not match, or made by an expired or revoked key
+
+
+NO_SIGNATURE = Signature()
 
 
 @dataclass(frozen=True)
@@ -134,12 +147,12 @@ class Keyring:
         """The files in keys/ that hold this key (import_folder)."""
         return self._sources.get(fingerprint, [])
 
-    def import_key(self, armoured: str) -> str:
+    def import_key(self, armoured: str | bytes) -> str:
         """Import one public key (not from keys/: such a key is never a recipient's); return its fingerprint."""
         result = self._gpg.import_keys(armoured)
         if not result.fingerprints:
             raise KeyringError("the text holds no OpenPGP public key")
-        return result.fingerprints[0]
+        return str(result.fingerprints[0])
 
     def scan(self, data: bytes) -> list[tuple[bool, PublicKey]]:
         """What a key file holds, without importing it: (is a secret key, the key) for each key in it."""
@@ -203,7 +216,7 @@ class Keyring:
         secret = self._gpg.list_keys(secret=True)
         if len(secret) != 1:
             raise KeyringError(f"the gateway's keyring {self.home} must hold exactly one secret key, it holds {len(secret)}")
-        return secret[0]["fingerprint"]
+        return str(secret[0]["fingerprint"])
 
     def export_public(self, fingerprint: str) -> str:
         return str(self._gpg.export_keys(fingerprint))
@@ -237,7 +250,7 @@ class Keyring:
         result = self._gpg.encrypt(data, [fingerprint], always_trust=True, armor=armour)
         if not result.ok:
             raise KeyringError(f"gpg could not encrypt to key {fingerprint}: {result.status}")
-        return result.data
+        return bytes(result.data)
 
     def decrypt(self, data: bytes, limit: int | None = None) -> Decrypted:
         """Decrypt in memory; accept only a clean, integrity-protected decryption to the gateway's key.
@@ -315,7 +328,7 @@ def _stderr(result: object) -> str:
     return getattr(result, "stderr", None) or ""
 
 
-def _public_key(key: dict) -> PublicKey:
+def _public_key(key: dict[str, Any]) -> PublicKey:
     """What gpg lists of one key, as the gateway judges it: its addresses, when it stops working, whether usable now."""
     addresses = tuple(sorted({a for uid in key.get("uids", []) for a in _addresses(uid)}))
     expires = _encryption_expiry(key)
@@ -331,17 +344,17 @@ def _public_key(key: dict) -> PublicKey:
     return PublicKey(key["fingerprint"], addresses, expires, not why, why, tuple(key.get("uids", [])))
 
 
-def _encryption_expiry(key: dict) -> int | None:
+def _encryption_expiry(key: dict[str, Any]) -> int | None:
     """When the key can no longer encrypt: the primary key's expiry, or its encryption subkeys' when sooner.
 
     A key whose primary was extended but whose encryption subkey was not stops working on the subkey's date.
     """
     primary = int(key["expires"]) if key.get("expires") else None
     subkeys = [info for info in key.get("subkey_info", {}).values() if "e" in info.get("cap", "") and info.get("trust") != "r"]
-    ends = [int(info["expires"]) if info.get("expires") else None for info in subkeys]
-    if not ends or None in ends:
+    if not subkeys or any(not info.get("expires") for info in subkeys):
         return primary
-    return max(ends) if primary is None else min(primary, max(ends))
+    last = max(int(info["expires"]) for info in subkeys)
+    return last if primary is None else min(primary, last)
 
 
 def _pinned_key(address: str, fingerprint: str, keys: list[PublicKey]) -> PublicKey:

@@ -1,7 +1,7 @@
 """The SQLite ledger (sqlite-utils): messages, outgoing mail and events, with counts, hashes and ids only.
 
 Never a cell value, a name, a subject or an attachment name: the ledger outlives the data it describes.
-Every event is also chained into the audit trail (its format: audit.py) in the same transaction.
+Every event is also chained into the audit trail (its format is below; admin/audit.py checks it) in the same transaction.
 Records are frozen dataclasses, states and kinds `StrEnum`s whose values are the strings stored; the
 schema grows by sqlite-utils migrations (MIGRATIONS), so a ledger written by an older release is
 brought up to date on opening. No other module speaks SQL.
@@ -12,29 +12,28 @@ outcome and row counts, losing its hash and its place in the mailbox; a package 
 reference, borough, recipient (an address from rules/boroughs.toml), rows, reasons, state and dates,
 losing its hash and error text (so does a digest, and a return's rows it took are kept as they are); other outgoing mail (receipts, alerts, notices, reminders) is
 deleted, and so are the events and the hashes of forwarded files; the audit trail is cut at a
-checkpoint (audit.py). Nothing still queued or held is touched.
+checkpoint (admin/audit.py). Nothing still queued or held is touched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
-
-from . import audit
-
 
 MAILBOX_CHECKED = "mailbox-checked"  # the event of a successful look at the mailbox
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class MessageState(StrEnum):
@@ -143,7 +142,10 @@ class ReportLine:
     provider: str | None
 
 
-def _make(cls: type, row: dict) -> Any:
+_Record = TypeVar("_Record", MessageRecord, OutgoingRecord, ReportLine)
+
+
+def _make(cls: type[_Record], row: dict[str, Any]) -> _Record:
     names = {f.name for f in fields(cls)}
     values = {k: v for k, v in row.items() if k in names}
     if cls is OutgoingRecord:
@@ -156,6 +158,40 @@ def _make(cls: type, row: dict) -> Any:
     return cls(**values)
 
 
+# -- the audit trail's format (checked by admin/audit.py) ----------------------------------------
+GENESIS = "0" * 64
+PURGE_EVENT = "purged"  # the ledger event a purge writes; its detail names the checkpoint
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    through: int  # the last entry deleted
+    hash: str  # its hash: the entry after it links to this
+    purged: int  # entries deleted so far, all purges together
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    at: str
+    reference: str
+    event: str
+    detail: str
+    prev: str
+    hash: str
+
+
+def detail_text(detail: dict[str, Any]) -> str:
+    """The canonical form of an event's detail, as the trail stores and hashes it."""
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if detail else ""
+
+
+def entry_hash(prev: str, at: str, reference: str, event: str, detail: str) -> str:
+    """SHA-256 (hex) of the previous entry's hash followed by this entry's canonical content."""
+    content = json.dumps([at, reference, event, detail], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev + content).encode("utf-8")).hexdigest()
+
+
 # -- the schema, as migrations ------------------------------------------------------------------
 # Each step checks what is there, so a ledger written before migrations were recorded (every release
 # up to 2026-11) takes the same path: the steps it already had find their work done.
@@ -166,7 +202,7 @@ MIGRATIONS = Migrations("ldor-gateway")
 def m001_messages_outgoing_events(db: sqlite_utils.Database) -> None:
     names = db.table_names()
     if "messages" not in names:
-        db["messages"].create(
+        db.table("messages").create(
             {
                 "sha256": str, "reference": str, "mailbox": str, "uidvalidity": int, "uid": int,
                 "first_seen": str, "updated": str, "state": str, "outcome": str, "provider": str,
@@ -174,10 +210,10 @@ def m001_messages_outgoing_events(db: sqlite_utils.Database) -> None:
             },
             pk="sha256",
         )
-        db["messages"].create_index(["mailbox", "uidvalidity", "uid"])
-        db["messages"].create_index(["reference"], unique=True)
+        db.table("messages").create_index(["mailbox", "uidvalidity", "uid"])
+        db.table("messages").create_index(["reference"], unique=True)
     if "outgoing" not in names:
-        db["outgoing"].create(
+        db.table("outgoing").create(
             {
                 "id": str, "reference": str, "kind": str, "recipient": str, "borough": str,
                 "rows": int, "sha256": str, "state": str, "attempts": int, "last_error": str,
@@ -185,53 +221,54 @@ def m001_messages_outgoing_events(db: sqlite_utils.Database) -> None:
             },
             pk="id",
         )
-        db["outgoing"].create_index(["reference"])
+        db.table("outgoing").create_index(["reference"])
 
 
 @MIGRATIONS()
 def m002_retries_bounces_reasons_digests(db: sqlite_utils.Database) -> None:
     """When to try again; a bounce's status code; a package's counts by reason; the digest that took a part."""
     for column in ("next_attempt_at", "status", "reasons", "digest"):
-        if column not in db["outgoing"].columns_dict:
-            db["outgoing"].add_column(column, str)
-    db["outgoing"].create_index(["kind", "state"], if_not_exists=True)
+        if column not in db.table("outgoing").columns_dict:
+            db.table("outgoing").add_column(column, str)
+    db.table("outgoing").create_index(["kind", "state"], if_not_exists=True)
 
 
 @MIGRATIONS()
 def m003_message_attempts(db: sqlite_utils.Database) -> None:
-    if "attempts" not in db["messages"].columns_dict:
-        db["messages"].add_column("attempts", int)
+    if "attempts" not in db.table("messages").columns_dict:
+        db.table("messages").add_column("attempts", int)
 
 
 @MIGRATIONS()
 def m004_files(db: sqlite_utils.Database) -> None:
     """The hash of each decrypted return that was forwarded, to notice the same file sent again."""
     if "files" not in db.table_names():
-        db["files"].create({"provider": str, "sha256": str, "reference": str, "first_seen": str}, pk=("provider", "sha256"))
+        db.table("files").create({"provider": str, "sha256": str, "reference": str, "first_seen": str},
+                                 pk=("provider", "sha256"))
 
 
 @MIGRATIONS()
 def m005_events(db: sqlite_utils.Database) -> None:
     if "events" not in db.table_names():
-        db["events"].create({"id": int, "at": str, "reference": str, "event": str, "detail": str}, pk="id")
-    db["events"].create_index(["reference"], if_not_exists=True)
+        db.table("events").create({"id": int, "at": str, "reference": str, "event": str, "detail": str}, pk="id")
+    db.table("events").create_index(["reference"], if_not_exists=True)
 
 
 @MIGRATIONS()
 def m006_audit_trail(db: sqlite_utils.Database) -> None:
-    """The hash-chained trail (audit.py); a ledger older than the trail: its events so far open it."""
+    """The hash-chained trail (admin/audit.py); a ledger older than the trail: its events so far open it."""
     if "audit" in db.table_names():
         return
     text = {"at": str, "reference": str, "event": str, "detail": str, "prev": str, "hash": str}
-    db["audit"].create({"id": int, **text}, pk="id", not_null=set(text))
-    db["audit_checkpoint"].create({"one": int, "through": int, "hash": str, "purged": int, "at": str}, pk="one",
+    db.table("audit").create({"id": int, **text}, pk="id", not_null=set(text))
+    db.table("audit_checkpoint").create({"one": int, "through": int, "hash": str, "purged": int, "at": str}, pk="one",
                                   not_null={"through", "hash", "purged", "at"})
     for row in db.query("select * from events order by id"):
         _chain(db, row["id"], row["at"], row["reference"], row["event"],
                _audited(db, json.loads(row["detail"]) if row["detail"] else {}))
 
 
-def _audited(db: sqlite_utils.Database, detail: dict) -> dict:
+def _audited(db: sqlite_utils.Database, detail: dict[str, Any]) -> dict[str, Any]:
     """What the audit trail keeps of an event about outgoing mail: which message it was (kind,
     borough, rows, the hash of the message as queued). The recipient is bound by the id."""
     rows = list(db.query("select kind, borough, rows, sha256 from outgoing where id = ?", [str(detail["id"])])) if "id" in detail else []
@@ -242,15 +279,16 @@ def _audited(db: sqlite_utils.Database, detail: dict) -> dict:
             "sha256": item["sha256"] or ""}
 
 
-def _chain(db: sqlite_utils.Database, entry_id: int, at: str, reference: str, event: str, detail: dict) -> str:
+def _chain(db: sqlite_utils.Database, entry_id: int, at: str, reference: str, event: str,
+           detail: dict[str, Any]) -> str:
     """Chain one audit entry after the current head; return its hash.
 
     Called inside the transaction that writes the ledger event, after the event's insert has taken
     SQLite's write lock, so the head read here is the latest even with two gateway processes.
     """
     prev = _head_hash(db)
-    text = audit.detail_text(detail)
-    digest = audit.entry_hash(prev, at, reference, event, text)
+    text = detail_text(detail)
+    digest = entry_hash(prev, at, reference, event, text)
     db.conn.execute("insert into audit (id, at, reference, event, detail, prev, hash) values (?, ?, ?, ?, ?, ?, ?)",
                     [entry_id, at, reference, event, text, prev, digest])
     return digest
@@ -260,14 +298,14 @@ def _head_hash(db: sqlite_utils.Database) -> str:
     """The hash the next entry links to: the last entry's, else the checkpoint's, else GENESIS."""
     row = db.conn.execute("select hash from audit order by id desc limit 1").fetchone()
     if row:
-        return row[0]
+        return cast(str, row[0])
     point = _checkpoint(db)
-    return point.hash if point else audit.GENESIS
+    return point.hash if point else GENESIS
 
 
-def _checkpoint(db: sqlite_utils.Database) -> audit.Checkpoint | None:
+def _checkpoint(db: sqlite_utils.Database) -> Checkpoint | None:
     row = db.conn.execute("select through, hash, purged from audit_checkpoint where one = 1").fetchone()
-    return audit.Checkpoint(*row) if row else None
+    return Checkpoint(*row) if row else None
 
 
 class Ledger:
@@ -305,7 +343,7 @@ class Ledger:
         now = utcnow()
         reference = f"LDOR-{now[:10].replace('-', '')}-{sha256[:10].upper()}"
         with self.db.conn:
-            self.db["messages"].insert({
+            self.db.table("messages").insert({
                 "sha256": sha256, "reference": reference, "mailbox": mailbox, "uidvalidity": uidvalidity,
                 "uid": uid, "first_seen": now, "updated": now, "state": MessageState.RECEIVED,
             })
@@ -313,20 +351,20 @@ class Ledger:
         return MessageRecord(sha256, reference, now, MessageState.RECEIVED, mailbox=mailbox, uidvalidity=uidvalidity,
                              uid=uid, updated=now)
 
-    def record_outcome(self, record: MessageRecord, outcome: dict, outgoing: list[dict],
-                       files: list[tuple[str, str]] = ()) -> None:
+    def record_outcome(self, record: MessageRecord, outcome: dict[str, Any], outgoing: list[dict[str, Any]],
+                       files: Sequence[tuple[str, str]] = ()) -> None:
         """In one transaction: the message's counts and state, the outgoing mail now in the outbox, and
         the hashes of the returns it forwarded."""
         now = utcnow()
         with self.db.conn:
             for sha256, reference in files:
-                self.db["files"].insert({"provider": outcome.get("provider", ""), "sha256": sha256,
+                self.db.table("files").insert({"provider": outcome.get("provider", ""), "sha256": sha256,
                                          "reference": reference, "first_seen": now}, ignore=True)
             for item in outgoing:
                 if self.outgoing_state(item["id"]) in (OutgoingState.SENT, OutgoingState.DIGESTED):
                     continue
                 self._upsert_outgoing(record.reference, item, now)
-            self.db["messages"].update(record.sha256, {**outcome, "updated": now})
+            self.db.table("messages").update(record.sha256, {**outcome, "updated": now})
             self._event(record.reference, outcome.get("state", MessageState.QUEUED), **_counts(outcome))
 
     def begin_attempt(self, record: MessageRecord) -> MessageRecord:
@@ -343,11 +381,11 @@ class Ledger:
 
     def set_state(self, record: MessageRecord, state: MessageState) -> None:
         with self.db.conn:
-            self.db["messages"].update(record.sha256, {"state": state, "updated": utcnow()})
+            self.db.table("messages").update(record.sha256, {"state": state, "updated": utcnow()})
             self._event(record.reference, state)
 
     def message(self, reference: str) -> MessageRecord | None:
-        rows = list(self.db["messages"].rows_where("reference = ?", [reference]))
+        rows = list(self.db.table("messages").rows_where("reference = ?", [reference]))
         return _make(MessageRecord, rows[0]) if rows else None
 
     def messages(self, since: str | None = None, until: str | None = None) -> list[MessageRecord]:
@@ -360,7 +398,7 @@ class Ledger:
 
     def earlier_file(self, provider: str, sha256: str, days: int, reference: str) -> FileRecord | None:
         """The earlier forwarding of this very file by this provider within `days`, if any."""
-        since = (datetime.now(timezone.utc) - timedelta(days=days)).isoformat(timespec="seconds")
+        since = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
         rows = list(self.db.query(
             "select * from files where provider = ? and sha256 = ? and first_seen >= ? and reference != ?",
             [provider, sha256, since, reference],
@@ -373,7 +411,7 @@ class Ledger:
         return OutgoingState(rows[0]["state"]) if rows else None
 
     def outgoing(self, item_id: str) -> OutgoingRecord | None:
-        rows = list(self.db["outgoing"].rows_where("id = ?", [item_id]))
+        rows = list(self.db.table("outgoing").rows_where("id = ?", [item_id]))
         return _make(OutgoingRecord, rows[0]) if rows else None
 
     def outgoing_counts(self) -> dict[OutgoingState, int]:
@@ -381,7 +419,7 @@ class Ledger:
         return {OutgoingState(row["state"]): row["n"]
                 for row in self.db.query("select state, count(*) as n from outgoing group by state")}
 
-    def add_outgoing(self, reference: str, items: list[dict]) -> None:
+    def add_outgoing(self, reference: str, items: list[dict[str, Any]]) -> None:
         """Record mail the gateway queued on its own (alerts about delivery), not for a received message."""
         now = utcnow()
         with self.db.conn:
@@ -473,7 +511,7 @@ class Ledger:
             "from outgoing o join messages m on m.reference = o.reference "
             "where o.kind in ('package', 'part') and m.first_seen >= ? and m.first_seen < ?", [since, until])]
 
-    def queue_digest(self, reference: str, items: list[dict], parts: list[str]) -> None:
+    def queue_digest(self, reference: str, items: list[dict[str, Any]], parts: list[str]) -> None:
         """In one transaction: the digest (queued, or held for want of a key) and any notices about it, now
         in the outbox, and the parts it holds marked as taken by it (items[0])."""
         now = utcnow()
@@ -486,8 +524,8 @@ class Ledger:
                                  "and state = 'waiting'", [items[0]["id"], *parts])
             self._event(reference, "digest-queued", id=items[0]["id"], parts=len(parts))
 
-    def _upsert_outgoing(self, reference: str, item: dict, now: str) -> None:
-        self.db["outgoing"].upsert(
+    def _upsert_outgoing(self, reference: str, item: dict[str, Any], now: str) -> None:
+        self.db.table("outgoing").upsert(
             {**item, "reference": reference, "state": item.get("state", OutgoingState.QUEUED), "attempts": 0,
              "queued_at": now, "next_attempt_at": None, "status": None},
             pk="id",
@@ -503,7 +541,8 @@ class Ledger:
         self.event("daemon", MAILBOX_CHECKED)
 
     def events(self, reference: str) -> list[EventRecord]:
-        return [EventRecord(**row) for row in self.db["events"].rows_where("reference = ?", [reference], order_by="id")]
+        return [EventRecord(**row)
+                for row in self.db.table("events").rows_where("reference = ?", [reference], order_by="id")]
 
     def done_references(self, event: str, prefix: str) -> set[str]:
         """The references starting with `prefix` that have an event `event` (one look for a month's jobs)."""
@@ -518,22 +557,23 @@ class Ledger:
         rows = list(self.db.query("select max(at) as at from events where event = ?", [event]))
         return rows[0]["at"] if rows and rows[0]["at"] else None
 
-    # -- the audit trail (its format and checks: audit.py) ---------------------------------------
+    # -- the audit trail (its format above, its checks: admin/audit.py) ---------------------------------------
     def has_audit_trail(self) -> bool:
         return "audit" in self.db.table_names()
 
-    def audit_entries(self) -> list[audit.Entry]:
-        return [audit.Entry(*row) for row in self.db.conn.execute(
+    def audit_entries(self) -> list[Entry]:
+        return [Entry(*row) for row in self.db.conn.execute(
             "select id, at, reference, event, detail, prev, hash from audit order by id")]
 
-    def audit_checkpoint(self) -> audit.Checkpoint | None:
+    def audit_checkpoint(self) -> Checkpoint | None:
         return _checkpoint(self.db)
 
     def audit_head(self) -> str:
         return _head_hash(self.db)
 
     def last_event_id(self) -> int | None:
-        return self.db.conn.execute("select max(id) from events").fetchone()[0]
+        newest: int | None = self.db.conn.execute("select max(id) from events").fetchone()[0]
+        return newest
 
     def _event(self, reference: str, event: str, **detail: object) -> None:
         """Write one event and its audit entry; always inside the caller's transaction."""
@@ -541,7 +581,8 @@ class Ledger:
         cursor = self.db.conn.execute(
             "insert into events (at, reference, event, detail) values (?, ?, ?, ?)",
             [at, reference, event, json.dumps(detail, sort_keys=True) if detail else ""])
-        _chain(self.db, cursor.lastrowid, at, reference, event, _audited(self.db, detail))
+        # sqlite3 sets lastrowid after a successful INSERT; it is None only before any.
+        _chain(self.db, cast(int, cursor.lastrowid), at, reference, event, _audited(self.db, detail))
 
     # -- retention ----------------------------------------------------------------------------
     def purge(self, before: str) -> dict[str, int]:
@@ -570,10 +611,10 @@ class Ledger:
             point = self._purge_audit(first_kept - 1, utcnow()) if first_kept else None
             if any(counts.values()) or point is not None:
                 marks = {"audit_through": point.through, "audit_hash": point.hash} if point else {}
-                self._event("retention", audit.PURGE_EVENT, before=before, **counts, **marks)
+                self._event("retention", PURGE_EVENT, before=before, **counts, **marks)
         return counts
 
-    def _purge_audit(self, through: int, at: str) -> audit.Checkpoint | None:
+    def _purge_audit(self, through: int, at: str) -> Checkpoint | None:
         """Delete the audit entries up to `through`, keeping their last hash as the checkpoint; None if none were.
 
         The caller records the returned checkpoint in a ledger event, in the same transaction.
@@ -584,7 +625,7 @@ class Ledger:
             return None
         deleted = conn.execute("delete from audit where id <= ?", [last[0]]).rowcount
         before = _checkpoint(self.db)
-        point = audit.Checkpoint(last[0], last[1], (before.purged if before else 0) + deleted)
+        point = Checkpoint(last[0], last[1], (before.purged if before else 0) + deleted)
         conn.execute("insert or replace into audit_checkpoint (one, through, hash, purged, at) values (1, ?, ?, ?, ?)",
                      [point.through, point.hash, point.purged, at])
         return point
@@ -594,5 +635,5 @@ class Ledger:
         return rows[0]["reference"] if rows else ""
 
 
-def _counts(outcome: dict) -> dict:
+def _counts(outcome: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in outcome.items() if k.startswith("rows_") or k == "warnings"}

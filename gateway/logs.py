@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+from typing import TextIO
 
 _PATTERNS = (
     re.compile(r"\b[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}\b", re.IGNORECASE),  # postcodes
@@ -59,7 +60,7 @@ class JsonFormatter(logging.Formatter):
         })
 
 
-def setup(level: str = "INFO", json_lines: bool = False, stream=None) -> None:
+def setup(level: str = "INFO", json_lines: bool = False, stream: TextIO | None = None) -> None:
     """Configure the root logger once; a second call replaces the gateway's handler."""
     root = logging.getLogger()
     for handler in list(root.handlers):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 from dataclasses import dataclass
-import email.policy
-from email.message import EmailMessage
-from email.utils import format_datetime, formatdate
 from datetime import datetime
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, formatdate
+from typing import Any
 
 from .ledger import Kind
-
 
 # CRLF line ends, as relays expect; headers up to RFC 5322's 998 characters so a subject is not
 # folded onto a line of its own, which some mail clients show with a stray leading space.
@@ -29,7 +29,7 @@ class Outgoing:
     rows: int = 0
     reasons: str | None = None  # a package's counts by reason, JSON {"Leaver": 3, ...}, for the monthly report
 
-    def ledger_row(self) -> dict:
+    def ledger_row(self) -> dict[str, Any]:
         return {
             "id": self.id, "kind": self.kind, "recipient": self.recipient, "borough": self.borough,
             "rows": self.rows, "sha256": hashlib.sha256(self.raw).hexdigest(), "reasons": self.reasons,
@@ -105,3 +105,9 @@ def compose(
     message.set_content(body)
     _attach(message, attachments)
     return message.as_bytes(policy=_WIRE)
+
+
+def decoded_body(part: Message) -> bytes:
+    """A received part's body with its transfer encoding undone; b"" for a multipart or an empty part."""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""

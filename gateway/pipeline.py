@@ -22,29 +22,43 @@ import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from .app import Gateway
-from .bounce import original_of, parse_bounce, record_bounce
 from .config import secret
-from .deliver import deliver
-from .digest import WaitingPart, next_due, wait
-from .errors import HostileFile, NoUsableKey, OwnKeyLocked, SenderNotRegistered, UnknownSender
-from .held import HeldPackage, hold
-from .inbox import Inbox, InboxMessage
-from .alerts import notify_admin
-from . import notices
-from .notices import held_notices
-from .keys import PublicKey
+from .delivery import notices
+from .delivery.alerts import notify_admin
+from .delivery.bounce import original_of, parse_bounce, record_bounce
+from .delivery.deliver import deliver
+from .delivery.digest import WaitingPart, next_due, wait
+from .delivery.held import HeldPackage, hold
+from .delivery.notices import held_notices
+from .delivery.pack import Source, package_message
+from .delivery.receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
+from .delivery.send import Delivery
+from .errors import (
+    HostileFile,
+    NoUsableKey,
+    OwnKeyLocked,
+    SenderNotRegistered,
+    UnknownSender,
+)
+from .intake.inbox import Inbox, InboxMessage
+from .intake.unpack import (
+    NOTHING_ATTACHED,
+    Attachment,
+    Unpacked,
+    parse,
+    sender_of,
+    unpack,
+)
 from .isolate import warm_up
-from .examine import DUPLICATE_DAYS, duplicate_advice, examine
+from .keys import PublicKey
 from .ledger import Ledger, MessageRecord, MessageState, Outcome, OutgoingState
 from .logs import describe
 from .mail import Outgoing
-from .pack import Source, package_message
-from .receipt import FileFacts, Letterhead, Tally, acknowledgement, rejection
-from .send import Delivery
-from .unpack import Attachment, NOTHING_ATTACHED, Unpacked, parse, sender_of, unpack
-from .validate import Finding
+from .returns.examine import DUPLICATE_DAYS, duplicate_advice, examine
+from .returns.validate import Finding
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +87,11 @@ class Result:
     outgoing: list[Outgoing] = field(default_factory=list)
     held: list[HeldPackage] = field(default_factory=list)
     waiting: list[WaitingPart] = field(default_factory=list)  # rows kept for a borough's daily or weekly digest
-    counts: dict = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
+    counts: dict[str, Any] = field(default_factory=lambda: {"rows_read": 0, "rows_forwarded": 0, "rows_rejected": 0, "warnings": 0})
     outcome: Outcome = Outcome.ACCEPTED
     provider: str = ""
     files: list[tuple[str, str]] = field(default_factory=list)  # (hash of the decrypted return, its reference)
-    exposure: "_Exposure | None" = None  # ended once the message's content has been read and checked
+    exposure: _Exposure | None = None  # ended once the message's content has been read and checked
 
 
 @dataclass(frozen=True)
@@ -191,7 +205,7 @@ def handle(gateway: Gateway, mailbox: str, uidvalidity: int, message: InboxMessa
     return result.state
 
 
-def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Exposure") -> Result:
+def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: _Exposure) -> Result:
     config, ledger = gateway.config, gateway.ledger
     unpacked = unpack(raw, gateway.rules, gateway.keyring, lambda provider: secret(provider.password_env or ""))
     provider = unpacked.provider
@@ -202,7 +216,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
     head = _letterhead(gateway, answer_to, keys)
     if unpacked.error is not None:
         facts = _message_facts(record, raw)
-        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, answer_to, head, head.seal))
+        result.outgoing.append(rejection(facts, provider, unpacked.error.advice, answer_to, head))
         result.outcome = Outcome.REJECTED
         ledger.event(record.reference, "rejected", reason=type(unpacked.error).__name__)
         return result
@@ -210,8 +224,8 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
     if hostile:
         first = hostile[0]
         facts = FileFacts(record.reference, received, first.index, len(unpacked.attachments), first.size, first.short_hash)
-        advice = first.error.advice + (_OVER_LIMITS if first.error is not None else "")  # type: ignore[union-attr]
-        raise HostileFile("a file built to do harm", advice, [rejection(facts, provider, advice, answer_to, head, head.seal)])
+        advice = (first.error.advice if first.error is not None else "") + _OVER_LIMITS
+        raise HostileFile("a file built to do harm", advice, [rejection(facts, provider, advice, answer_to, head)])
     attachments = _once_each(unpacked)
     count = len(attachments)
     answered = 0
@@ -223,7 +237,7 @@ def _work(gateway: Gateway, record: MessageRecord, raw: bytes, exposure: "_Expos
         result.outcome = Outcome.REJECTED
         if not result.outgoing:  # only an encrypted covering note (inline PGP text): a registered sender still gets an answer
             facts = _message_facts(record, raw)
-            result.outgoing.append(rejection(facts, provider, NOTHING_ATTACHED, answer_to, head, head.seal))
+            result.outgoing.append(rejection(facts, provider, NOTHING_ATTACHED, answer_to, head))
             ledger.event(record.reference, "rejected", reason="nothing attached")
     result.outgoing += held_notices(result.held, config)
     return result
@@ -283,11 +297,11 @@ def _set_aside(gateway: Gateway, record: MessageRecord, message: InboxMessage) -
     provider = gateway.rules.provider_for_sender(sender) if sender else None
     result = _quarantine(gateway, record, message, *notices.stopped_on(record.attempts),
                          replied=provider is not None)
-    if provider is not None:
+    if provider is not None and sender is not None:
         answer_to = provider.receipts_to or sender
         head = _letterhead(gateway, answer_to, gateway.keyring.public_keys())
         facts = _message_facts(record, message.raw)
-        result.outgoing.append(rejection(facts, provider, _KILLED_US, answer_to, head, head.seal))
+        result.outgoing.append(rejection(facts, provider, _KILLED_US, answer_to, head))
         result.provider = provider.ukprn
     gateway.ledger.event(record.reference, "set-aside", attempts=record.attempts)
     return result
@@ -301,7 +315,7 @@ def _message_facts(record: MessageRecord, raw: bytes) -> FileFacts:
 def _header_sender(raw: bytes) -> str | None:
     """The sender from the headers alone (the body is what may have killed the process)."""
     try:
-        return sender_of(email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw))  # type: ignore[arg-type]
+        return sender_of(email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw))
     except Exception:  # no single readable From: no one to answer
         return None
 
@@ -350,7 +364,7 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
             held_boroughs.add(batch.borough.code)
     held = frozenset(held_boroughs)
     result.outgoing.append(acknowledgement(facts, provider, len(table.rows), findings, routed, gateway.directory.edition,
-                                           sender, head, held, head.seal, table.other_headings(), digests))
+                                           sender, head, held=held, left_out=table.other_headings(), digests=digests))
     _add_counts(result, len(table.rows), routed.forwarded_except(held), findings)
     result.files.append((attachment.content_sha256, reference))
     ledger.event(reference, "validated", rows=len(table.rows), forwarded=routed.forwarded_except(held), boroughs=len(routed.batches))
@@ -360,7 +374,7 @@ def _answer(gateway: Gateway, result: Result, facts: FileFacts, attachment: Atta
 def _refuse(gateway: Gateway, result: Result, facts: FileFacts, attachment: Attachment, advice: str, sender: str,
             head: Letterhead) -> int:
     """A file not taken: its rejection receipt queued; 0, as nothing of it was accepted."""
-    result.outgoing.append(rejection(facts, gateway.rules.providers[result.provider], advice, sender, head, head.seal))
+    result.outgoing.append(rejection(facts, gateway.rules.providers[result.provider], advice, sender, head))
     gateway.ledger.event(facts.reference, "file-rejected", attachment=attachment.index)
     return 0
 
@@ -375,7 +389,8 @@ class _Exposure:
     """
 
     def __init__(self, ledger: Ledger, record: MessageRecord) -> None:
-        self._ledger, self._record = ledger, record
+        self._ledger = ledger
+        self._record: MessageRecord | None = record
 
     def end(self) -> None:
         if self._record is not None:
@@ -383,7 +398,7 @@ class _Exposure:
             self._record = None
 
 
-def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: tuple) -> None:
+def _add_counts(result: Result, rows_read: int, rows_forwarded: int, findings: list[Finding] | tuple[Finding, ...]) -> None:
     counts = result.counts
     counts["rows_read"] += rows_read
     counts["rows_forwarded"] += rows_forwarded
@@ -398,7 +413,7 @@ def _quarantine(gateway: Gateway, record: MessageRecord, message: InboxMessage, 
     young person's data; the subject and the attachments' names may be, and are never quoted."""
     sender = _header_sender(message.raw) or "no single readable address (the From header is missing, repeated or malformed)"
     notice = notices.quarantined(gateway.config, record.reference, message.uid, sender, what, todo, replied)
-    return Result("quarantined", [notice], outcome="quarantined")
+    return Result(MessageState.QUARANTINED, [notice], outcome=Outcome.QUARANTINED)
 
 
 def _stranger_reply(gateway: Gateway, record: MessageRecord, raw: bytes) -> list[Outgoing]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
 
-from . import authorities as authorities_module
-from .errors import RulesError, TomlError
-from .postcodes import Directory, is_valid, normalise
-from .tomlfile import Problem, TomlFile
+from .errors import Problem, RulesError, TomlError
+from .reference import authorities as authorities_module
+from .reference.postcodes import Directory, is_valid, normalise
+from .tomlfile import TomlFile
 
 LONDON = MappingProxyType({
     "E09000001": "City of London", "E09000002": "Barking and Dagenham", "E09000003": "Barnet",
@@ -167,10 +167,7 @@ def check(directory: Path, known_authority: Callable[[str], bool] | None = None)
     files = []
     boroughs: dict[str, Borough] = {}
     providers: dict[str, Provider] = {}
-    for name, reader, into in (
-        ("boroughs.toml", _boroughs, boroughs),
-        ("providers.toml", _providers, providers),
-    ):
+    for name in ("boroughs.toml", "providers.toml"):
         path = Path(directory) / name
         files.append(path)
         try:
@@ -178,7 +175,10 @@ def check(directory: Path, known_authority: Callable[[str], bool] | None = None)
         except TomlError as error:
             problems.append(error.problem)
             continue
-        into.update(reader(toml, known, problems))
+        if name == "boroughs.toml":
+            boroughs.update(_boroughs(toml, known, problems))
+        else:
+            providers.update(_providers(toml, known, problems))
     for provider in providers.values():
         if provider.host_la and provider.host_la not in boroughs and not known(provider.host_la):
             problems.append(Problem(files[1], provider.line, f"provider {provider.ukprn}: host_la '{provider.host_la}' is not a known local authority code{authorities_module.load().suggestion(provider.host_la)}"))
@@ -371,7 +371,7 @@ def _routing(toml: TomlFile, known: Callable[[str], bool], problems: list[Proble
 
 def _choice(toml: TomlFile, key: str, choices: tuple[str, ...], problems: list[Problem]) -> str:
     value = toml.data.get(key, choices[0])
-    if value in choices:
+    if isinstance(value, str) and value in choices:
         return value
     listed = " or ".join(f'"{c}"' for c in choices)
     problems.append(toml.problem(f"{key} must be {listed}, not {value!r}{_did_you_mean(str(value), choices)}", None, key))

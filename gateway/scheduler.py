@@ -18,25 +18,26 @@ import logging
 import queue
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import notices
-from .alerts import notify_admin
+from .admin.jobs import JOBS
 from .app import Gateway
 from .config import LOCAL
-from .deliver import deliver
+from .delivery import notices
+from .delivery.alerts import notify_admin
+from .delivery.deliver import deliver
 from .errors import GatewayError, MailboxError, OutboxError, SignInRefused
-from .inbox import Inbox
-from .jobs import JOBS
+from .intake.inbox import Inbox
 from .logs import describe
 from .pipeline import run_once
 from .signin import HOLD_MAX
 
+RulesStamp = tuple[tuple[str, int, int], ...]  # each rule file and key file: path, mtime (ns), size
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +71,7 @@ class Daemon:
         self._recorded_check = float("-inf")
         self._stopping = False
         self._waiting = False
-        self._due: "queue.Queue[str]" = queue.Queue()
+        self._due: queue.Queue[str] = queue.Queue()
         self._stamp = self._rules_stamp()
         self._alerted_silence = False
 
@@ -237,7 +238,7 @@ class Daemon:
         self._outbox()
 
     # -- hot reload ---------------------------------------------------------------------------------
-    def _rules_stamp(self) -> tuple:
+    def _rules_stamp(self) -> RulesStamp:
         paths = self.gateway.config.paths
         files = sorted(paths.rules.glob("*.toml")) + sorted(paths.keys.glob("*.asc"))
         return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
@@ -262,7 +263,7 @@ class Daemon:
         log.info("rules and keys reloaded")
 
 
-def refused_rules_key(stamp: tuple) -> str:
+def refused_rules_key(stamp: RulesStamp) -> str:
     """The alert's key for one refused version of the rule files: the same in every process (Python's
     hash() of a str is salted per process), so a restart never sends the same alert again."""
     return hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]

@@ -14,7 +14,6 @@ broken registration never becomes a loop of sign-ins.
 from __future__ import annotations
 
 import base64
-import enum
 import json
 import ssl
 import time
@@ -22,12 +21,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Any
 
 from . import config
-from .errors import SignInRefused, TokenServiceDown
+from .errors import Cause, SignInRefused, TokenServiceDown
 
 MARGIN = 300.0  # seconds before its expiry at which a token is renewed: a sign-in never uses one about to lapse
 HOLD_FIRST = 60.0  # after a refusal, the first wait before the token service is asked again
@@ -35,22 +35,12 @@ HOLD_MAX = 900.0  # the longest wait: a fixed app registration is noticed within
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-Section = Union[config.Mailbox, config.Smtp]
+Section = config.Mailbox | config.Smtp
+_Key = tuple[str, ...]  # what a token is cached under: the sign-in's settings, never its secret
 
 if TYPE_CHECKING:  # cryptography is imported where a key is used: password sign-ins never load it
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import rsa
-
-
-class Cause(enum.Enum):
-    """Why a sign-in was refused, as the administrator acts on it."""
-
-    SECRET = "client secret wrong, expired or revoked"
-    CERTIFICATE = "certificate expired or not accepted"
-    KEY = "service account key refused"
-    UNKNOWN_APP = "app registration not found"
-    PERMISSION = "permission missing"
-    SETUP = "sign-in settings refused"
 
 
 @dataclass
@@ -65,8 +55,8 @@ class Tokens:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self._tokens: dict[tuple, tuple[str, float]] = {}  # key -> (token, expires at)
-        self._holds: dict[tuple, _Hold] = {}
+        self._tokens: dict[_Key, tuple[str, float]] = {}  # key -> (token, expires at)
+        self._holds: dict[_Key, _Hold] = {}
 
     def token(self, section: Section, server: str) -> str:
         """A token for `section`, from memory while it has more than MARGIN seconds left, else from the
@@ -100,7 +90,7 @@ class Tokens:
         """A server took the token: its next refusal starts the waits afresh."""
         self._holds.pop(_key(section) + (server,), None)
 
-    def _hold(self, key: tuple, error: SignInRefused) -> SignInRefused:
+    def _hold(self, key: _Key, error: SignInRefused) -> SignInRefused:
         previous = self._holds.get(key)
         wait = HOLD_FIRST if previous is None else min(previous.wait * 2, HOLD_MAX)
         error.retry_in = wait
@@ -136,7 +126,7 @@ def describe(section: Section) -> str:
 
 # -- the token service ---------------------------------------------------------------------------------
 
-def _key(section: Section) -> tuple:
+def _key(section: Section) -> _Key:
     subject = section.user if section.service_account_file is not None else ""
     return (section.token_url, section.client_id, section.client_secret_env, str(section.client_certificate),
             section.scope, str(section.service_account_file), subject)
@@ -206,7 +196,7 @@ def _token_url(section: Section) -> str:
         return ""
 
 
-def _service_account(path: Path) -> dict:
+def _service_account(path: Path) -> dict[str, Any]:
     try:
         account = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -249,7 +239,7 @@ def _private_key(pem: bytes, section: Section, cause: Cause) -> rsa.RSAPrivateKe
     return key
 
 
-def signed_jwt(header: dict, claims: dict, key: rsa.RSAPrivateKey) -> str:
+def signed_jwt(header: dict[str, Any], claims: dict[str, Any], key: rsa.RSAPrivateKey) -> str:
     """A compact JWS signed RS256 (RFC 7515, 7518 3.3)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
@@ -263,7 +253,7 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _json(body: bytes) -> dict:
+def _json(body: bytes) -> dict[str, Any]:
     try:
         answer = json.loads(body)
     except ValueError:
@@ -295,7 +285,7 @@ _WHAT_TO_DO = {
 }
 
 
-def _refusal(section: Section, answer: dict) -> SignInRefused:
+def _refusal(section: Section, answer: dict[str, Any]) -> SignInRefused:
     """The one line for a token service's refusal (RFC 6749 5.2 codes, with Microsoft's AADSTS numbers)."""
     code = str(answer["error"])[:40]
     numbers = [n for n in answer.get("error_codes", []) if isinstance(n, int)]

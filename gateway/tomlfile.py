@@ -5,24 +5,10 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .errors import TomlError
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong in a file the administrator edits, written for that administrator."""
-
-    file: Path
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
-        return f"{where}: {self.message}"
-
+from .errors import Problem, TomlError
 
 _TABLE = re.compile(r"^\s*\[\s*\"?([^\]\"]+?)\"?\s*\]\s*(#.*)?$")
 _KEY = re.compile(r'^\s*(?:"([^"]+)"|([A-Za-z0-9_.-]+))\s*=')  # quoted keys may hold spaces: "N1C 4AA" = ...
@@ -31,13 +17,13 @@ _KEY = re.compile(r'^\s*(?:"([^"]+)"|([A-Za-z0-9_.-]+))\s*=')  # quoted keys may
 class TomlFile:
     """A parsed TOML file that remembers its text, to point at lines."""
 
-    def __init__(self, path: Path, data: dict, text: str) -> None:
+    def __init__(self, path: Path, data: dict[str, Any], text: str) -> None:
         self.path = path
         self.data = data
         self._lines = text.splitlines()
 
     @classmethod
-    def load(cls, path: Path) -> "TomlFile":
+    def load(cls, path: Path) -> TomlFile:
         """Parse `path`; a syntax error becomes a Problem-carrying ValueError with the line."""
         try:
             text = path.read_text(encoding="utf-8")
@@ -79,7 +65,7 @@ class TomlFile:
     def problem(self, message: str, table: str | None = None, key: str | None = None) -> Problem:
         return Problem(self.path, self.line(table, key), message)
 
-    def unknown_keys(self, table: str | None, found: dict, known: set[str]) -> list[Problem]:
+    def unknown_keys(self, table: str | None, found: dict[str, Any], known: set[str]) -> list[Problem]:
         """A problem, with a "did you mean", for each key of `found` that is not in `known`."""
         problems = []
         for key in found:

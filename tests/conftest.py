@@ -6,14 +6,14 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from helpers import GATEWAY_ADDRESS, Deployment, Keys, install, throwaway_keys
 from servers import EVERY_CAPTURED, Dovecot, SmtpCapture, gpg_daemons_under, kill_agents
 
-from gateway.postcodes import Directory
+from gateway.reference.postcodes import Directory
 
 
 @pytest.fixture(scope="session")

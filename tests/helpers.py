@@ -8,16 +8,16 @@ import email
 import email.policy
 import io
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Iterator
 
 import gnupg
 import openpyxl
 from servers import Dovecot, SmtpCapture, export_public, gnupg_home, make_key
 
-from gateway.scaffold import write_installation
+from gateway.admin.scaffold import write_installation
 
 BOROUGHS = {
     "E09000019": ("Islington", "ldor@islington.example", "xlsx"),

@@ -21,9 +21,9 @@ DATA = Path(__file__).parent / "data"
 
 def personal_values() -> set[str]:
     """Names, ULNs, postcodes, DOBs, addresses, e-mails and phones of the fixtures' young people: the golden
-    and hostile corpora, and gateway.sample's people for the seeds the tests use."""
-    from gateway.postcodes import Directory
-    from gateway.sample import _FAMILY, people
+    and hostile corpora, and gateway.demo.sample's people for the seeds the tests use."""
+    from gateway.demo.sample import _FAMILY, people
+    from gateway.reference.postcodes import Directory
 
     values: set[str] = set(_FAMILY)
     for expected in (DATA / "messages" / "expected.json", DATA / "hostile" / "expected.json"):

@@ -23,7 +23,7 @@ class RunningDaemon:
                                             env=env, stdout=subprocess.DEVNULL, stderr=log_out)
         self.pid = self.process.pid
 
-    def __enter__(self) -> "RunningDaemon":
+    def __enter__(self) -> RunningDaemon:
         return self
 
     def __exit__(self, *exc: object) -> None:

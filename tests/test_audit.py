@@ -7,11 +7,11 @@ import hashlib
 import json
 
 import pytest
-
 from helpers import provider_message
-from gateway.audit import GENESIS, audit_verify_text, verify
-from gateway.ledger import Ledger
-from gateway.sample import people, workbook
+
+from gateway.admin.audit import audit_verify_text, verify
+from gateway.demo.sample import people, workbook
+from gateway.ledger import GENESIS, Ledger
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_an_edited_entry_is_named_whether_or_not_its_hash_was_recomputed(ran):
     code, text = audit_verify_text(ledger)
     assert code == 1 and f"entry {sent['id']}: changed" in text and "Intact" not in text
     # A careful forger recomputes the entry's hash: the entry after it no longer follows it.
-    from gateway.audit import entry_hash
+    from gateway.ledger import entry_hash
 
     forged = entry_hash(sent["prev"], sent["at"], sent["reference"], "held", sent["detail"])
     with ledger.db.conn:

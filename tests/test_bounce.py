@@ -10,10 +10,10 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 import pytest
-
 from helpers import provider_message
-from gateway.bounce import Bounce, parse_bounce, record_bounce
+
 from gateway.config import Admin, Config, Gnupg, Mailbox, Paths, Smtp
+from gateway.delivery.bounce import Bounce, parse_bounce, record_bounce
 from gateway.ledger import Ledger
 from gateway.mail import compose, outgoing_id
 

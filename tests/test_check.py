@@ -9,19 +9,18 @@ import subprocess
 import textwrap
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import gnupg
 import pytest
-
 from helpers import GATEWAY_ADDRESS, PROVIDER_SENDER, install
 from servers import export_public, gnupg_home, kill_agents, make_key
 
 from gateway import config as config_module
+from gateway.admin.check import Advisory, check_installation
+from gateway.errors import Problem
 from gateway.keys import Keyring
-from gateway.routing_check import Advisory, check_installation
-from gateway.tomlfile import Problem
 
 DAY = 86400
 
@@ -86,7 +85,7 @@ def check(installation: Installation, directory, now: float | None = None) -> li
 
 
 def day(seconds: float):
-    return datetime.fromtimestamp(seconds, timezone.utc).date()
+    return datetime.fromtimestamp(seconds, UTC).date()
 
 
 def test_a_complete_installation_has_no_problems(installation, directory):

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-
 from helpers import BOROUGHS, provider_message
+
 from gateway.cli import main
-from gateway.pack import HEADINGS
-from gateway.sample import people, with_changes, workbook
+from gateway.delivery.pack import HEADINGS
+from gateway.demo.sample import people, with_changes, workbook
 
 
 def test_check_passes_on_a_complete_installation(deployment, capsys):

@@ -20,12 +20,17 @@ from pathlib import Path
 
 import msoffcrypto
 import openpyxl
-import pyzipper
 import pytest
+import pyzipper
 
-from gateway.containers import MAX_FILE_BYTES, ZIPCRYPTO_WARNING, Opened, open_file
 from gateway.errors import HostileFile, UnpackError
-from gateway.tnef import tnef_attachments
+from gateway.intake.containers import (
+    MAX_FILE_BYTES,
+    ZIPCRYPTO_WARNING,
+    Opened,
+    open_file,
+)
+from gateway.intake.tnef import tnef_attachments
 
 DATA = Path(__file__).resolve().parent / "data" / "containers"
 EXPECTED = json.loads((DATA / "expected.json").read_text())

@@ -13,7 +13,8 @@ import time
 from collections import defaultdict
 
 from helpers import PROVIDER_SENDER, provider_message
-from gateway.sample import people, workbook
+
+from gateway.demo.sample import people, workbook
 
 
 def test_kill_minus_nine_at_any_point_loses_nothing_and_sends_nothing_twice(deployment, directory, keys):
@@ -48,19 +49,19 @@ KILL_POINTS = [
     ("gateway.ledger:Ledger.receive", 4, "after"),
     ("gateway.ledger:Ledger.event", 5, "after"),
     ("gateway.pipeline:package_message", 4, "after"),
-    ("gateway.outbox:Outbox.put", 6, "before"),
-    ("gateway.outbox:Outbox.put", 9, "after"),
+    ("gateway.delivery.outbox:Outbox.put", 6, "before"),
+    ("gateway.delivery.outbox:Outbox.put", 9, "after"),
     ("gateway.ledger:Ledger.record_outcome", 3, "before"),
     ("gateway.ledger:Ledger.record_outcome", 4, "after"),
-    ("gateway.inbox:Inbox.move", 2, "before"),
-    ("gateway.inbox:Inbox.move", 3, "after"),
+    ("gateway.intake.inbox:Inbox.move", 2, "before"),
+    ("gateway.intake.inbox:Inbox.move", 3, "after"),
     ("gateway.ledger:Ledger.set_state", 2, "before"),
     ("gateway.ledger:Ledger.set_state", 3, "after"),
-    ("gateway.send:send", 5, "before"),
-    ("gateway.send:send", 7, "after"),  # between the relay's 250 and the ledger's commit: an identical resend at most
+    ("gateway.delivery.send:send", 5, "before"),
+    ("gateway.delivery.send:send", 7, "after"),  # between the relay's 250 and the ledger's commit: an identical resend at most
     ("gateway.ledger:Ledger.mark_sent", 3, "before"),
     ("gateway.ledger:Ledger.mark_sent", 4, "after"),
-    ("gateway.outbox:Outbox.remove", 2, "after"),
+    ("gateway.delivery.outbox:Outbox.remove", 2, "after"),
 ]
 
 

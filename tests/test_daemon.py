@@ -11,11 +11,11 @@ import time
 from datetime import datetime
 
 import pytest
-
 from helpers import ADMIN, PROVIDER_SENDER, provider_message
 from probe import wait_for
+
 from gateway.cli import build
-from gateway.sample import people, workbook
+from gateway.demo.sample import people, workbook
 from gateway.scheduler import Daemon, Timing
 
 
@@ -126,8 +126,8 @@ def test_the_dated_jobs_are_registered_from_the_schedule_and_each_runs_once_at_s
 def test_a_due_job_runs_with_the_daemons_date_its_mail_goes_at_once_and_a_failing_job_stops_nothing(deployment, directory, keys, monkeypatch, caplog):
     from datetime import timedelta
 
-    from gateway import jobs
-    from gateway.report import LOCAL
+    from gateway.admin import jobs
+    from gateway.admin.report import LOCAL
 
     deployment.deliver(_return(directory, keys, seed=9))
     assert deployment.run_once() == 0

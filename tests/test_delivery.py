@@ -12,17 +12,16 @@ import logging
 from pathlib import Path
 
 import gnupg
-
 from helpers import ADMIN, attachments_of, provider_message, read_xlsx
 from servers import export_public, gnupg_home, make_key
 from test_bounce import dsn
 
-from gateway.ledger import Ledger
-from gateway.outbox import Outbox
-from gateway.pack import HEADINGS
-from gateway.sample import people, workbook
-from gateway.send import outbox_report
 from gateway import config as config_module
+from gateway.delivery.outbox import Outbox
+from gateway.delivery.pack import HEADINGS
+from gateway.delivery.send import outbox_report
+from gateway.demo.sample import people, workbook
+from gateway.ledger import Ledger
 
 HACKNEY = "ldor@hackney.example"
 
@@ -112,7 +111,7 @@ def test_a_package_without_a_key_is_held_encrypted_and_sent_when_the_key_arrives
     name, rows = _decrypt_package(package, keys.borough_homes[HACKNEY])
     assert name.endswith("-E09000012.csv.gpg") and len(rows) == 3  # headings and two young people
     assert tuple(rows[0]) == HEADINGS  # released in the layout it would have had when sent at once
-    found = [dict(zip(HEADINGS, row)) for row in rows[1:]]
+    found = [dict(zip(HEADINGS, row, strict=False)) for row in rows[1:]]
     assert sorted(r["Family Name"] for r in found) == sorted(p.family_name for p in hackney_people)
     assert sorted(r["ULN"] for r in found) == sorted(p.uln for p in hackney_people)
     assert {(r["Home Authority"], r["Routed By"], r["Gateway Reference"]) for r in found} == {

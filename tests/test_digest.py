@@ -10,25 +10,23 @@ import re
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import gnupg
-import pytest
-
 from helpers import ADMIN, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
 from leaks import Scan
 from test_rules import BOROUGHS, folder, line_of, only_problem
 
 from gateway import rules
+from gateway.admin.report import LOCAL, monthly_report
+from gateway.admin.status import status_text
 from gateway.cli import build, main
-from gateway.digest import latest_due, next_due
-from gateway.held import release_held
-from gateway.pack import HEADINGS, LAYOUT_VERSION
-from gateway.report import LOCAL, monthly_report
-from gateway.sample import people, workbook
+from gateway.delivery.digest import latest_due, next_due
+from gateway.delivery.held import release_held
+from gateway.delivery.pack import HEADINGS, LAYOUT_VERSION
+from gateway.demo.sample import people, workbook
 from gateway.scheduler import Daemon
-from gateway.status import status_text
 
 HACKNEY, CAMDEN, ISLINGTON = "ldor@hackney.example", "ldor@camden.example", "ldor@islington.example"
 SECOND = ("10002222", "Second Academy", "data@second-academy.example")
@@ -67,8 +65,8 @@ def test_a_daily_digest_is_due_each_day_at_the_hour_and_a_weekly_one_on_mondays(
     assert latest_due("weekly", monday_early, 7) == datetime(2026, 11, 23, 7, 0, tzinfo=LOCAL)
     assert next_due("weekly", monday_early, 7) == datetime(2026, 11, 30, 7, 0, tzinfo=LOCAL)
     # London time across the clocks going back: 07:00 is 07:00 in London, 07:00 UTC in winter, 06:00 UTC in summer.
-    assert next_due("daily", datetime(2026, 10, 23, 12, tzinfo=timezone.utc), 7).astimezone(timezone.utc).hour == 6
-    assert next_due("daily", datetime(2026, 10, 24, 12, tzinfo=timezone.utc), 7).astimezone(timezone.utc).hour == 7
+    assert next_due("daily", datetime(2026, 10, 23, 12, tzinfo=UTC), 7).astimezone(UTC).hour == 6
+    assert next_due("daily", datetime(2026, 10, 24, 12, tzinfo=UTC), 7).astimezone(UTC).hour == 7
 
 
 # -- the journey ------------------------------------------------------------------------------------------
@@ -87,7 +85,7 @@ def _digest_rules(deployment, hackney: str = "daily", camden: str | None = None)
 def _two_returns(deployment, directory, keys, seeds=(300, 301)):
     """A return from each of two providers, each with rows for Islington, Camden and Hackney."""
     crowds = []
-    for seed, (ukprn, name, sender) in zip(seeds, [("10001234", "Example College", PROVIDER_SENDER), SECOND]):
+    for seed, (ukprn, name, sender) in zip(seeds, [("10001234", "Example College", PROVIDER_SENDER), SECOND], strict=False):
         crowd = people(directory, {"E09000019": 2, "E09000007": 1, "E09000012": 1}, seed=seed)
         data = workbook(name, ukprn, [p.cells() for p in crowd])
         deployment.deliver(provider_message([("r.xlsx.gpg", keys.encrypt_for_gateway(data))], sender=sender))
@@ -127,7 +125,7 @@ def test_a_daily_digest_holds_both_providers_rows_after_the_hour_none_before_and
 
     # The receipts say when each borough's rows go.
     hour = build(deployment.config).config.schedule.hour
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     daily, weekly = next_due("daily", now, hour), next_due("weekly", now, hour)
     receipts = [m.get_body(("plain",)).get_content() for to in (PROVIDER_SENDER, SECOND[2]) for m in mail[to]]
     for receipt in receipts:
@@ -231,7 +229,7 @@ def test_flush_digests_sends_every_waiting_digest_now_and_exactly_once_after_kil
     command = [sys.executable, CRASHPOINT, "--config", str(deployment.config), "outbox", "--flush-digests"]
     # Killed once the digest is in the outbox but before the ledger knows it, then once it is built and
     # queued in the ledger but not yet sent.
-    for point in ("gateway.outbox:Outbox.put@1:after", "gateway.ledger:Ledger.queue_digest@1:after"):
+    for point in ("gateway.delivery.outbox:Outbox.put@1:after", "gateway.ledger:Ledger.queue_digest@1:after"):
         done = subprocess.run(command, env={**env, "CRASH_AT": point}, capture_output=True, timeout=120)
         assert done.returncode == -signal.SIGKILL, (point, done.stderr[-2000:])
     done = subprocess.run(command, env=env, capture_output=True, timeout=120, text=True)

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 from gateway import config
-from gateway.pack import HEADINGS, LAYOUT_VERSION
 from gateway.cli import _parser
+from gateway.delivery.pack import HEADINGS, LAYOUT_VERSION
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -54,7 +54,7 @@ def test_the_readme_lists_the_package_columns_the_code_writes():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if cells[0] != "Column":
             listed.append(cells[0])
-    assert tuple(listed) == HEADINGS, "README's package columns differ from gateway/pack.py HEADINGS"
+    assert tuple(listed) == HEADINGS, "README's package columns differ from gateway/delivery/pack.py HEADINGS"
     assert f"Layout: {LAYOUT_VERSION}" in section
     sample = [line for line in section.splitlines() if line.startswith("| Gateway Reference | Source Row |")]
     assert sample and tuple(c.strip() for c in sample[0].strip("|").split("|")) == HEADINGS
@@ -75,7 +75,7 @@ def test_the_readme_exit_codes_are_the_commands_exit_codes(deployment, directory
     from servers import export_public, gnupg_home, make_key
 
     from gateway import cli
-    from gateway.sample import people, workbook
+    from gateway.demo.sample import people, workbook
 
     config = ["--config", str(deployment.config)]
     clean = tmp_path / "clean.xlsx"

@@ -12,10 +12,18 @@ from datetime import date
 
 import gnupg
 import pytest
+from helpers import (
+    ADMIN,
+    BOROUGHS,
+    GATEWAY_ADDRESS,
+    PROVIDER_SENDER,
+    attachments_of,
+    provider_message,
+    read_xlsx,
+)
 
-from helpers import ADMIN, BOROUGHS, GATEWAY_ADDRESS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
-from gateway.pack import HEADINGS
-from gateway.sample import people, valid_uln, with_changes, workbook
+from gateway.delivery.pack import HEADINGS
+from gateway.demo.sample import people, valid_uln, with_changes, workbook
 
 NOT_CONFIGURED = "E09000028"  # Southwark: residents there are not served by this deployment
 
@@ -85,10 +93,10 @@ def test_a_return_reaches_each_home_borough_and_nothing_else(deployment, messy_r
     assert all(len(v) == 1 for v in by_recipient.values())
 
     # Each borough gets exactly its residents' rows, decryptable with its key and no other's.
-    for code, (name, address, fmt) in BOROUGHS.items():
+    for code, (_name, address, fmt) in BOROUGHS.items():
         filename, ciphertext, rows = _package_rows(by_recipient[address][0], keys, address)
         assert filename.endswith(f"{code}.{fmt}.gpg")
-        heading, body = rows[0], [dict(zip(rows[0], row)) for row in rows[1:]]
+        heading, body = rows[0], [dict(zip(rows[0], row, strict=False)) for row in rows[1:]]
         assert tuple(heading) == HEADINGS  # one layout for every package
         # A ULN failing its check (9276308687) is left out of the package: its cell is empty.
         expected = {("" if p.uln == "9276308687" else p.uln): p for p in crowd if deployment_code(p, code)}
@@ -147,7 +155,7 @@ def deployment_code(person, code) -> bool:
     return (_DIRECTORY.authority(person.postcode) or "E09000019") == code
 
 
-from gateway.postcodes import Directory  # noqa: E402
+from gateway.reference.postcodes import Directory  # noqa: E402
 
 _DIRECTORY = Directory()
 
@@ -289,11 +297,11 @@ def test_each_clerical_fault_is_forwarded_with_a_note_and_only_the_three_faults_
         _, _, rows = _package_rows(by_recipient[address], keys, address)
         heading = rows[0]
         for row in rows[1:]:
-            cells = dict(zip(heading, row))
+            cells = dict(zip(heading, row, strict=False))
             received[cells["Address"]] = (code, cells)
 
     first_row = 9  # sample.workbook: headings on row 8
-    for number, (person, ticks, rule, severity) in enumerate(faults, start=first_row):
+    for person, ticks, rule, severity in faults:
         if severity == "E":
             assert person.address not in received, rule
             continue

@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from helpers import PROVIDER_SENDER, PROVIDER_UKPRN, attachments_of, provider_message
 
 from gateway.cli import main
@@ -85,9 +84,9 @@ def test_the_golden_files_cover_findings_of_every_severity(deployment, capsys):
 def test_a_note_on_a_row_routing_held_back_does_not_say_the_row_was_forwarded(directory):
     """A Manchester resident with no ULN: validation notes the ULN (the row could go), routing then holds
     the row back (Manchester has no table): the ULN note must not tell the provider it was forwarded."""
-    from gateway.examine import examine
+    from gateway.demo.sample import people, with_changes, workbook
+    from gateway.returns.examine import examine
     from gateway.rules import Borough, Provider, Rules
-    from gateway.sample import people, with_changes, workbook
 
     college = Provider(PROVIDER_UKPRN, "Example College", (PROVIDER_SENDER,), host_la="E09000019")
     rules = Rules({"E09000019": Borough("E09000019", "Islington", ("ldor@islington.example",))}, {college.ukprn: college})
@@ -106,9 +105,9 @@ def test_with_reject_a_blank_postcode_is_one_error_not_a_note_and_an_error(direc
     """unplaceable = "reject": validation's note on the blank postcode gives way to routing's E of the same rule."""
     from dataclasses import replace
 
-    from gateway.examine import examine
+    from gateway.demo.sample import people, with_changes, workbook
+    from gateway.returns.examine import examine
     from gateway.rules import Borough, Provider, Routing, Rules
-    from gateway.sample import people, with_changes, workbook
 
     college = Provider(PROVIDER_UKPRN, "Example College", (PROVIDER_SENDER,), host_la="E09000019")
     rules = Rules({"E09000019": Borough("E09000019", "Islington", ("ldor@islington.example",))}, {college.ukprn: college})

@@ -17,13 +17,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from helpers import ADMIN, PROVIDER_SENDER, provider_message
 from test_send import SilentRelay
 
+from gateway.delivery.outbox import Outbox
+from gateway.demo.sample import people, workbook
 from gateway.ledger import Ledger
-from gateway.outbox import Outbox
-from gateway.sample import people, workbook
 
 BOROUGHS = ("ldor@islington.example", "ldor@camden.example", "ldor@hackney.example")
 FAULTS: list[str] = []
@@ -160,7 +159,7 @@ def test_imap_dropped_mid_fetch_and_restarted_loses_and_repeats_nothing(deployme
     """The server dies (SIGKILL) while the gateway fetches the second message; it comes back; one more run."""
     caplog.set_level(logging.INFO)
     _returns(deployment, directory, keys, count=3)
-    from gateway.inbox import Inbox
+    from gateway.intake.inbox import Inbox
 
     fetch = Inbox._fetch
     calls = []

@@ -14,22 +14,22 @@ import resource
 import signal
 import subprocess
 import zipfile
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from servers import kill_agents, prepare_gnupghome
 
 from gateway.errors import GatewayError, ReadError, UnpackError
+from gateway.intake.unpack import unpack
 from gateway.keys import Keyring
-from gateway.read import HEADINGS, Return, Row, read_return
+from gateway.returns.read import HEADINGS, Return, Row, read_return
+from gateway.returns.validate import validate
 from gateway.rules import Provider, Rules
-from gateway.unpack import unpack
-from gateway.validate import validate
 
 HOSTILE = Path(__file__).parent / "data" / "hostile" / "files"
 KEYS = Path(__file__).parent / "data" / "messages" / "keys"

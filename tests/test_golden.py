@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.postcodes import Directory
-from gateway.read import read_return
-from gateway.examine import examine
+from gateway.reference.postcodes import Directory
+from gateway.returns.examine import examine
+from gateway.returns.read import read_return
 from gateway.rules import LONDON, Borough, Provider, Rules
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -10,8 +10,6 @@ process are printed (`-s`) and written to hostile-figures.json in pytest's tempo
 
 from __future__ import annotations
 
-import email
-import email.policy
 import importlib.util
 import io
 import json
@@ -29,10 +27,16 @@ from pathlib import Path
 
 import gnupg
 import pytest
-
 from helpers import ADMIN, BOROUGHS, attachments_of
 from servers import kill_agents, prepare_gnupghome
-from test_intake import CLEAR, KEYS_DIR, GATEWAY_FPR, assert_nothing_personal_in_clear, intake, package_rows  # noqa: F401
+from test_intake import (  # noqa: F401
+    CLEAR,
+    GATEWAY_FPR,
+    KEYS_DIR,
+    assert_nothing_personal_in_clear,
+    intake,
+    package_rows,
+)
 
 HOSTILE = Path(__file__).parent / "data" / "hostile"
 EXPECTED = json.loads((HOSTILE / "expected.json").read_text(encoding="utf-8"))
@@ -401,7 +405,7 @@ def test_gateway_validate_answers_every_hostile_file_with_its_exit_code(tmp_path
             jobs[case] = tmp_path / f"{case}.csv"
             jobs[case].write_bytes(make.runtime_file(case))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(jobs, pool.map(_validate, jobs.values())))
+        results = dict(zip(jobs, pool.map(_validate, jobs.values()), strict=False))
     failures = {}
     for case, result in results.items():
         FIGURES.setdefault(f"validate {case}", {}).update(seconds=result["seconds"], peak_mb=result["peak_mb"])

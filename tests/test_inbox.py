@@ -6,12 +6,11 @@ import threading
 import time
 
 import pytest
-
 from servers import free_port
 
 from gateway.config import Mailbox
 from gateway.errors import MailboxError
-from gateway.inbox import Inbox
+from gateway.intake.inbox import Inbox
 
 RAW = b"From: a@college.example\r\nTo: ldor@example.org\r\nSubject: t\r\n\r\nbody with trailing spaces   \r\n"
 
@@ -69,7 +68,7 @@ def test_without_idle_the_wait_becomes_a_poll(monkeypatch):
     """pymap offers no IDLE: the gateway sleeps the interval, then looks (NOOP, UID SEARCH), instead of hanging."""
     import time
 
-    from gateway.embedded import ImapServer
+    from gateway.demo.embedded import ImapServer
 
     with ImapServer("ldor@example.org") as server:
         monkeypatch.setenv("T_IMAP_PW", server.password)

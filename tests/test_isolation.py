@@ -14,13 +14,13 @@ import zipfile
 from email.message import EmailMessage
 
 import pytest
-
-from helpers import ADMIN, GATEWAY_ADDRESS, PROVIDER_SENDER, provider_message
+from helpers import ADMIN, PROVIDER_SENDER, provider_message
 from test_bounce import dsn
 
+from gateway.demo.sample import people, workbook
 from gateway.errors import ReadError
 from gateway.pipeline import MAX_HANDLING_DEATHS
-from gateway.sample import people, workbook
+from gateway.returns.read import read_return
 
 ISLINGTON = "ldor@islington.example"
 REJECTION = "LDOR return not accepted"
@@ -41,7 +41,9 @@ def far_cell(data: bytes, cell: str = "XFD1048576") -> bytes:
 
 
 def _isolate():
-    from gateway import isolate  # here, not at the top: the end-to-end tests below run on any version
+    from gateway import (
+        isolate,  # here, not at the top: the end-to-end tests below run on any version
+    )
 
     return isolate
 
@@ -68,10 +70,10 @@ def test_the_isolated_reader_answers_a_cell_at_xfd1048576(directory):
     isolate = _isolate()
     bad = far_cell(_return(directory, 1))
     with pytest.raises(ReadError) as caught:
-        isolate.read_return(bad)
+        isolate.run(read_return, bad)
     assert ".xlsx" in caught.value.advice or "columns" in caught.value.advice
     good = _return(directory, 2)
-    assert len(isolate.read_return(good).rows) == 3  # and the next file is read as ever
+    assert len(isolate.run(read_return, good).rows) == 3  # and the next file is read as ever
 
 
 def test_a_reader_killed_by_a_signal_costs_that_file_not_the_gateway(directory):
@@ -88,7 +90,7 @@ def test_a_reader_killed_by_a_signal_costs_that_file_not_the_gateway(directory):
 
     def read() -> None:
         try:
-            isolate.read_return(big)
+            isolate.run(read_return, big)
         except BaseException as error:  # noqa: BLE001 - the test looks at what came back
             outcome.append(error)
 
@@ -104,17 +106,15 @@ def test_a_reader_killed_by_a_signal_costs_that_file_not_the_gateway(directory):
     assert outcome and isinstance(outcome[0], isolate.LimitExceeded), outcome
     assert "SIGABRT" in str(outcome[0])
     assert "limits" in outcome[0].advice and ".xlsx" in outcome[0].advice and "split" in outcome[0].advice
-    assert len(isolate.read_return(_return(directory, 2)).rows) == 3  # the next file is read as ever
+    assert len(isolate.run(read_return, _return(directory, 2)).rows) == 3  # the next file is read as ever
 
 
 def test_the_isolated_reader_gives_back_what_the_reader_gives(directory):
     isolate = _isolate()
-    from gateway.read import read_return
-
     data = _return(directory, 3, rows=50)
-    assert isolate.read_return(data) == read_return(data)
+    assert isolate.run(read_return, data) == read_return(data)
     with pytest.raises(ReadError) as caught:
-        isolate.read_return(b"not,a,return\n1,2,3\n")
+        isolate.run(read_return, b"not,a,return\n1,2,3\n")
     assert "table of young people" in caught.value.advice  # the reader's own errors pass through unchanged
 
 
@@ -122,7 +122,7 @@ def test_a_reader_that_takes_too_long_is_stopped(directory, monkeypatch):
     isolate = _isolate()
     monkeypatch.setattr(isolate, "TIME_LIMIT_SECONDS", 0)
     with pytest.raises(isolate.LimitExceeded, match="longer than"):
-        isolate.read_return(_return(directory, 4))
+        isolate.run(read_return, _return(directory, 4))
 
 
 def test_a_child_over_its_memory_limit_is_a_rejection_not_a_crash(monkeypatch):
@@ -132,7 +132,7 @@ def test_a_child_over_its_memory_limit_is_a_rejection_not_a_crash(monkeypatch):
     monkeypatch.setattr(isolate, "MEMORY_LIMIT_BYTES", 512 * 1024 ** 2)
     rows = b"\n".join(b",".join(b"%d" % (r * 1000 + c) for c in range(1000)) for r in range(5000))
     with pytest.raises(isolate.LimitExceeded, match="memory|signal"):
-        isolate.read_return(b"Family Name,First Name,DOB,Post Code\n" + rows)
+        isolate.run(read_return, b"Family Name,First Name,DOB,Post Code\n" + rows)
 
 
 def test_a_workbook_that_aborts_the_reader_is_answered_and_the_returns_behind_it_go_on(deployment, directory, keys):
@@ -233,7 +233,7 @@ def test_a_gpg_compression_bomb_is_refused_at_50_mb_naming_the_limit(deployment,
 
 # -- 4. files per message ------------------------------------------------------------------------------
 def test_more_returns_in_one_message_than_the_limit_get_one_rejection(deployment, directory, keys):
-    from gateway.unpack import MAX_RETURNS_PER_MESSAGE
+    from gateway.intake.unpack import MAX_RETURNS_PER_MESSAGE
 
     one = keys.encrypt_for_gateway(_return(directory, 30))
     deployment.deliver(provider_message([(f"r{i}.xlsx.gpg", one) for i in range(MAX_RETURNS_PER_MESSAGE + 5)]))

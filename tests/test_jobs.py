@@ -7,20 +7,25 @@ import email
 import email.policy
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import openpyxl
 import pytest
-
 from helpers import ADMIN, PROVIDER_SENDER, PROVIDER_UKPRN, provider_message
 from servers import export_public, gnupg_home, make_key
 
-from gateway.audit import audit_verify_text, verify
+from gateway.admin.audit import audit_verify_text, verify
+from gateway.admin.jobs import (
+    already_done,
+    email_monthly_report,
+    key_expiry_warnings,
+    purge_old_details,
+    send_reminders,
+)
+from gateway.admin.report import LOCAL, monthly_report
 from gateway.cli import build
-from gateway.jobs import already_done, email_monthly_report, key_expiry_warnings, purge_old_details, send_reminders
-from gateway.report import LOCAL, monthly_report
-from gateway.sample import people, workbook
-from gateway.send import flush
+from gateway.delivery.send import flush
+from gateway.demo.sample import people, workbook
 
 CAMDEN = "ldor@camden.example"
 
@@ -50,7 +55,7 @@ def _at_work_since(gateway, moment: datetime) -> None:
     gateway.ledger.event("test", "installed")
     with gateway.ledger.db.conn:
         gateway.ledger.db.conn.execute("update events set at = ? where reference = 'test'",
-                                       [moment.astimezone(timezone.utc).isoformat(timespec="seconds")])
+                                       [moment.astimezone(UTC).isoformat(timespec="seconds")])
 
 
 # -- key expiry ---------------------------------------------------------------------------------------
@@ -64,7 +69,7 @@ def test_a_key_about_to_expire_is_warned_of_at_30_14_and_1_days_and_once_expired
     deployment.smtp.clear()
     gateway = build(deployment.config)
     expires = next(k for k in gateway.keyring.public_keys() if k.fingerprint == fingerprint).expires_on
-    today = datetime.now(timezone.utc)
+    today = datetime.now(UTC)
 
     assert key_expiry_warnings(gateway, today - timedelta(days=25)) == 0  # 35 days left: too early
     stages = []
@@ -149,7 +154,7 @@ def test_a_gateway_installed_after_the_reminder_day_reminds_no_one_that_month(de
     gateway = build(deployment.config)
     month = datetime.now(LOCAL).replace(hour=12, minute=0, second=0, microsecond=0)
     with gateway.ledger.db.conn:  # installed on the 10th
-        gateway.ledger.db.conn.execute("update events set at = ?", [month.replace(day=10).astimezone(timezone.utc).isoformat()])
+        gateway.ledger.db.conn.execute("update events set at = ?", [month.replace(day=10).astimezone(UTC).isoformat()])
     assert send_reminders(gateway, month.replace(day=20)) == 0
     _at_work_since(gateway, month.replace(day=4))  # had it been at work on the 4th, the reminders would have gone
     assert send_reminders(gateway, month.replace(day=20)) == 4
@@ -178,7 +183,7 @@ def test_retention_purges_old_details_keeps_counts_the_report_and_a_verifiable_t
     gateway = build(deployment.config)
     # An alert the relay refused, set aside in outbox/bad/.
     deployment.smtp.fail_with, deployment.smtp.fail_on = "550 5.1.1 no such mailbox", "rcpt"
-    from gateway.alerts import notify_admin
+    from gateway.delivery.alerts import notify_admin
 
     notify_admin(gateway.config, gateway.ledger, gateway.outbox, "daemon", "test alert", "A test.")
     flush(gateway.outbox, gateway.ledger, gateway.config.smtp)
@@ -187,7 +192,7 @@ def test_retention_purges_old_details_keeps_counts_the_report_and_a_verifiable_t
     old = gateway.ledger.db.query("select reference from messages").__next__()["reference"]
     _make_old(gateway.ledger, "9999", LONG_AGO)  # all of it, 500 days ago
     old_month = f"{(datetime.now(LOCAL) - LONG_AGO):%Y-%m}"
-    moment = datetime.now(timezone.utc)
+    moment = datetime.now(UTC)
     before = monthly_report(gateway.ledger, gateway.rules, old_month, now=moment)
     assert before.total.notifications == 3
 
@@ -197,7 +202,7 @@ def test_retention_purges_old_details_keeps_counts_the_report_and_a_verifiable_t
     ledger = gateway.ledger
     new = next(r["reference"] for r in ledger.db.query("select reference from messages where reference != ?", [old]))
 
-    assert purge_old_details(gateway, datetime.now(timezone.utc)) == 0
+    assert purge_old_details(gateway, datetime.now(UTC)) == 0
     # The old message keeps its counts, not its hash or mailbox place; the new one is whole.
     message = ledger.message(old)
     assert message.sha256 == f"purged-{old}" and message.uid is None and message.mailbox is None
@@ -224,9 +229,9 @@ def test_retention_purges_old_details_keeps_counts_the_report_and_a_verifiable_t
     assert list(ledger.db.query("select through from audit_checkpoint"))[0]["through"] == first_new - 1
 
     # Once a day: again today does nothing; tomorrow finds nothing more to purge.
-    assert purge_old_details(build(deployment.config), datetime.now(timezone.utc)) == 0
+    assert purge_old_details(build(deployment.config), datetime.now(UTC)) == 0
     assert len(list(ledger.db.query("select * from events where event = 'purged'"))) == 1
-    purge_old_details(gateway, datetime.now(timezone.utc) + timedelta(days=1))
+    purge_old_details(gateway, datetime.now(UTC) + timedelta(days=1))
     done = [json.loads(e["detail"]) for e in ledger.db.query("select detail from events where event = 'job-done' order by id")]
     assert done[-1] == {"events": 0, "files": 0, "messages": 0, "outgoing": 0, "packages": 0, "set_aside": 0}
     assert (done[0]["messages"], done[0]["packages"], done[0]["outgoing"], done[0]["set_aside"]) == (1, 2, 2, 1)  # outgoing: the receipt, the alert

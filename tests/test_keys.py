@@ -6,7 +6,6 @@ import subprocess
 
 import gnupg
 import pytest
-
 from servers import export_public, gnupg_home, make_key
 
 from gateway.errors import KeyringError, NoUsableKey

@@ -30,9 +30,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from leakwatch import STRACE_CALLS, Traced, clear_values, forms, read_strace, tree_values
+from leakwatch import (
+    STRACE_CALLS,
+    Traced,
+    clear_values,
+    forms,
+    read_strace,
+    tree_values,
+)
 from test_intake import EXPECTED, MESSAGES_DIR, intake  # noqa: F401 - the fixture, with the golden keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +126,6 @@ def test_the_watch_sees_a_temporary_file_written_and_removed(tmp_path):
     import tempfile
 
     import openpyxl
-
     from leakwatch import Watch, audit_hook
 
     watch = Watch((str(tmp_path),), forms(["Adeyemi"]))

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import gnupg
 import openpyxl
-
-from helpers import BOROUGHS, PROVIDER_SENDER, attachments_of, provider_message, read_xlsx
-
-from gateway.postcodes import Directory
+from helpers import (
+    BOROUGHS,
+    PROVIDER_SENDER,
+    attachments_of,
+    provider_message,
+    read_xlsx,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 HOST = "E09000019"  # the college's host_la: Islington
@@ -29,7 +32,7 @@ HOST = "E09000019"  # the college's host_la: Islington
 def _golden_rows() -> dict[int, dict[str, object]]:
     sheet = openpyxl.load_workbook(DATA / "one_of_each.xlsx")["Return"]
     headings = [c.value for c in sheet[7]]
-    return {r[0].row: dict(zip(headings, (c.value for c in r))) for r in sheet.iter_rows(min_row=8) if any(c.value for c in r)}
+    return {r[0].row: dict(zip(headings, (c.value for c in r), strict=False)) for r in sheet.iter_rows(min_row=8) if any(c.value for c in r)}
 
 
 def _decrypt(message, keys) -> tuple[str, bytes]:

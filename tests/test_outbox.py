@@ -7,7 +7,7 @@ import stat
 import threading
 import time
 
-from gateway.outbox import Outbox
+from gateway.delivery.outbox import Outbox
 
 
 def test_put_read_pending_remove(tmp_path):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import shutil
 
 from helpers import ADMIN, PROVIDER_SENDER, provider_message
+
+from gateway.demo.sample import people, workbook
 from gateway.keys import AGENT_CONF, Keyring
-from gateway.sample import people, workbook
 
 PASSPHRASE = "the-right-passphrase"
 

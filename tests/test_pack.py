@@ -6,24 +6,33 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import openpyxl
 import pytest
 
 from gateway import rules as rules_module
-from gateway.ccis import CODES
-from gateway.held import _decode, _encode  # what a package held for want of a key keeps, and rebuilds
-from gateway.pack import HEADINGS, LAYOUT_VERSION, Source, package_message, sheet_bytes
-from gateway.read import read_return
-from gateway.route import Batch, route
+from gateway.delivery.kept import (  # what a package held for want of a key keeps, and rebuilds
+    decode,
+    encode,
+)
+from gateway.delivery.pack import (
+    HEADINGS,
+    LAYOUT_VERSION,
+    Source,
+    package_message,
+    sheet_bytes,
+)
+from gateway.demo.sample import TABLE_HEADINGS, people, with_changes, workbook
+from gateway.reference.ccis import CODES
+from gateway.returns.read import read_return
+from gateway.returns.route import Batch, route
+from gateway.returns.validate import validate
 from gateway.rules import Borough, Provider, Rules
-from gateway.sample import TABLE_HEADINGS, people, with_changes, workbook
-from gateway.validate import validate
 
 TODAY = date(2025, 11, 17)
 PROVIDER = Provider("10001234", "Example College", ("mis@example-college.example",), host_la="E09000019")
-SOURCE = Source(PROVIDER, "LDOR-20251117-ABCDEF0123", datetime(2025, 11, 17, 9, 30, tzinfo=timezone.utc))
+SOURCE = Source(PROVIDER, "LDOR-20251117-ABCDEF0123", datetime(2025, 11, 17, 9, 30, tzinfo=UTC))
 ISLINGTON = Borough("E09000019", "Islington", ("ldor@islington.example",))
 ISLINGTON_ALL = Borough("E09000019", "Islington", ("ldor@islington.example",), extra_columns=True)
 CAMDEN = Borough("E09000007", "Camden", ("ldor@camden.example",), "csv")
@@ -82,7 +91,7 @@ def records(data: bytes, fmt: str) -> list[dict[str, object]]:
     """A package's rows, each by its headings (the heading row checked to be the layout's)."""
     values = [list(r) for r in load_xlsx(data).iter_rows(values_only=True)] if fmt == "xlsx" else load_csv(data)
     assert tuple(values[0][:len(HEADINGS)]) == HEADINGS
-    return [dict(zip(values[0], row)) for row in values[1:]]
+    return [dict(zip(values[0], row, strict=False)) for row in values[1:]]
 
 
 def test_the_layout_is_the_spec_one():
@@ -97,7 +106,7 @@ def test_xlsx_headings_and_rows(routed, directory):
     values = [list(r) for r in sheet.iter_rows(values_only=True)]
     assert tuple(values[0]) == HEADINGS
     assert len(values) == 1 + 3
-    first = dict(zip(HEADINGS, values[1]))
+    first = dict(zip(HEADINGS, values[1], strict=False))
     assert first["Gateway Reference"] == SOURCE.reference
     assert first["Source Row"] == 2
     assert first["Family Name"] == rows[0].family_name
@@ -111,8 +120,8 @@ def test_xlsx_headings_and_rows(routed, directory):
     assert (first["Home Authority Code"], first["Home Authority"], first["Routed By"]) == ("E09000019", "Islington", "postcode")
     assert first["Contact e-mail"] == rows[0].email
     assert (first["Destination Code"], first["Destination"]) == ("540", CODES["540"])
-    assert [dict(zip(HEADINGS, v))["Notification"] for v in values[1:]] == [p.reason for p in rows[:3]]
-    assert [dict(zip(HEADINGS, v))["Source Row"] for v in values[1:]] == [2, 3, 4]
+    assert [dict(zip(HEADINGS, v, strict=False))["Notification"] for v in values[1:]] == [p.reason for p in rows[:3]]
+    assert [dict(zip(HEADINGS, v, strict=False))["Source Row"] for v in values[1:]] == [2, 3, 4]
 
 
 def test_xlsx_holds_only_the_borough_rows(routed):
@@ -140,7 +149,7 @@ def test_csv_headings_rows_and_quoted_formulas(routed):
     lines = load_csv(sheet_bytes(table, batches["E09000019"], SOURCE, "csv"))
     assert tuple(lines[0]) == HEADINGS
     assert len(lines) == 4
-    first, second, third = (dict(zip(HEADINGS, line)) for line in lines[1:])
+    first, second, third = (dict(zip(HEADINGS, line, strict=False)) for line in lines[1:])
     assert first["Address"] == "'" + DANGEROUS[0]
     assert second["Family Name"] == "'" + DANGEROUS[3]
     assert second["Destination"] == "'" + DANGEROUS[2] and second["Destination Code"] == ""
@@ -239,7 +248,7 @@ def test_the_xlsx_layout(routed):
     sheet = load_xlsx(sheet_bytes(table, batches["E09000019"], SOURCE, "xlsx"))
     assert sheet.freeze_panes == "A2"
     assert all(cell.font.b for cell in sheet[1])
-    row = {heading: cell for heading, cell in zip(HEADINGS, sheet[2])}
+    row = {heading: cell for heading, cell in zip(HEADINGS, sheet[2], strict=False)}
     assert row["DOB"].is_date and row["DOB"].number_format == "DD/MM/YYYY"
     assert row["Date Received"].is_date and row["Date Received"].number_format == "DD/MM/YYYY"
     for heading in ("ULN", "Provider UKPRN", "Post Code", "Home Authority Code", "Destination Code", "Phone"):
@@ -283,7 +292,7 @@ def test_a_uln_failing_its_check_leaves_the_package_cell_empty(fmt, uln, directo
     checked = validate(table, PROVIDER, today=TODAY)
     assert [f.rule for f in checked.findings] == ["ULN_04"]
     batch = Batch(ISLINGTON, checked.accepted)
-    decoded, decoded_batch, _ = _decode(_encode(table, batch, SOURCE), ISLINGTON)
+    decoded, decoded_batch, _ = decode(encode(table, batch, SOURCE), ISLINGTON)
     for table_used, batch_used in ((table, batch), (decoded, decoded_batch)):
         data = sheet_bytes(table_used, batch_used, SOURCE, fmt)
         found = records(data, fmt)
@@ -345,7 +354,7 @@ def test_a_dob_typed_as_text_becomes_a_date_cell(directory):
     person = people(directory, {"E09000019": 1}, today=TODAY)[0]
     data, _ = packaged(own_csv([person], dob_text="31/01/2008"), "xlsx", directory=directory)
     sheet = load_xlsx(data)
-    row = dict(zip(HEADINGS, sheet[2]))
+    row = dict(zip(HEADINGS, sheet[2], strict=False))
     assert row["DOB"].is_date and row["DOB"].number_format == "DD/MM/YYYY"
     assert row["DOB"].value.date() == date(2008, 1, 31)  # day first, as every UK date
     assert row["ULN"].data_type == "s" and row["ULN"].value == person.uln
@@ -366,7 +375,7 @@ def test_a_uln_typed_as_a_number_is_text_in_the_package(directory):
     person = people(directory, {"E09000019": 1}, today=TODAY)[0]
     data, _ = packaged(workbook("Example College", "10001234", [with_changes(person, uln=int(person.uln)).cells()]),
                        "xlsx", directory=directory)
-    cell = dict(zip(HEADINGS, load_xlsx(data)[2]))["ULN"]
+    cell = dict(zip(HEADINGS, load_xlsx(data)[2], strict=False))["ULN"]
     assert cell.data_type == "s" and cell.value == person.uln
 
 
@@ -420,7 +429,7 @@ def test_a_held_package_is_released_in_the_same_layout(directory):
     checked = validate(table, PROVIDER, today=TODAY)
     batch, = route(table, checked.accepted, RULES, directory, PROVIDER).batches
     assert {item.routed_by for item in batch.rows} == {"postcode", "provider's authority"}
-    decoded, again, held_back = _decode(_encode(table, batch, source), ISLINGTON)
+    decoded, again, held_back = decode(encode(table, batch, source), ISLINGTON)
     assert again == batch and held_back == source.held_back
     assert sheet_bytes(decoded, again, source, "csv") == sheet_bytes(table, batch, source, "csv")
     assert records(sheet_bytes(decoded, again, source, "xlsx"), "xlsx") == records(sheet_bytes(table, batch, source, "xlsx"), "xlsx")
@@ -436,7 +445,7 @@ def test_a_package_held_before_the_layout_still_rebuilds(directory):
     old = json.dumps({"headings": list(table.headings), "columns": dict(table.columns),
                       "rows": [[item.row.number, [v.isoformat() if isinstance(v, (date, datetime)) else v
                                                   for v in item.row.values], item.postcode, item.reason]]}).encode()
-    decoded, batch, held_back = _decode(old, ISLINGTON)
+    decoded, batch, held_back = decode(old, ISLINGTON)
     assert held_back == ()
     found, = records(sheet_bytes(decoded, batch, SOURCE, "csv"), "csv")
     assert (found["Family Name"], found["Routed By"], found["Home Authority"]) == (person.family_name, "", "")

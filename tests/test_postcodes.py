@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.postcodes import PACKAGE, Directory, is_valid, normalise
+from gateway.reference.postcodes import PACKAGE, Directory, is_valid, normalise
 from gateway.rules import LONDON
 
 # The spec's pattern, written out again here so the test does not read it from the code under test.
@@ -141,7 +141,7 @@ def test_a_folder_without_data_knows_no_postcode(tmp_path):
 def test_every_english_authority_in_the_directory_has_an_upper_tier_authority(directory):
     """The 2021 ONS lookup plus authorities.SINCE_2021 covers every English code the directory answers with
     (the directory already gives Carlisle, Harrogate and Taunton their 2023 unitaries)."""
-    from gateway import authorities
+    from gateway.reference import authorities
 
     lookup = authorities.load()
     english = {code for code in directory.authorities() if code.startswith("E")}
@@ -153,7 +153,7 @@ def test_every_english_authority_in_the_directory_has_an_upper_tier_authority(di
 
 def test_the_compact_cache_answers_as_the_shipped_files_do(tmp_path, directory):
     """Built once per edition from the shipped files, one small file per district; a damaged one is rebuilt."""
-    from gateway.postcodes import Directory
+    from gateway.reference.postcodes import Directory
 
     letters = Directory(cache=tmp_path / "unused")
 

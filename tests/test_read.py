@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.demo.sample import TABLE_HEADINGS, people, workbook
 from gateway.errors import ReadError, UnpackError
-from gateway.read import MAX_CSV_REPAIRS, MAX_ROWS, MAX_SHEETS, read_return
-from gateway.sample import TABLE_HEADINGS, people, workbook
+from gateway.returns.read import MAX_CSV_REPAIRS, MAX_ROWS, MAX_SHEETS, read_return
 
 TODAY = date(2025, 11, 17)
 
@@ -113,7 +113,7 @@ def test_blank_rows_are_skipped_and_row_numbers_kept():
 def test_row_numbers_when_the_sheet_starts_lower_and_further_right():
     book = openpyxl.Workbook()
     sheet = book.active
-    for column, heading in zip("CDEFG", ["ULN", "Family Name", "First Name", "DOB", "Post Code"]):
+    for column, heading in zip("CDEFG", ["ULN", "Family Name", "First Name", "DOB", "Post Code"], strict=False):
         sheet[f"{column}5"] = heading
     sheet["D7"], sheet["E7"], sheet["G7"] = "Silva", "Nia", "N1 1AA"
     buffer = io.BytesIO()
@@ -313,7 +313,7 @@ CHILD = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 from gateway.errors import ReadError
-from gateway.read import MAX_CSV_REPAIRS, MAX_ROWS, MAX_SHEETS, read_return
+from gateway.returns.read import MAX_CSV_REPAIRS, MAX_ROWS, MAX_SHEETS, read_return
 try:
     table = read_return(open(sys.argv[1], "rb").read())
 except ReadError as error:

@@ -8,16 +8,23 @@ import email.policy
 import io
 import re
 import zipfile
-from datetime import date, datetime, timezone
+from dataclasses import replace
+from datetime import UTC, date, datetime
 
 import pytest
 
-from gateway.read import read_return
-from gateway.receipt import FileFacts, Letterhead, acknowledgement, findings_csv, rejection
-from gateway.route import Routed, route
+from gateway.delivery.receipt import (
+    FileFacts,
+    Letterhead,
+    acknowledgement,
+    findings_csv,
+    rejection,
+)
+from gateway.demo.sample import people, with_changes, workbook
+from gateway.returns.read import read_return
+from gateway.returns.route import Routed, route
+from gateway.returns.validate import Finding, validate
 from gateway.rules import Borough, Provider, Rules
-from gateway.sample import people, with_changes, workbook
-from gateway.validate import Finding, validate
 
 TODAY = date(2025, 11, 17)
 PROVIDER = Provider("10001234", "Example College", ("mis@example-college.example",))
@@ -26,7 +33,7 @@ RULES = Rules(
      "E09000007": Borough("E09000007", "Camden", ("ldor@camden.example",))},
     {"10001234": PROVIDER},
 )
-FACTS = FileFacts("LDOR-20251117-ABCDEF0123", datetime(2025, 11, 17, 9, 30, tzinfo=timezone.utc), 1, 1, 23456, "0123456789ab")
+FACTS = FileFacts("LDOR-20251117-ABCDEF0123", datetime(2025, 11, 17, 9, 30, tzinfo=UTC), 1, 1, 23456, "0123456789ab")
 # A stand-in armoured key: its text is fixed, so nothing from a return can appear in it by chance.
 HEAD = Letterhead("ldor@example.org", "0" * 40,
                   "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nstand-in key for tests\n-----END PGP PUBLIC KEY BLOCK-----\n")
@@ -240,7 +247,7 @@ def test_a_formula_heading_reaches_the_clear_receipt_inert(directory):
     ("see https://evil.example", "see https[:]//evil.example"),
 ])
 def test_the_guard_for_a_line(text, shown):
-    from gateway.guard import Medium, guard
+    from gateway.delivery.guard import Medium, guard
 
     assert guard(text, Medium.LINE) == shown
 
@@ -255,7 +262,7 @@ def many_findings(count: int) -> list[Finding]:
 def test_a_receipt_for_very_many_findings_stays_under_the_limit():
     """100,000 findings made a 14.5 MB receipt; the body now lists the first few and counts all by rule,
     and the whole list is attached zipped."""
-    from gateway import receipt
+    from gateway.delivery import receipt
 
     findings = many_findings(100_000)
     raw = acknowledgement(FACTS, PROVIDER, 100_000, findings, Routed((), ()), "edition", TO, HEAD).raw
@@ -276,7 +283,7 @@ def test_a_receipt_for_very_many_findings_stays_under_the_limit():
 
 
 def test_when_even_the_zip_is_too_big_the_first_findings_are_attached(monkeypatch):
-    from gateway import receipt
+    from gateway.delivery import receipt
 
     monkeypatch.setattr(receipt, "RECEIPT_LIMIT", 200_000)
     findings = many_findings(100_000)
@@ -293,12 +300,12 @@ def test_when_even_the_zip_is_too_big_the_first_findings_are_attached(monkeypatc
 
 def test_a_sealed_receipt_for_very_many_findings_stays_under_the_limit(ring):
     """Sealed to the provider's key, the zipped list travels inside the encryption, values and all."""
-    from gateway import receipt
+    from gateway.delivery import receipt
 
     fingerprint = ring.own_fingerprint()
     seal = lambda data: ring.encrypt(data, fingerprint, armour=True)  # noqa: E731
     findings = many_findings(150_000)
-    raw = acknowledgement(FACTS, PROVIDER, 150_000, findings, Routed((), ()), "edition", TO, HEAD, seal=seal).raw
+    raw = acknowledgement(FACTS, PROVIDER, 150_000, findings, Routed((), ()), "edition", TO, replace(HEAD, seal=seal)).raw
     assert len(raw) <= receipt.RECEIPT_LIMIT
     message = parse(raw)
     assert message.get_content_type() == "multipart/encrypted"
@@ -371,8 +378,9 @@ def test_a_receipt_says_which_authorities_asked_for_the_columns(directory):
 def test_a_sealed_receipt_names_the_columns_left_out(directory, ring):
     table, checked, routed = routed_with_own_columns(directory)
     fingerprint = ring.own_fingerprint()
-    raw = acknowledgement(FACTS, PROVIDER, 1, checked.findings, routed, directory.edition, TO, HEAD,
-                          seal=lambda data: ring.encrypt(data, fingerprint, armour=True), left_out=table.other_headings()).raw
+    head = replace(HEAD, seal=lambda data: ring.encrypt(data, fingerprint, armour=True))
+    raw = acknowledgement(FACTS, PROVIDER, 1, checked.findings, routed, directory.edition, TO, head,
+                          left_out=table.other_headings()).raw
     assert b"Tutor Group" not in raw
     part, = [p for p in parse(raw).iter_parts() if p.get_content_type() == "application/octet-stream"]
     inner = parse(ring.decrypt(part.get_payload(decode=True)).data)

@@ -8,13 +8,14 @@ from datetime import datetime
 
 import openpyxl
 import pytest
-
 from helpers import PROVIDER_UKPRN, provider_message
+
 from gateway import rules as rules_module
+from gateway.admin.report import LOCAL, ReportError, monthly_report
+from gateway.admin.report_book import write_xlsx
+from gateway.demo.sample import Person, people, with_changes, workbook
 from gateway.ledger import Ledger
-from gateway.report import LOCAL, ReportError, monthly_report, write_xlsx
 from gateway.rules import Borough, Provider, Rules
-from gateway.sample import Person, people, with_changes, workbook
 
 SILENT = ("10009999", "Silent College", "mis@silent-college.example")  # known, sends nothing
 FAILING = ("10008888", "Failing Academy", "data@failing-academy.example")  # sends only a file that is no return
@@ -93,7 +94,7 @@ def test_notifications_per_borough_and_the_london_total(month):
 
 def test_reasons_per_borough_when_the_ledger_records_them(month):
     if "reasons" not in month.ledger.db["outgoing"].columns_dict:
-        pytest.skip("the pipeline does not yet record reasons on package rows (see gateway/report.py)")
+        pytest.skip("the pipeline does not yet record reasons on package rows (see gateway/admin/report.py)")
     report = monthly_report(month.ledger, month.rules, month.month)
     boroughs = {b.code: b for b in report.boroughs}
     assert dict(boroughs["E09000019"].reasons) == {"Joiner": 1, "Leaver": 2, "At risk": 1}

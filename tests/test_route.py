@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from gateway import rules
-from gateway.offline import route_file
-from gateway.pack import HEADINGS
-from gateway.read import read_return
-from gateway.route import route
-from gateway.sample import Person, people, with_changes, workbook
-from gateway.validate import validate
+from gateway.admin.offline import route_file
+from gateway.delivery.pack import HEADINGS
+from gateway.demo.sample import Person, people, with_changes, workbook
+from gateway.returns.read import read_return
+from gateway.returns.route import route
+from gateway.returns.validate import validate
 
 TODAY = date(2025, 11, 17)
 FIRST_ROW = 9  # sample.workbook: headings on row 8
@@ -299,7 +299,7 @@ def test_route_file_decrypts_and_shows_held_packages_and_routing_notes(deploymen
 
 
 def test_route_file_honours_the_provider_given_for_a_csv_without_header(deployment, directory, crowd, tmp_path):
-    from gateway.sample import reason_csv
+    from gateway.demo.sample import reason_csv
 
     (deployment.root / "rules" / "routing.toml").write_text('unplaceable = "host_borough"\n')
     path = tmp_path / "export.csv"

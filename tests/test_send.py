@@ -10,19 +10,18 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
-
 from servers import free_port
 
 from gateway.config import Smtp
+from gateway.delivery.outbox import Outbox
+from gateway.delivery.send import RelayDown, flush, outbox_report, requeue, send
 from gateway.errors import SendError
 from gateway.ledger import Ledger
 from gateway.mail import Outgoing, compose, outgoing_id
-from gateway.outbox import Outbox
-from gateway.send import RelayDown, flush, outbox_report, requeue, send
 
 ADMIN = "admin@example.org"
 
@@ -76,7 +75,7 @@ class PickyRelay:
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content)))
         return "250 OK"
 
-    def __enter__(self) -> "PickyRelay":
+    def __enter__(self) -> PickyRelay:
         self._controller.start()
         return self
 
@@ -101,7 +100,7 @@ class SilentRelay:
                 return
             self.accepted.append(conn)
 
-    def __enter__(self) -> "SilentRelay":
+    def __enter__(self) -> SilentRelay:
         self._thread.start()
         return self
 
@@ -138,7 +137,7 @@ def test_verp_names_the_message_in_the_envelope_sender(tmp_path, smtp):
 def test_a_4xx_answer_keeps_the_message_queued_until_its_next_try(tmp_path, smtp, stage):
     ledger, outbox, [item] = _queue(tmp_path)
     smtp.fail_on, smtp.fail_with = stage, "451 4.3.0 Try again later"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     delivery = flush(outbox, ledger, _settings(smtp), now=now)
     assert (delivery.sent, delivery.deferred) == (0, 1)
     assert outbox.pending() == [item.id]
@@ -157,7 +156,7 @@ def test_the_wait_doubles_with_each_failure_up_to_the_ceiling(tmp_path, smtp):
     ledger, outbox, [item] = _queue(tmp_path)
     smtp.fail_with = "421 4.7.0 Busy"
     settings = _settings(smtp, retry_first_minutes=2, retry_max_minutes=16)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     waits = []
     for _ in range(6):
         flush(outbox, ledger, settings, now=now)
@@ -165,7 +164,7 @@ def test_the_wait_doubles_with_each_failure_up_to_the_ceiling(tmp_path, smtp):
         waits.append((due - now).total_seconds() / 60)
         now = due
     ceilings = [2, 4, 8, 16, 16, 16]
-    assert all(c / 2 - 0.02 <= w <= c for w, c in zip(waits, ceilings)), waits
+    assert all(c / 2 - 0.02 <= w <= c for w, c in zip(waits, ceilings, strict=False)), waits
     assert ledger.outgoing(item.id).attempts == 6 and outbox.pending() == [item.id]
 
 
@@ -315,7 +314,7 @@ def test_the_outbox_report_lists_each_state_with_ids_and_counts(tmp_path, smtp):
     smtp.fail_with = "451 4.3.0 Try again later"
     flush(outbox, ledger, settings)  # all four deferred
     smtp.fail_with = None
-    now = datetime.now(timezone.utc) + timedelta(hours=2)
+    now = datetime.now(UTC) + timedelta(hours=2)
     ledger.db.conn.execute("update outgoing set next_attempt_at = ? where id = ?", [(now + timedelta(hours=1)).isoformat(), items[0].id])
     ledger.db.conn.commit()
     flush(outbox, ledger, settings, now=now)  # three sent, one still waiting
@@ -338,7 +337,7 @@ def test_the_outbox_report_lists_each_state_with_ids_and_counts(tmp_path, smtp):
 # -- the settings -----------------------------------------------------------------------------------
 def test_retry_settings_have_defaults_and_are_checked(tmp_path):
     from gateway import config
-    from gateway.scaffold import write_installation
+    from gateway.admin.scaffold import write_installation
 
     path = write_installation(tmp_path, imap=("127.0.0.1", 1, "ldor@example.org", "PW"), smtp=("127.0.0.1", 2),
                               sender="ldor@example.org", admin=ADMIN, boroughs={}, providers=[])

@@ -11,8 +11,7 @@ from email.message import EmailMessage
 
 import gnupg
 import pytest
-from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted, MailboxLoginError
-
+from imap_tools import MailBox, MailboxLoginError, MailBoxStartTls, MailBoxUnencrypted
 from servers import (
     Dovecot,
     DovecotError,
@@ -23,8 +22,8 @@ from servers import (
     gpg_daemons_under,
     kill_agents,
     make_key,
-    prepare_gnupghome,
     make_tls_certificate,
+    prepare_gnupghome,
     session_pids,
 )
 

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from helpers import BOROUGHS, GATEWAY_ADDRESS
 from servers import export_public, gnupg_home, kill_agents, make_key
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-
 from helpers import ADMIN, GATEWAY_ADDRESS, PROVIDER_SENDER, install, provider_message
 from probe import wait_for
 from servers import Dovecot, SmtpCapture, kill_agents
@@ -25,11 +24,12 @@ from tokenservice import TokenService, certificate_pem, make_rsa_key
 
 from gateway import config as config_module
 from gateway.cli import build, main
-from gateway.inbox import Inbox
-from gateway.sample import people, workbook
+from gateway.delivery.send import sign_in
+from gateway.demo.sample import people, workbook
+from gateway.errors import Cause
+from gateway.intake.inbox import Inbox
 from gateway.scheduler import Daemon, Timing
-from gateway.send import sign_in
-from gateway.signin import HOLD_FIRST, MARGIN, Cause, SignInRefused, Tokens
+from gateway.signin import HOLD_FIRST, MARGIN, SignInRefused, Tokens
 
 MICROSOFT_SCOPE = "https://outlook.office365.com/.default"
 
@@ -113,7 +113,7 @@ def test_oauth2_settings_are_checked_each_problem_on_its_line(tmp_path, keys, ma
     config = _install(tmp_path / "gw", keys, mailserver, relay, service, "x", None)
     text = config.read_text()
     config.write_text(text.replace('client_secret_env = "TEST_OAUTH_SECRET"\n',
-                                   f'client_certificate = "missing.pem"\nclient_secret_env = "X"\n')
+                                   'client_certificate = "missing.pem"\nclient_secret_env = "X"\n')
                       .replace(f'token_url = "{service.url}"', 'token_url = "http://login.example/token"')
                       .replace("[smtp]\n", '[smtp]\nscope = "x"\n'))
     _, problems = config_module.check(config)
@@ -145,7 +145,7 @@ def test_a_return_flows_end_to_end_with_oauth2_on_both_sides_on_one_token(instal
 def test_check_connect_says_what_worked_and_what_a_revoked_client_needs(installation, service, app, capsys):
     code, lines = _check_connect(installation, capsys)
     assert code == 0, lines
-    assert lines[0].startswith(f"mailbox: signed in to 127.0.0.1:") and "OAuth2 (a client secret" in lines[0]
+    assert lines[0].startswith("mailbox: signed in to 127.0.0.1:") and "OAuth2 (a client secret" in lines[0]
     assert lines[1].startswith("relay: signed in to 127.0.0.1:") and f"as {GATEWAY_ADDRESS}" in lines[1]
     working = lines
     service.revoke(app)
@@ -294,7 +294,7 @@ class _Running:
         self.built.set()
         self.daemon._watch()
 
-    def __enter__(self) -> "_Running":
+    def __enter__(self) -> _Running:
         self.thread.start()
         assert self.built.wait(30)
         return self

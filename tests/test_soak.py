@@ -16,8 +16,8 @@ from datetime import datetime
 from helpers import PROVIDER_SENDER, provider_message
 from probe import RunningDaemon, wait_for
 
-from gateway.report import LOCAL
-from gateway.sample import people, workbook
+from gateway.admin.report import LOCAL
+from gateway.demo.sample import people, workbook
 
 RETURNS = 20
 QUIET = {5: 20.0, 11: 65.0, 17: 20.0}  # after these returns, a quiet period of so many seconds is measured
@@ -43,7 +43,7 @@ def test_at_rest_the_daemon_costs_next_to_nothing_and_nothing_grows(deployment, 
         wait_for(lambda: imap.logins() > logins_before, 20, "the daemon's login")
         for n, raw in enumerate(messages, start=1):
             imap.deliver_local(raw)
-            wait_for(lambda: _receipts(smtp) >= n, 30, f"return {n}'s receipt")
+            wait_for(lambda n=n: _receipts(smtp) >= n, 30, f"return {n}'s receipt")
             assert daemon.alive(), daemon.log_tail()
             if n == 1:
                 time.sleep(1.0)  # the message moved to Processed, the run logged

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from helpers import provider_message
 from servers import export_public, gnupg_home, make_key
 
+from gateway.admin.status import status_text
 from gateway.cli import build
-from gateway.sample import people, workbook
-from gateway.status import status_text
+from gateway.demo.sample import people, workbook
 
 HACKNEY = "ldor@hackney.example"
 
@@ -45,7 +45,7 @@ def test_held_packages_show_with_their_borough_and_why(deployment, directory, ke
     assert "Hackney (E09000012)" in line and f"to {HACKNEY}" in line and "2 row(s)" in line
     assert f"ref {held.reference}" in line and f"no public key in keys/ has a user ID with {HACKNEY}" in line
     assert "keys/" in text.split(line)[1]  # what to do comes after the list
-    today = datetime.now(timezone.utc)
+    today = datetime.now(UTC)
     # `run --once` records its successful look at the mailbox.
     assert re.search(rf"Last successful mailbox check: {today:%Y-%m-%d} \d\d:\d\d UTC \((just now|\d+ minute\(s\) ago)\)\.", text)
     for p in crowd:
@@ -65,7 +65,7 @@ def test_mail_the_relay_refused_is_counted_as_queued(deployment, directory, keys
 def test_a_recorded_mailbox_check_is_the_last_check(deployment):
     gateway = build(deployment.config)
     gateway.ledger.event("daemon", "mailbox-checked")
-    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    later = datetime.now(UTC) + timedelta(minutes=5)
     text = status_text(gateway, now=later)
     assert re.search(r"Last successful mailbox check: \d{4}-\d\d-\d\d \d\d:\d\d UTC \([45] minute\(s\) ago\)\.\n", text)
     assert "when the last message arrived" not in text
@@ -84,7 +84,7 @@ def test_keys_expiring_soon_and_expired_keys_are_named(deployment, tmp_path):
 
     assert "Keys expiring within 30 days: 1" in text
     [line] = [line for line in text.splitlines() if fingerprint in line]
-    expires = (datetime.now(timezone.utc) + timedelta(days=10)).date()
+    expires = (datetime.now(UTC) + timedelta(days=10)).date()
     assert "ldor@camden.example" in line and f"expires on {expires:%Y-%m-%d}" in line
     assert re.search(r"\(in (9|10) day\(s\)\)", line)
     assert "Keys in keys/ that cannot be used: 1" in text

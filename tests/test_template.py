@@ -4,23 +4,30 @@ reads returns (issue 12, item 4)."""
 from __future__ import annotations
 
 import io
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import openpyxl
 import pytest
-
-from gateway import ccis
-from gateway.cli import main
-from gateway.pack import HEADINGS as PACKAGE_HEADINGS, Source, sheet_bytes
-from gateway.read import HEADINGS, read_return
-from gateway.route import route
-from gateway.scaffold import write_installation
-from gateway.rules import Borough, Provider, Rules
-from gateway.sample import TABLE_HEADINGS, people, with_changes, workbook
-from gateway.template import ASK, DATA_ROWS, HEADING_ROW, TABLE, TICKS, write_template
-from gateway.validate import _TICKS, RULES, validate
-
 from helpers import GATEWAY_ADDRESS
+
+from gateway.admin.scaffold import write_installation
+from gateway.admin.template import (
+    ASK,
+    DATA_ROWS,
+    HEADING_ROW,
+    TABLE,
+    TICKS,
+    write_template,
+)
+from gateway.cli import main
+from gateway.delivery.pack import HEADINGS as PACKAGE_HEADINGS
+from gateway.delivery.pack import Source, sheet_bytes
+from gateway.demo.sample import TABLE_HEADINGS, people, with_changes, workbook
+from gateway.reference import ccis
+from gateway.returns.read import HEADINGS, read_return
+from gateway.returns.route import route
+from gateway.returns.validate import _TICKS, RULES, validate
+from gateway.rules import Borough, Provider, Rules
 
 FIRST, LAST = HEADING_ROW + 1, HEADING_ROW + DATA_ROWS
 TODAY = date(2025, 11, 17)
@@ -186,7 +193,7 @@ def test_a_filled_template_is_read_checked_and_forwarded(tmp_path, directory):
                     "Moving to Leeds")
     marks = ("X", "Y", "Yes", "\u2713", 1)
     for n, (person, destination, mark) in enumerate(zip(people(directory, {"E09000019": 5}, today=TODAY),
-                                                        destinations, marks)):
+                                                        destinations, marks, strict=False)):
         cells = with_changes(person, destination=destination).cells()
         cells[8:11] = [mark if i == n % 3 else None for i in range(3)]  # the ticks, each a different mark
         for column, value in enumerate(cells, start=1):
@@ -202,7 +209,7 @@ def test_a_filled_template_is_read_checked_and_forwarded(tmp_path, directory):
     assert [a.row.get(table, "phone") for a in checked.accepted][0].startswith("07")  # text: the 0 stays
 
     routed = route(table, checked.accepted, Rules({ISLINGTON.code: ISLINGTON}, {PROVIDER.ukprn: PROVIDER}), directory)
-    source = Source(PROVIDER, "LDOR-20251117-ABCDEF0123", datetime(2025, 11, 17, 9, 30, tzinfo=timezone.utc))
+    source = Source(PROVIDER, "LDOR-20251117-ABCDEF0123", datetime(2025, 11, 17, 9, 30, tzinfo=UTC))
     package = openpyxl.load_workbook(io.BytesIO(sheet_bytes(table, routed.batches[0], source, "xlsx")))
     rows = list(package.active.iter_rows(values_only=True))
     code, label = PACKAGE_HEADINGS.index("Destination Code"), PACKAGE_HEADINGS.index("Destination")
@@ -214,7 +221,7 @@ def test_a_filled_template_is_read_checked_and_forwarded(tmp_path, directory):
 
 def test_destination_01_only_for_a_number_that_is_no_code(directory):
     given = ("999", "230 Further education", " 230 ")
-    rows = [with_changes(p, destination=d).cells() for p, d in zip(people(directory, {"E09000019": 3}, today=TODAY), given)]
+    rows = [with_changes(p, destination=d).cells() for p, d in zip(people(directory, {"E09000019": 3}, today=TODAY), given, strict=False)]
     table = read_return(workbook(PROVIDER.name, PROVIDER.ukprn, rows))
     found = [(f.row, f.rule) for f in validate(table, PROVIDER, today=TODAY).findings]
     assert found == [(table.rows[0].number, "Destination_01")]

@@ -6,14 +6,13 @@ import threading
 import time
 
 import pytest
-
 from helpers import GATEWAY_ADDRESS, PROVIDER_UKPRN, install, provider_message
 from servers import Dovecot, SmtpCapture, make_tls_certificate
 
 from gateway.cli import main
 from gateway.config import load
-from gateway.inbox import Inbox
-from gateway.sample import people, workbook
+from gateway.demo.sample import people, workbook
+from gateway.intake.inbox import Inbox
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ from types import MappingProxyType
 
 import gnupg
 import pytest
-
 from servers import export_public, gnupg_home, make_key
 
 from gateway.errors import UnknownSender
+from gateway.intake.unpack import parse, sender_of, unpack
 from gateway.rules import Provider, Rules
-from gateway.unpack import parse, sender_of, unpack
 
 SENDER = "mis@college.example"
 
@@ -77,7 +76,7 @@ def test_a_display_name_does_not_hide_the_address():
 
 
 def test_a_clear_spreadsheet_is_not_opened_and_the_provider_is_told_to_encrypt(ring):
-    from gateway.sample import workbook
+    from gateway.demo.sample import workbook
 
     unpacked = unpack(_message(("return.xlsx", workbook("College", "10001234", []))), _rules(), ring)
     assert unpacked.attachments == () and "without encryption" in unpacked.error.advice

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.admin.scaffold import write_installation
 from gateway.cli import _parser, main
+from gateway.demo.sample import people, workbook
 from gateway.errors import unreachable
-from gateway.sample import people, workbook
-from gateway.scaffold import write_installation
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "data" / "one_of_each.xlsx"  # header: Example College, 10001234
@@ -137,7 +137,7 @@ def test_every_subcommand_given_bad_arguments_answers_in_one_line_without_a_trac
     with ThreadPoolExecutor(8) as pool:
         done = list(pool.map(lambda case: _gateway(*case[1], cwd=empty, env=case[2]), cases))
     failures = []
-    for (what, argv, _, words), result in zip(cases, done):
+    for (what, argv, _, words), result in zip(cases, done, strict=False):
         said = (result.stderr.strip() or result.stdout.strip()).splitlines()
         problems = []
         if result.returncode == 0:
@@ -187,7 +187,7 @@ def test_provider_given_is_the_registered_one_and_a_different_header_is_provider
 
 def test_an_unreachable_relay_names_host_and_port_and_what_to_check():
     from gateway.config import Smtp
-    from gateway.send import RelayDown, send
+    from gateway.delivery.send import RelayDown, send
 
     raw = b"From: ldor@example.org\r\nTo: a@example.org\r\nSubject: x\r\n\r\nx\r\n"
     port = _closed_port()

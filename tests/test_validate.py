@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 import io
+import re
 from datetime import date, datetime, timedelta
 
 import openpyxl
@@ -12,11 +11,26 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gateway.read import read_return
-from gateway.route import route
+from gateway.demo.sample import (
+    TABLE_HEADINGS,
+    Person,
+    people,
+    reason_csv,
+    valid_uln,
+    with_changes,
+    workbook,
+)
+from gateway.returns.read import read_return
+from gateway.returns.route import route
+from gateway.returns.validate import (
+    RULES,
+    academic_age,
+    parse_date,
+    reason_of,
+    uln_problem,
+    validate,
+)
 from gateway.rules import LONDON, Borough, Provider, Rules
-from gateway.sample import TABLE_HEADINGS, Person, people, reason_csv, valid_uln, with_changes, workbook
-from gateway.validate import RULES, academic_age, parse_date, reason_of, uln_problem, validate
 
 TODAY = date(2025, 11, 17)  # academic age is taken on 31 August 2025
 UKPRN = "10001234"

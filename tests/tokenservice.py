@@ -101,7 +101,7 @@ class TokenService:
             return sum(1 for _, _, said in self.requests if outcome is None or said == outcome)
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def __enter__(self) -> "TokenService":
+    def __enter__(self) -> TokenService:
         service = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -210,7 +210,7 @@ def certificate_pem(folder, name: str = "app", days: int = 30) -> tuple[bytes, b
 
     key = make_rsa_key()
     subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     end = now + datetime.timedelta(days=days)
     start = min(now - datetime.timedelta(minutes=5), end - datetime.timedelta(days=30))
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())

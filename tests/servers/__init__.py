@@ -11,7 +11,7 @@ context manager, so a failing test still stops what it started. Test modules imp
     processes.py  the /proc scan both Dovecot and gpg's agents are found with
 """
 
-from gateway.embedded import free_port
+from gateway.demo.embedded import free_port
 
 from .dovecot import Dovecot, DovecotError
 from .gnupg import (

@@ -72,10 +72,10 @@ import subprocess
 import tempfile
 import time
 import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from gateway.embedded import free_port
+from gateway.demo.embedded import free_port
 
 from .processes import LOCALHOST, session_pids, wait_until
 from .tls import server_tls_context
@@ -192,7 +192,7 @@ class Dovecot:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def __enter__(self) -> "Dovecot":
+    def __enter__(self) -> Dovecot:
         self.start()
         return self
 

@@ -21,8 +21,8 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from gateway.keys import _socket_folder
 

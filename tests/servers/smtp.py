@@ -34,7 +34,7 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from gateway.embedded import free_port
+from gateway.demo.embedded import free_port
 
 from .processes import LOCALHOST
 from .tls import server_tls_context
@@ -55,7 +55,7 @@ class CapturedMessage:
 class _CaptureHandler:
     """aiosmtpd handler; runs in the controller's event-loop thread."""
 
-    def __init__(self, owner: "SmtpCapture") -> None:
+    def __init__(self, owner: SmtpCapture) -> None:
         self.owner = owner
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -163,7 +163,7 @@ class SmtpCapture:
         self._cond = threading.Condition()
         self._controller: Controller | None = None
 
-    def __enter__(self) -> "SmtpCapture":
+    def __enter__(self) -> SmtpCapture:
         self.start()
         return self
 

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import openpyxl
 import pyzipper
-from pyzipper.zipfile_aes import AESZipInfo
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from msoffcrypto.format.ooxml import OOXMLFile
 from msoffcrypto.method.container.ecma376_encrypted import ECMA376Encrypted
+from pyzipper.zipfile_aes import AESZipInfo
 
 HERE = Path(__file__).resolve().parent
 PASSWORD = "Ldor-Test-Password-1"

@@ -43,8 +43,8 @@ FILES = HERE / "files"
 GOLDEN_KEYS = REPO / "tests" / "data" / "messages" / "keys"
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from gateway.postcodes import Directory  # noqa: E402
-from gateway.sample import TABLE_HEADINGS, Person, people  # noqa: E402
+from gateway.demo.sample import TABLE_HEADINGS, Person, people  # noqa: E402
+from gateway.reference.postcodes import Directory  # noqa: E402
 
 TODAY = date(2026, 11, 20)
 ZIP_TIME = (2026, 11, 20, 9, 0, 0)
@@ -295,7 +295,7 @@ def build() -> Corpus:
     p = people5()
     c.add("heading_at_xfd", "a heading in column XFD (borough workbooks of 16,389 columns)", ["accepted", "rejected"],
           book([("Return", sheet_xml(return_rows(p)).replace(
-              f'<row r="8">', f'<row r="8"><c r="XFD8" t="inlineStr"><is><t>Notes</t></is></c>', 1), "")]),
+              '<row r="8">', '<row r="8"><c r="XFD8" t="inlineStr"><is><t>Notes</t></is></c>', 1), "")]),
           phrases=limit_words, validate=[0, 1], persons=p, needs="read", max_package_columns=40)
     p = people5()
     wide = list(TABLE_HEADINGS) + [f"Extra {i}" for i in range(3000)]

@@ -10,7 +10,7 @@ Run by hand from the repository: `python tests/data/messages/make.py`. It
 
 The expectations are reasoned from the issue text by hand, not taken from running the gateway.
 Ciphertext is random by nature, so the .eml files differ between runs; everything else (people,
-workbooks, dates, Message-IDs, MIME boundaries) is fixed. The young people are invented (gateway.sample)
+workbooks, dates, Message-IDs, MIME boundaries) is fixed. The young people are invented (gateway.demo.sample)
 and live at real postcodes of Islington E09000019, Camden E09000007 and Hackney E09000012.
 """
 
@@ -37,11 +37,17 @@ REPO = HERE.parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import pyzipper  # noqa: E402
-
 from servers import export_public, gnupg_home, kill_agents, make_key  # noqa: E402
 
-from gateway.postcodes import Directory  # noqa: E402
-from gateway.sample import Person, TABLE_HEADINGS, people, reason_csv, with_changes, workbook  # noqa: E402
+from gateway.demo.sample import (  # noqa: E402
+    TABLE_HEADINGS,
+    Person,
+    people,
+    reason_csv,
+    with_changes,
+    workbook,
+)
+from gateway.reference.postcodes import Directory  # noqa: E402
 
 KEYS = HERE / "keys"
 TODAY = date(2026, 11, 20)  # people are 16-18 on this day (sample.people)

