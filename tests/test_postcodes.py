@@ -187,3 +187,16 @@ def test_the_cache_is_built_in_a_child_and_only_the_districts_asked_for_are_held
     assert (tmp_path / ".N-done").is_file() and (tmp_path / "N7.marshal").is_file()
     assert fresh._letters == {} and set(fresh._districts) == {"N1", "N16"}
 
+
+
+def test_prepare_writes_the_letters_a_return_needs_beside_the_caller(tmp_path):
+    """examine() asks for a return's letters before checking its rows; lookups then wait for the writer."""
+    from gateway.reference.postcodes import Directory
+
+    ahead = Directory(cache=tmp_path)
+    ahead.prepare(["n1 1aa", "E8 1DY", "", None, "12345", "E9 5AA"])
+    assert ahead.authority("E8 1DY") == "E09000012" and ahead.authority("N1 1AA") == "E09000019"
+    assert sorted(p.name for p in tmp_path.glob(".*-done")) == [".E-done", ".N-done"]
+    assert ahead._letters == {} and set(ahead._districts) == {"E8", "N1"}
+    ahead.prepare(["N7 6AA"])  # done already: nothing started
+    assert ahead._building == {}

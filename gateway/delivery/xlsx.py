@@ -100,7 +100,7 @@ def workbook(title: str, headings: Sequence[str], rows: Iterable[Sequence[object
                 continue
             cell = None if type(value) is str else _not_text(value)
             if cell is None:
-                index, width = known.get(value) or add(str(value))  # type: ignore[call-overload]
+                index, width = known.get(value) or add(str(value))
                 append(f'<c r="{letters[column]}{last}" t="s"><v>{index}</v></c>')
             else:
                 append(f'<c r="{letters[column]}{last}"{cell[0]}</c>')

@@ -14,7 +14,8 @@ import importlib.util
 import marshal
 import os
 import re
-import tempfile
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import brotli
@@ -61,6 +62,7 @@ class Directory:
         self._districts: dict[str, dict[str, str]] = {}
         self._split_letters: set[str] = set()  # letters whose every district is in _districts
         self._built: set[str] = set()  # letters whose cache a child was asked to write
+        self._building: dict[str, threading.Thread] = {}  # letters a child is writing now -> who waits for it
         self._cache = cache if cache is not None else _cache_folder(self.folder, cache_root)
 
     @property
@@ -71,6 +73,21 @@ class Directory:
         except importlib.metadata.PackageNotFoundError:
             version = "unknown release"
         return f"ONS Postcode Directory, {PACKAGE} {version}"
+
+    def prepare(self, postcodes: Iterable[object]) -> None:
+        """Have the cache of these postcodes' first letters written, where it lacks them, by a child process on
+        another core while the caller carries on (checking a return's rows); a lookup of such a letter waits
+        for it. A return from one area needs a few letters; a first large return, a dozen."""
+        if self._cache is None:
+            return
+        letters = {normalise(postcode)[:1] for postcode in postcodes} - self._built
+        letters = {letter for letter in letters if "A" <= letter <= "Z" and not (self._cache / f".{letter}-done").exists()}
+        if not letters:
+            return
+        self._built |= letters
+        writer = threading.Thread(target=_write_quietly, args=(self.folder, self._cache, sorted(letters)), daemon=True)
+        writer.start()
+        self._building.update(dict.fromkeys(letters, writer))
 
     def authority(self, postcode: str) -> str | None:
         """The authority code of a normalised postcode, or None when the directory has none."""
@@ -112,11 +129,13 @@ class Directory:
         if letter in self._split_letters:
             return {}  # every district of its letter is in memory already: no such district
         if self._cache is not None:
+            writer = self._building.pop(letter, None)
+            if writer is not None:
+                writer.join()
             table = _cached(self._cache, district)
             if table is None and letter not in self._built:
                 self._built.add(letter)  # once: a cache that cannot be written is not tried for every district
-                with contextlib.suppress(GatewayError):
-                    isolate.run(write_letter, self.folder, self._cache, letter)
+                _write_quietly(self.folder, self._cache, [letter])
                 table = _cached(self._cache, district)
             if table is not None:
                 return table
@@ -146,9 +165,16 @@ def _cached(cache: Path, district: str) -> dict[str, str] | None:
         return None
 
 
-def write_letter(folder: Path, cache: Path, letter: str) -> None:
-    """The compact cache of every district of a letter, from its shipped file (run in a child by isolate.run)."""
-    _write_cache(cache, letter, _split(_read_letter(folder, letter)))
+def _write_quietly(folder: Path, cache: Path, letters: list[str]) -> None:
+    """write_letters in a child process; a child that fails leaves those letters to be read in the process."""
+    with contextlib.suppress(GatewayError):
+        isolate.run(write_letters, folder, cache, letters)
+
+
+def write_letters(folder: Path, cache: Path, letters: list[str]) -> None:
+    """The compact cache of every district of these letters, from their shipped files, one letter at a time."""
+    for letter in letters:
+        _write_cache(cache, letter, _split(_read_letter(folder, letter)))
 
 
 def _split(postcodes: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -194,8 +220,7 @@ def _write_cache(cache: Path, letter: str, districts: dict[str, dict[str, str]])
     that the letter is done. Public data: the ONS directory, nothing of any return."""
     with contextlib.suppress(OSError):
         for district, table in districts.items():
-            handle, name = tempfile.mkstemp(dir=cache, prefix=".tmp-")
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(marshal.dumps(table))
-            os.replace(name, cache / f"{district}.marshal")
+            partial = cache / f".tmp-{os.getpid()}-{district}"  # this process's own: two may write a letter at once
+            partial.write_bytes(marshal.dumps(table))
+            os.replace(partial, cache / f"{district}.marshal")
         (cache / f".{letter}-done").touch()
