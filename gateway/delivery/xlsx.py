@@ -73,7 +73,7 @@ _STYLES = _HEAD + (
 )
 
 # Whatever makes a text need more than a lookup: what the guard changes, what XML escapes, Excel's own
-# _xHHHH_ escapes (a literal "_x0041_" would show as "A"), and a carriage return, which XML would read as \n.
+# _xHHHH_ escapes (a literal "_x0041_" would show as "A"), and a carriage return.
 _ATTENTION = re.compile(r"[\x00-\x1f&<>\ufffe\uffff]|_x[0-9A-Fa-f]{4}_")
 _EXCEL_ESCAPE = re.compile(r"_x[0-9A-Fa-f]{4}_")
 _SPACE_AT_ENDS = re.compile(r"^\s|\s$")
@@ -158,7 +158,7 @@ class _Strings:
 def _shared(text: str) -> str:
     if _ATTENTION.search(text):
         text = _EXCEL_ESCAPE.sub(lambda m: "_x005F" + m.group(0), text)
-        text = _escape(text).replace("\r", "_x000D_")
+        text = _escape(text).replace("\r", "&#13;")  # as a reference, or XML would read it as a line break
     space = ' xml:space="preserve"' if _SPACE_AT_ENDS.search(text) else ""
     return f"<si><t{space}>{text}</t></si>"
 
