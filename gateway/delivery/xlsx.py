@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 
+from ..returns.read import column_letters
 from .guard import Medium, guard
 
 WIDEST = 60  # characters: a column is as wide as its heading and cells, up to this
@@ -85,7 +86,7 @@ def workbook(title: str, headings: Sequence[str], rows: Iterable[Sequence[object
     a number, a bool, a date, datetime, time or timedelta (shown day/month/year, or as a time), or None or
     "" for an empty cell; anything else is written as its text."""
     strings = _Strings()
-    letters = [_letters(number) for number in range(1, len(headings) + 1)]
+    letters = [column_letters(number) for number in range(1, len(headings) + 1)]
     widths = [len(heading) for heading in headings]
     parts = ["<row r=\"1\">"]
     for column, heading in enumerate(headings):
@@ -200,14 +201,6 @@ def _width(characters: int) -> float:
     """A column width as Excel stores it: characters of the widest digit (7 pixels in the default font) plus
     5 pixels of padding, in 256ths of a character."""
     return int((characters * 7 + 5) / 7 * 256) / 256
-
-
-def _letters(number: int) -> str:
-    letters = ""
-    while number > 0:
-        number, rest = divmod(number - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
 
 
 def _put(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
