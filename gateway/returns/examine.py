@@ -91,6 +91,8 @@ def examine(data: bytes, provider: Provider | None, rules: Rules, directory: Dir
     distrusted = untrusted(provider, signature) if signature is not None and provider is not None else None
     if distrusted is not None:
         return Examination(table, provider, (), NOTHING_ROUTED, distrusted.advice)
+    if "postcode" in table.columns:  # the directory readies what routing will look up while the rows are checked
+        directory.prepare(row.values[table.columns["postcode"]] for row in table.rows)
     checked = validate(table, provider, today, progress if len(table.rows) > PROGRESS_ROWS else None)
     if checked.fatal:
         advice = " ".join(f"{f.message} ({f.rule})." for f in checked.fatal) + (

@@ -69,7 +69,7 @@ _LOOKUP = {fold(h): field for field, names in HEADINGS.items() for h in names}
 _HEADER_LOOKUP = {fold(h): field for field, names in HEADER_LABELS.items() for h in names}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     number: int  # the row number the provider sees in Excel
     values: tuple[object, ...]  # one per heading, in the sheet's order
@@ -77,6 +77,10 @@ class Row:
     def get(self, table: Return, field: str) -> object:
         column = table.columns.get(field)
         return "" if column is None else self.values[column]
+
+    def __reduce__(self) -> tuple[type[Row], tuple[int, tuple[object, ...]]]:
+        # Rows travel from the reading child by the hundred thousand: as their two fields, not a dict of them.
+        return Row, (self.number, self.values)
 
 
 @dataclass(frozen=True)
@@ -485,9 +489,11 @@ def _table(sheet: str, rows: Sequence[Sequence[object]]) -> Return | None:
         headings = tuple(_tidy(cells[i]) if i < len(cells) else "" for i in range(width))
         data = []
         for offset, raw in enumerate(rows[index + 1:], start=index + 2):
-            values = tuple(raw[i] if i < len(raw) else "" for i in range(width))
-            if any(_text(v) for v in values):
-                data.append(Row(offset, tuple(_clean(v) for v in values)))
+            cells = raw[:width] if len(raw) >= width else [*raw, *("",) * (width - len(raw))]
+            # Once a cell for every row of the table: text, the usual cell, stripped without a call.
+            values = tuple([cell.strip() if cell.__class__ is str else _clean(cell) for cell in cells])
+            if values.count("") + values.count(None) < width:  # a row with something in it
+                data.append(Row(offset, values))
         header = _header_block(rows[:index])
         return Return(sheet, MappingProxyType(header), headings, MappingProxyType(columns), index + 1, tuple(data))
     return None

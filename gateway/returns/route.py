@@ -9,7 +9,7 @@ gets a finding that says why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..reference import authorities as authorities_module
 from ..reference import postcodes
@@ -94,7 +94,7 @@ def _destination(table: Return, item: Accepted, rules: Rules, directory: Directo
         return None, item, [finding(table, "Route_01", row.number, f": {authority(code)}", row)]
     if not borough.takes(item.reason):
         return None, item, [finding(table, "Route_02", row.number, _not_taken(borough, item.reason), row)]
-    return borough, replace(item, notes=tuple(notes), home=code, routed_by=routed_by), said
+    return borough, item.placed(tuple(notes), code, routed_by), said
 
 
 def _host_borough(rules: Rules, provider: Provider | None) -> Borough | None:
