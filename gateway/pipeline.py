@@ -20,7 +20,6 @@ import contextlib
 import email.parser
 import email.policy
 import hashlib
-import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -134,8 +133,7 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
             uidvalidity = session.uidvalidity()
             keys = RunKeys(gateway.keyring)
             archive = _Archive(gateway, session, uidvalidity)
-            for message, state in _each_handled(gateway, session.messages(), settings.folder, uidvalidity, keys,
-                                                flushing.step):
+            for message, state in _each_handled(gateway, session, settings.folder, uidvalidity, keys, flushing.step):
                 seen += 1
                 if state == WAITING:
                     waiting += 1
@@ -161,22 +159,21 @@ def run_once(gateway: Gateway, retry_now: bool = True, inbox: Inbox | None = Non
     return run
 
 
-def _each_handled(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str, uidvalidity: int,
-                  keys: RunKeys, send: Callable[[], bool]) -> Iterator[tuple[InboxMessage, str]]:
+def _each_handled(gateway: Gateway, session: Inbox, mailbox: str, uidvalidity: int, keys: RunKeys,
+                  send: Callable[[], bool]) -> Iterator[tuple[InboxMessage, str]]:
     """Each message with the state `handle` gives it, in mailbox order: one alone is handled here, several
     on every core (_in_workers), which meanwhile `send()` what is queued (one message a call; False when
     nothing is left to send)."""
-    first = next(messages, None)
-    if first is None:
+    uids = session.waiting()
+    if not uids:
         return
     warm_up()  # outside any message's handling, which a death would count against
-    second = next(messages, None)
-    everyone = itertools.chain([first] if second is None else [first, second], messages)
-    if second is None or WORKERS < 2:
-        for message in everyone:
+    if len(uids) < 2 or WORKERS < 2:
+        for message in session.messages(uids):
             yield message, handle(gateway, mailbox, uidvalidity, message, keys)
         return
-    yield from _in_workers(gateway, everyone, mailbox, uidvalidity, keys, send)
+    # Forked before any message is fetched, so that no worker carries a copy of another's.
+    yield from _in_workers(gateway, lambda: session.messages(uids), mailbox, uidvalidity, keys, send)
 
 
 @dataclass
@@ -191,7 +188,7 @@ class _Job:
     deaths: int = 0  # workers that stopped on it in this run
 
 
-def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str, uidvalidity: int,
+def _in_workers(gateway: Gateway, fetch: Callable[[], Iterator[InboxMessage]], mailbox: str, uidvalidity: int,
                 keys: RunKeys, send: Callable[[], bool]) -> Iterator[tuple[InboxMessage, str]]:
     """`handle` for many messages, the work (decrypt, read, check, route, pack, encrypt) done by worker
     processes, everything else here: this process alone speaks to the mailbox, the ledger and the outbox,
@@ -216,6 +213,7 @@ def _in_workers(gateway: Gateway, messages: Iterator[InboxMessage], mailbox: str
     more = True  # messages not yet taken from the mailbox
     sending = False  # messages queued and not yet sent (as far as is known)
     with Workers(WORKERS, job_work) as workers:
+        messages = fetch()
         while True:
             while workers.idle() and (again or (more and len(line) < WORKERS * 4)):
                 job = again.popleft() if again else _Job(next(messages, None))  # type: ignore[arg-type]

@@ -52,6 +52,18 @@ import leakwatch
 tempfile.tempdir = os.environ["TMPDIR"]
 watch = leakwatch.Watch(tuple(os.environ["LEAKWATCH_WATCHED"].split(os.pathsep)),
                         leakwatch.forms(Path(os.environ["LEAKWATCH_VALUES"]).read_text().splitlines()))
+
+def saved_apart(watch):
+    # A worker process the gateway forks (gateway/workers.py) has the hook too: it keeps its own record,
+    # saved beside the gateway's as the worker ends; watched_run adds it in.
+    import multiprocessing.util
+    watch.written, watch.removed, watch.leaks, watch.nameless = set(), set(), {}, []
+    report = Path(os.environ["LEAKWATCH_REPORT"] + f".{os.getpid()}")
+    multiprocessing.util.Finalize(None, lambda: watch.save(report), exitpriority=100)
+
+
+import multiprocessing.util
+multiprocessing.util.register_after_fork(watch, saved_apart)
 with leakwatch.audit_hook(watch):
     from gateway.cli import main
     code = main(["--config", os.environ["LEAKWATCH_CONFIG"], "run", "--once"])
@@ -78,7 +90,13 @@ def watched_run(intake, work: Path, name: str) -> tuple[dict, Traced | None, byt
         command = [strace, "-f", "-qq", "-y", "-e", f"trace={STRACE_CALLS}", "-o", str(trace), *command]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=540)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
-    return json.loads(report.read_text()), (read_strace(trace, ROOT) if strace else None), done.stderr
+    found = json.loads(report.read_text())
+    for part in sorted(work.glob(f"{report.name}.*")):  # the workers' records
+        theirs = json.loads(part.read_text())
+        for kind in ("written", "removed", "nameless"):
+            found[kind] += theirs[kind]
+        found["leaks"].update(theirs["leaks"])
+    return found, (read_strace(trace, ROOT) if strace else None), done.stderr
 
 
 def test_no_personal_value_is_ever_on_disk_in_clear(intake, tmp_path):

@@ -139,13 +139,18 @@ class Inbox:
                 self._uidvalidity = int(self.box.folder.status(self.settings.folder, ["UIDVALIDITY"])["UIDVALIDITY"])
         return self._uidvalidity
 
-    def messages(self) -> Iterator[InboxMessage]:
-        """Every message now in the folder, oldest first, fetched one at a time without marking it seen."""
+    def waiting(self) -> list[int]:
+        """The UIDs of every message now in the folder, oldest first."""
         with _dropped():
             uids = sorted(int(u) for u in self.box.uids("ALL"))
         if uids:
             self.last_uid = max(self.last_uid, uids[-1])
-        for uid in uids:
+        return uids
+
+    def messages(self, uids: list[int] | None = None) -> Iterator[InboxMessage]:
+        """Every message now in the folder (or those of `uids`), oldest first, fetched one at a time without
+        marking it seen."""
+        for uid in self.waiting() if uids is None else uids:
             with _dropped():
                 raw = self._fetch(uid)
             if raw is not None:
