@@ -216,11 +216,14 @@ def _in_workers(gateway: Gateway, fetch: Callable[[], Iterator[InboxMessage]], m
         messages = fetch()
         while True:
             while workers.idle() and (again or (more and len(line) < WORKERS * 4)):
-                job = again.popleft() if again else _Job(next(messages, None))  # type: ignore[arg-type]
-                if job.message is None:
-                    more = False
-                    break
-                if not job.deaths:
+                if again:
+                    job = again.popleft()  # already in line, in its place
+                else:
+                    message = next(messages, None)
+                    if message is None:
+                        more = False
+                        break
+                    job = _Job(message)
                     line.append(job)
                 admitted = admit(gateway, mailbox, uidvalidity, job.message, keys)
                 if isinstance(admitted, MessageRecord):
