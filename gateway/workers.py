@@ -50,9 +50,6 @@ class Workers:
     def idle(self) -> bool:
         return any(worker.key is None for worker in self._workers)
 
-    def busy(self) -> int:
-        return sum(worker.key is not None for worker in self._workers)
-
     def give(self, key: object, job: object) -> None:
         """Hand a job to an idle worker (there must be one)."""
         worker = next(worker for worker in self._workers if worker.key is None)

@@ -210,82 +210,80 @@ class Flush:
             self._work = [item_id for item_id in self.outbox.pending() if item_id not in self._taken]
             if not self._work:
                 return False
-        self._taken.add(self._work[0])
-        self._down = _next(self._work, self.outbox, self.ledger, self.settings, self.admin, self.now, self.retry_now,
-                           self.relay, self._down, self.counts)
+        self._take()
         return True
 
     def delivery(self) -> Delivery:
         return Delivery(**self.counts)
 
-
-def _next(work: list[str], outbox: Outbox, ledger: Ledger, settings: config.Smtp, admin: str, now: datetime,
-          retry_now: bool, relay: Relay, relay_down: SendError | None, counts: dict[str, int]) -> SendError | None:
-    """Take the first id of `work` (more may be added: alerts); return the relay's failure, once it is down."""
-    item_id = work.pop(0)
-    record = ledger.outgoing(item_id)
-    if record is None:
-        # Queued by a run that stopped before its ledger commit: that message is processed again
-        # and this file replaced, so leave it unless it has been orphaned for long.
-        if _age(outbox, item_id) > ORPHAN_SECONDS:
-            log.error("outbox item %s was never recorded in the ledger; set aside, not sent", item_id)
+    def _take(self) -> None:
+        """Try the first id of the work (more may be added: alerts); once the relay is down, the rest wait."""
+        item_id = self._work.pop(0)
+        self._taken.add(item_id)
+        outbox, ledger, settings, admin = self.outbox, self.ledger, self.settings, self.admin
+        now, counts = self.now, self.counts
+        record = ledger.outgoing(item_id)
+        if record is None:
+            # Queued by a run that stopped before its ledger commit: that message is processed again
+            # and this file replaced, so leave it unless it has been orphaned for long.
+            if _age(outbox, item_id) > ORPHAN_SECONDS:
+                log.error("outbox item %s was never recorded in the ledger; set aside, not sent", item_id)
+                outbox.set_aside(item_id)
+                counts["failed"] += 1
+            return
+        if record.state == OutgoingState.HELD:
+            return  # a release stopped half-way: the next release builds and replaces this file
+        try:
+            raw = outbox.read(item_id)
+        except FileNotFoundError:
+            return
+        if record.sha256 != hashlib.sha256(raw).hexdigest():
+            log.error("outbox item %s does not match the hash the ledger recorded; set aside, not sent", item_id)
             outbox.set_aside(item_id)
             counts["failed"] += 1
-        return relay_down
-    if record.state == OutgoingState.HELD:
-        return relay_down  # a release stopped half-way: the next release builds and replaces this file
-    try:
-        raw = outbox.read(item_id)
-    except FileNotFoundError:
-        return relay_down
-    if record.sha256 != hashlib.sha256(raw).hexdigest():
-        log.error("outbox item %s does not match the hash the ledger recorded; set aside, not sent", item_id)
-        outbox.set_aside(item_id)
-        counts["failed"] += 1
-        if record.state == OutgoingState.QUEUED:
-            ledger.give_up(item_id, "the outbox file is not the message that was queued (hash differs); not sent")
-            work += _alert(outbox, ledger, settings, admin, record, "its file in the outbox was changed or damaged")
-        return relay_down
-    if record.state == OutgoingState.SENT:  # sent, but the crash came before the file was removed
+            if record.state == OutgoingState.QUEUED:
+                ledger.give_up(item_id, "the outbox file is not the message that was queued (hash differs); not sent")
+                self._work += _alert(outbox, ledger, settings, admin, record, "its file in the outbox was changed or damaged")
+            return
+        if record.state == OutgoingState.SENT:  # sent, but the crash came before the file was removed
+            outbox.remove(item_id)
+            return
+        if record.state != OutgoingState.QUEUED:  # failed or bounced, but the crash came before it was set aside
+            outbox.set_aside(item_id)
+            return
+        # Too old to keep trying; but never before a first try has failed (a gateway that was itself
+        # stopped for days gives its queue a chance before giving up on it).
+        expired = bool(record.attempts) and _queued_at(record) + timedelta(hours=settings.retry_for_hours) <= now
+        if self._down is not None or not (self.retry_now or _due(record, now)):
+            if self._down is not None and expired:
+                self._work += _give_up(outbox, ledger, settings, admin, record, self._down, counts)
+            else:
+                counts["waiting"] += 1
+            return
+        try:
+            self.relay.send(raw, item_id)
+        except SendError as error:
+            if isinstance(error, RelayDown):
+                self._down = error  # one wait for the timeout per run, not one per queued message
+            if not error.retryable:
+                ledger.mark_failed(item_id, str(error), permanent=True)
+                outbox.set_aside(item_id)
+                counts["failed"] += 1
+                log.error("outbox item %s failed permanently: %s", item_id, error)
+                self._work += _alert(outbox, ledger, settings, admin, record, f"the relay refused it: {error}")
+            elif expired:
+                ledger.mark_failed(item_id, str(error), permanent=False)
+                self._work += _give_up(outbox, ledger, settings, admin, record, error, counts)
+            else:
+                later = now + _backoff(record.attempts + 1, settings)
+                ledger.mark_failed(item_id, str(error), permanent=False, next_attempt_at=_iso(later))
+                counts["deferred"] += 1
+                log.warning("outbox item %s deferred until %s: %s", item_id, _iso(later), error)
+            return
+        ledger.mark_sent(item_id)
         outbox.remove(item_id)
-        return relay_down
-    if record.state != OutgoingState.QUEUED:  # failed or bounced, but the crash came before it was set aside
-        outbox.set_aside(item_id)
-        return relay_down
-    # Too old to keep trying; but never before a first try has failed (a gateway that was itself
-    # stopped for days gives its queue a chance before giving up on it).
-    expired = bool(record.attempts) and _queued_at(record) + timedelta(hours=settings.retry_for_hours) <= now
-    if relay_down is not None or not (retry_now or _due(record, now)):
-        if relay_down is not None and expired:
-            work += _give_up(outbox, ledger, settings, admin, record, relay_down, counts)
-        else:
-            counts["waiting"] += 1
-        return relay_down
-    try:
-        relay.send(raw, item_id)
-    except SendError as error:
-        if isinstance(error, RelayDown):
-            relay_down = error  # one wait for the timeout per run, not one per queued message
-        if not error.retryable:
-            ledger.mark_failed(item_id, str(error), permanent=True)
-            outbox.set_aside(item_id)
-            counts["failed"] += 1
-            log.error("outbox item %s failed permanently: %s", item_id, error)
-            work += _alert(outbox, ledger, settings, admin, record, f"the relay refused it: {error}")
-        elif expired:
-            ledger.mark_failed(item_id, str(error), permanent=False)
-            work += _give_up(outbox, ledger, settings, admin, record, error, counts)
-        else:
-            later = now + _backoff(record.attempts + 1, settings)
-            ledger.mark_failed(item_id, str(error), permanent=False, next_attempt_at=_iso(later))
-            counts["deferred"] += 1
-            log.warning("outbox item %s deferred until %s: %s", item_id, _iso(later), error)
-        return relay_down
-    ledger.mark_sent(item_id)
-    outbox.remove(item_id)
-    counts["sent"] += 1
-    log.info("outbox item %s sent (%s)", item_id, record.kind)
-    return relay_down
+        counts["sent"] += 1
+        log.info("outbox item %s sent (%s)", item_id, record.kind)
 
 
 def requeue(outbox: Outbox, ledger: Ledger, item_id: str) -> bool:
