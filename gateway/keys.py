@@ -307,22 +307,26 @@ class RunKeys:
 
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
-        self._looked: dict[str, object] = {}
+        # Each kept once looked up; a failed look keeps nothing, and raises again for the next message.
+        self._public: list[PublicKey] | None = None
+        self._own: str | None = None
+        self._exported: str | None = None
 
     def public_keys(self) -> list[PublicKey]:
-        return self._once("public", self.keyring.public_keys)  # type: ignore[return-value]
+        if self._public is None:
+            self._public = self.keyring.public_keys()
+        return self._public
 
     def own_fingerprint(self) -> str:
-        return self._once("own", self.keyring.own_fingerprint)  # type: ignore[return-value]
+        if self._own is None:
+            self._own = self.keyring.own_fingerprint()
+        return self._own
 
     def own_public(self) -> str:
         """The gateway's own public key, armoured (attached to receipts)."""
-        return self._once("exported", lambda: self.keyring.export_public(self.own_fingerprint()))  # type: ignore[return-value]
-
-    def _once(self, what: str, look: Callable[[], object]) -> object:
-        if what not in self._looked:  # a failed look is not kept: it raises again for the next message
-            self._looked[what] = look()
-        return self._looked[what]
+        if self._exported is None:
+            self._exported = self.keyring.export_public(self.own_fingerprint())
+        return self._exported
 
 
 def check_decryption(statuses: dict[str, str], prove_own_key: Callable[[], None]) -> None:
