@@ -14,11 +14,9 @@ Months and days are London time, as in the monthly report.
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import LOCAL
@@ -32,7 +30,7 @@ from ..mail import Outgoing
 from ..rules import Borough, Provider
 from . import audit
 from .report import monthly_report
-from .report_book import write_xlsx
+from .report_book import xlsx_bytes
 
 if TYPE_CHECKING:
     from ..app import Gateway
@@ -276,8 +274,7 @@ def email_monthly_report(gateway: Gateway, now: datetime) -> int:
     if already_done(gateway.ledger, name):
         return 0
     report = monthly_report(gateway.ledger, gateway.rules, month, schedule.due_day, now=now)
-    with tempfile.TemporaryDirectory() as folder:
-        xlsx = write_xlsx(report, Path(folder) / f"ldor-report-{month}.xlsx").read_bytes()
+    xlsx = xlsx_bytes(report)
     _, check = audit.audit_verify_text(gateway.ledger)
     queued = _queue(gateway, name, notices.report_mail(gateway.config, name, month, report.text(), check, xlsx))
     _record_done(gateway.ledger, name)

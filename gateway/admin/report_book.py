@@ -4,6 +4,7 @@ The figures are report.py's; this file only lays them out."""
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,15 +23,22 @@ if TYPE_CHECKING:
 
 def write_xlsx(report: MonthlyReport, path: Path) -> Path:
     """The workbook at `path`, written whole, then renamed into place."""
+    path = Path(path)
+    part = path.with_name(f".{path.name}.part")
+    part.write_bytes(xlsx_bytes(report))
+    part.replace(path)
+    return path
+
+
+def xlsx_bytes(report: MonthlyReport) -> bytes:
+    """The workbook, made in memory (the report's email attaches it)."""
     book = openpyxl.Workbook()
     _summary(book, report)
     _providers(book, report)
     _boroughs(book, report)
-    path = Path(path)
-    part = path.with_name(f".{path.name}.part")
-    book.save(part)
-    part.replace(path)
-    return path
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
 
 
 def _summary(book: Workbook, report: MonthlyReport) -> None:
