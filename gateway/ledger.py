@@ -374,6 +374,13 @@ class Ledger:
             self.db.conn.execute("update messages set attempts = coalesce(attempts, 0) + 1 where sha256 = ?", [record.sha256])
         return replace(record, attempts=record.attempts + 1)
 
+    def died_handling(self, mailbox: str, uidvalidity: int) -> bool:
+        """Whether a process stopped while handling a message of this mailbox that is still unfinished (its
+        attempts still counted)."""
+        return bool(list(self.db.query(
+            "select 1 from messages where mailbox = ? and uidvalidity = ? and state = ? and attempts > 0 limit 1",
+            [mailbox, uidvalidity, MessageState.RECEIVED])))
+
     def forget_attempt(self, record: MessageRecord) -> None:
         """Take back an attempt that ended in the gateway's own failure (disk full), not in the message's."""
         with self.db.conn:

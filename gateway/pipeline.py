@@ -168,7 +168,9 @@ def _each_handled(gateway: Gateway, session: Inbox, mailbox: str, uidvalidity: i
     if not uids:
         return
     warm_up()  # outside any message's handling, which a death would count against
-    if len(uids) < 2 or WORKERS < 2:
+    # After the process died while handling mail, one message at a time: a death then counts against the
+    # message being handled alone, never against the good ones workers had in hand beside it.
+    if len(uids) < 2 or WORKERS < 2 or gateway.ledger.died_handling(mailbox, uidvalidity):
         for message in session.messages(uids):
             yield message, handle(gateway, mailbox, uidvalidity, message, keys)
         return

@@ -3,6 +3,7 @@ a worker's death counted as a handling death, the workers' log records in the ga
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -154,3 +155,30 @@ def test_the_workers_log_records_reach_the_gateways_log(deployment, directory, k
     # logged by the worker that found the sender unknown, written by the gateway's own handlers
     assert [r for r in caplog.records if r.name == "gateway.pipeline" and "quarantined" in r.getMessage()
             and r.process != os.getpid()]
+
+
+def test_after_the_process_died_handling_mail_the_next_run_takes_one_message_at_a_time(deployment, directory, keys,
+                                                                                       monkeypatch):
+    """A death of the gateway itself counts against every message in hand: with workers, good ones beside the
+    culprit. So while such a message is unfinished, a run has no workers, and a death falls on one message."""
+    monkeypatch.setattr(pipeline, "WORKERS", 2)
+    for seed in range(3):
+        deployment.deliver(provider_message([(f"r{seed}.xlsx.gpg", _return(directory, keys, 720 + seed))]))
+    with deployment.imap.client() as conn:
+        conn.select("INBOX", readonly=True)
+        uidvalidity = int(conn.untagged_responses["UIDVALIDITY"][-1])
+    ledger = Ledger(deployment.root / "var" / "gateway.db")
+    uid = deployment.imap.list_uids("INBOX")[0]
+    raw = deployment.imap.fetch_all("INBOX")[0]
+    ledger.begin_attempt(ledger.receive("INBOX", uidvalidity, uid, hashlib.sha256(raw).hexdigest()))  # as a death leaves it
+    assert ledger.died_handling("INBOX", uidvalidity)
+    used = []
+    in_workers = pipeline._in_workers
+    monkeypatch.setattr(pipeline, "_in_workers", lambda *args: used.append(1) or in_workers(*args))
+
+    run = pipeline.run_once(build(deployment.config))
+    assert used == [] and (run.seen, run.processed) == (3, 3)
+    assert not ledger.died_handling("INBOX", uidvalidity)
+    for seed in range(2):  # and with nothing unfinished, a burst goes to the workers again
+        deployment.deliver(provider_message([(f"s{seed}.xlsx.gpg", _return(directory, keys, 730 + seed))]))
+    assert pipeline.run_once(build(deployment.config)).processed == 2 and used == [1]
